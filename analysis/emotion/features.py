@@ -1,0 +1,65 @@
+"""Utterance-level features for the emotion head: pooled Whisper encoder states.
+
+Pooling is mean and standard deviation over frames (1024-d for Whisper base). Features of a
+labelled corpus are cached on disk per encoder and audio variant, so retraining the head
+takes minutes rather than re-running the encoder over ten thousand clips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from analysis.audio import load_audio, normalize
+from analysis.emotion.telephone import telephone
+
+Encoder = Callable[[np.ndarray], np.ndarray]  # 16 kHz clip -> (frames, dim)
+VARIANTS = ("clean", "phone")
+
+
+def pool(frames: np.ndarray) -> np.ndarray:
+    """Mean and std over time: a fixed-size vector for any utterance length."""
+    frames = np.asarray(frames, dtype=np.float32)
+    return np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
+
+
+def prepare(samples: np.ndarray, variant: str, seed: int) -> np.ndarray:
+    """The clip as the model sees it: optionally through a simulated phone line, normalised."""
+    if variant == "phone":
+        rng = np.random.default_rng(seed)
+        samples = telephone(samples, rng, noise_dbfs=float(rng.uniform(-55, -35)),
+                            gain_db=float(rng.uniform(-6, 6)))
+    return normalize(samples)
+
+
+def _stable_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
+
+
+def extract_corpus(paths: Sequence[Path], encoder: Encoder, cache_file: Path, variant: str = "clean",
+                   progress: bool = True) -> np.ndarray:
+    """Pooled features for every path, reusing and extending `cache_file` (an .npz)."""
+    from tqdm import tqdm
+
+    cached: dict[str, np.ndarray] = {}
+    if cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as data:
+            cached = dict(zip(data["keys"].tolist(), data["features"]))
+    keys = [str(p) for p in paths]
+    missing = [k for k in keys if k not in cached]
+    for i, key in enumerate(tqdm(missing, desc=f"encoding {variant}", disable=not progress, unit="clip")):
+        clip = load_audio(key, channels=1)[0]
+        cached[key] = pool(encoder(prepare(clip, variant, _stable_seed(key))))
+        if (i + 1) % 500 == 0 or i + 1 == len(missing):
+            _save(cache_file, cached)
+    return np.stack([cached[k] for k in keys])
+
+
+def _save(cache_file: Path, cached: dict[str, np.ndarray]) -> None:
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez(tmp, keys=np.array(list(cached)), features=np.stack(list(cached.values())))
+    tmp.replace(cache_file)

@@ -1,0 +1,55 @@
+"""HuBERT backend for users who have the weights: HuBERT -> mean pooling -> classification head.
+
+Loads through transformers from a hub id or a local directory (a fine-tuned
+`HubertForSequenceClassification`, whose head does the mean pooling). Labels come from the
+checkpoint's id2label and are mapped onto our base emotion names where they differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from analysis.assets import ModelUnavailable
+from analysis.audio import normalize
+from analysis.emotion.tiers import BASE_EMOTIONS
+
+ALIASES = {"ang": "anger", "angry": "anger", "dis": "disgust", "disgusted": "disgust", "fea": "fear",
+           "fearful": "fear", "hap": "happiness", "happy": "happiness", "joy": "happiness",
+           "neu": "neutral", "sad": "sadness", "sur": "surprise", "surprised": "surprise"}
+
+
+class HubertEmotionModel:
+    def __init__(self, model_ref: str):
+        try:
+            import torch
+            from transformers import AutoFeatureExtractor, HubertForSequenceClassification
+        except ImportError as exc:  # transformers is an optional extra
+            raise ModelUnavailable("the hubert backend needs `pip install transformers`") from exc
+        local = Path(model_ref).expanduser()
+        kwargs = {"local_files_only": True} if local.is_dir() else {}
+        try:
+            self.extractor = AutoFeatureExtractor.from_pretrained(str(model_ref), **kwargs)
+            self.model = HubertForSequenceClassification.from_pretrained(str(model_ref), **kwargs).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: {exc}") from exc
+        id2label = self.model.config.id2label
+        self.labels = tuple(ALIASES.get(id2label[i].lower(), id2label[i].lower()) for i in range(len(id2label)))
+        unknown = [lab for lab in self.labels if lab not in BASE_EMOTIONS]
+        if unknown:
+            raise ModelUnavailable(f"HuBERT model {model_ref!r} has labels outside the base emotions: {unknown}")
+        self.name = f"hubert:{local.name if local.is_dir() else model_ref}"
+        self.provisional = True
+        self._torch = torch
+
+    def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        out = []
+        for clip in clips:  # one at a time: padding would leak into the mean pooling
+            inputs = self.extractor(normalize(clip), sampling_rate=16_000, return_tensors="pt")
+            with self._torch.inference_mode():
+                logits = self.model(**inputs).logits[0]
+            probs = self._torch.softmax(logits, dim=-1).numpy()
+            out.append(dict(zip(self.labels, map(float, probs))))
+        return out

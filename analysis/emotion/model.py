@@ -1,0 +1,47 @@
+"""The `EmotionModel` interface and the factory that picks a backend from config.
+
+A backend maps 16 kHz utterance clips to calibrated probabilities over its own labels (a subset
+of BASE_EMOTIONS). Everything downstream (tiers, risk, storage) only sees those probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from analysis.assets import ModelUnavailable
+from emotivoice.config import EmotionConfig
+
+HEADS_DIR = Path(__file__).resolve().parent / "heads"
+DEFAULT_HEAD = HEADS_DIR / "whisper-base-cremad.npz"
+
+
+@runtime_checkable
+class EmotionModel(Protocol):
+    name: str
+    labels: tuple[str, ...]
+    provisional: bool  # True until the model's card shows it meets the accuracy target
+
+    def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """One {emotion: probability} per clip, probabilities summing to 1."""
+        ...
+
+
+def load_emotion_model(config: EmotionConfig, whisper=None) -> EmotionModel:
+    """Build the configured backend; `whisper` is the shared WhisperRuntime for the default."""
+    if config.backend == "hubert":
+        from analysis.emotion.hubert import HubertEmotionModel
+
+        if not config.hubert_model:
+            raise ModelUnavailable("emotion backend 'hubert' needs emotion.hubert_model (hub id or directory)")
+        return HubertEmotionModel(config.hubert_model)
+    if config.backend == "whisper-head":
+        from analysis.emotion.head import WhisperHeadModel
+
+        if whisper is None:
+            raise ModelUnavailable("the whisper-head emotion backend needs a loaded Whisper model")
+        return WhisperHeadModel(Path(config.head_path) if config.head_path else DEFAULT_HEAD, whisper)
+    raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")

@@ -1,0 +1,164 @@
+"""Batch analysis of one recorded call: decode -> segment -> transcribe -> emotions -> tiers.
+
+A stereo file carries one speaker per channel (left is the agent unless told otherwise); a mono
+file is one speaker until diarization lands. Audio streams through in blocks, and speech that
+runs over a block edge is carried into the next block, so memory stays bounded for any length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, normalize, probe, rms_dbfs
+from analysis.emotion.model import EmotionModel, load_emotion_model
+from analysis.emotion.tiers import complex_emotion, granular
+from analysis.results import CallResult, Speaker, Utterance
+from analysis.segmentation import Region, shape_utterances, speech_regions
+from analysis.transcription import transcribe_utterances
+from analysis.whisper import load_whisper
+from emotivoice.config import Settings
+
+log = logging.getLogger(__name__)
+
+ProgressHook = Callable[[float], None]  # seconds of audio done
+ROLES = ("agent", "customer")
+
+
+@dataclass
+class Timings:
+    """Wall time per stage, summed over a call: the hook for benchmarks and logs."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, since: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - since
+
+
+def make_call_id(path: Path) -> str:
+    """Stable per file, so re-analysing a recording replaces its earlier results."""
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', path.stem)[:48]}-{digest}"
+
+
+def parse_roles(spec: str | None) -> tuple[str, ...]:
+    """'customer,agent' -> ('customer', 'agent'): the role of each channel, left first."""
+    if not spec:
+        return ROLES
+    roles = tuple(r.strip().lower() for r in spec.split(","))
+    if sorted(roles) != sorted(ROLES):
+        raise ValueError(f"--channels must name agent and customer once each, got {spec!r}")
+    return roles
+
+
+class CallAnalyzer:
+    """Loads the models once and analyses any number of calls with them."""
+
+    def __init__(self, settings: Settings, emotion_model: EmotionModel | None = None):
+        self.settings = settings
+        tc = settings.transcription
+        self.whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
+        self.emotion = emotion_model or load_emotion_model(settings.emotion, self.whisper)
+        self.timings = Timings()
+
+    def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
+                on_progress: ProgressHook | None = None) -> CallResult:
+        path = Path(path)
+        info = probe(path)
+        result = CallResult(
+            call_id=call_id or make_call_id(path), source=str(path), duration_s=0.0,
+            channels=info.channels, diarization="", asr_model=f"faster-whisper:{self.settings.transcription.model}",
+            emotion_model=self.emotion.name, emotion_provisional=self.emotion.provisional,
+        )
+        legs = 2 if info.channels == 2 else 1
+        if info.channels > 2:
+            result.warnings.append(f"{info.channels} channels mixed down to mono")
+        if legs == 2:
+            result.speakers = [Speaker(roles[i], roles[i], i) for i in range(2)]
+            result.diarization = "channel-per-speaker (stereo)"
+        else:
+            result.speakers = [Speaker("speaker_1", "unknown", 0)]
+            result.diarization = "none: mono treated as one speaker (diarization not yet available)"
+        vad_used: set[str] = set()
+        for leg, regions, clips in self._utterance_stream(path, legs, vad_used, on_progress, result):
+            result.utterances += self._analyze_leg(result, leg, regions, clips)
+        result.vad = "+".join(sorted(vad_used))
+        result.utterances.sort(key=lambda u: (u.start, u.leg))
+        for speaker in result.speakers:
+            speaker.talk_time_s = sum(u.end - u.start for u in result.utterances if u.leg == speaker.leg)
+        if result.duration_s == 0.0:
+            raise AudioError(f"{path}: empty audio (no samples)")
+        if not result.utterances:
+            result.warnings.append("no speech detected")
+        return result
+
+    def _utterance_stream(self, path: Path, legs: int, vad_used: set[str], on_progress: ProgressHook | None,
+                          result: CallResult) -> Iterator[tuple[int, list[Region], list[np.ndarray]]]:
+        """Yield (leg, utterance regions, raw clips) block by block, carrying speech over edges."""
+        seg = self.settings.segmentation
+        carry: list[np.ndarray] = [np.zeros(0, np.float32) for _ in range(legs)]
+        carry_start = [0.0] * legs
+        position = 0.0
+        blocks = iter_blocks(path, legs, self.settings.block_s)
+        block = next(blocks, None)
+        while block is not None:
+            upcoming = next(blocks, None)
+            position += len(block) / SAMPLE_RATE
+            result.duration_s = position
+            for leg in range(legs):
+                t0 = time.perf_counter()
+                buffer = np.concatenate([carry[leg], block[:, leg]])
+                offset = carry_start[leg]
+                peak = float(np.max(np.abs(buffer))) if buffer.size else 0.0
+                scaled = buffer * (0.95 / peak) if peak > 1e-4 else buffer
+                regions, method = speech_regions(scaled, seg)
+                vad_used.add(method)
+                buffer_end = len(buffer) / SAMPLE_RATE
+                cut = buffer_end
+                if upcoming is not None:  # speech still open at the edge waits for the next block
+                    open_regions = [r for r in regions if r.end > buffer_end - seg.min_silence_s]
+                    if open_regions and open_regions[0].start > 1.0:
+                        cut = open_regions[0].start  # else it spans the buffer: cut at the edge
+                done = [r for r in regions if r.start < cut]
+                keep_from = int(cut * SAMPLE_RATE)
+                carry[leg] = buffer[keep_from:].copy()
+                carry_start[leg] = offset + keep_from / SAMPLE_RATE
+                shaped = shape_utterances(done, seg)
+                clips = [buffer[int(r.start * SAMPLE_RATE): int(r.end * SAMPLE_RATE)] for r in shaped]
+                self.timings.add("segmentation", t0)
+                if shaped:
+                    yield leg, [Region(r.start + offset, r.end + offset) for r in shaped], clips
+            if on_progress:
+                on_progress(position)
+            block = upcoming
+
+    def _analyze_leg(self, result: CallResult, leg: int, regions: list[Region],
+                     clips: list[np.ndarray]) -> list[Utterance]:
+        speaker = result.speakers[leg if len(result.speakers) > 1 else 0]
+        tc, ec = self.settings.transcription, self.settings.emotion
+        t0 = time.perf_counter()
+        normalized = [normalize(c) for c in clips]
+        transcript = transcribe_utterances(self.whisper, normalized, [r.start for r in regions],
+                                           tc.language, tc.beam_size)
+        self.timings.add("transcription", t0)
+        result.languages.setdefault(speaker.label, transcript.language)
+        t0 = time.perf_counter()
+        probabilities = self.emotion.predict(clips)
+        self.timings.add("emotion", t0)
+        out = []
+        for i, (region, clip, probs) in enumerate(zip(regions, clips, probabilities)):
+            out.append(Utterance(
+                call_id=result.call_id, leg=leg, speaker=speaker.label, start=region.start, end=region.end,
+                loudness_dbfs=rms_dbfs(clip), text=transcript.text(i), language=transcript.language,
+                words=transcript.words[i], emotions=probs,
+                granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
+                complex=complex_emotion(probs, ec.complex_min_second),
+            ))
+        return out

@@ -1,0 +1,41 @@
+"""The analysis -> storage boundary: a CallResult becomes one CallRecord, written atomically."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+
+from analysis.results import CallResult
+from storage.db import CallRecord, save_call
+
+
+def to_record(result: CallResult, mode: str = "batch") -> CallRecord:
+    call = {
+        "call_id": result.call_id, "source": result.source, "mode": mode, "status": "complete",
+        "analyzed_at": datetime.now(timezone.utc).replace(tzinfo=None), "duration_s": result.duration_s,
+        "channels": result.channels, "diarization": result.diarization, "vad": result.vad,
+        "asr_model": result.asr_model, "emotion_model": result.emotion_model,
+        "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
+    }
+    speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
+                 "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s}
+                for s in result.speakers]
+    utterances, scores = [], []
+    for idx, u in enumerate(result.utterances):
+        top, confidence = u.top_emotion
+        utterances.append({
+            "call_id": result.call_id, "utterance_idx": idx, "speaker": u.speaker, "leg": u.leg,
+            "start_s": u.start, "end_s": u.end, "text": u.text, "language": u.language,
+            "words": [{"word": w.word, "start_s": w.start, "end_s": w.end, "probability": w.probability}
+                      for w in u.words],
+            "loudness_dbfs": u.loudness_dbfs, "base_emotion": top, "base_confidence": confidence,
+            "granular": [g.to_dict() for g in u.granular], "complex_emotion": u.complex,
+        })
+        scores += [{"call_id": result.call_id, "utterance_idx": idx, "emotion": e, "probability": p}
+                   for e, p in u.emotions.items()]
+    return CallRecord(call, speakers, utterances, scores)
+
+
+def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
+    save_call(con, to_record(result))

@@ -1,0 +1,3 @@
+"""EmotiVoice: per-speaker emotion analytics for contact-center calls."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,177 @@
+"""The `emotivoice` command: analyze recordings, train and evaluate the emotion model, serve the UI.
+
+This is the composition root: the only module that wires connector, analysis, storage and
+dashboard together. The layers themselves import one way (connector -> analysis -> storage,
+dashboard -> storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from emotivoice.config import Settings, load_settings
+from emotivoice.logs import setup_logging
+
+log = logging.getLogger("emotivoice")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(Path(args.config) if args.config else None)
+    if getattr(args, "db", None):
+        settings = replace(settings, db_path=Path(args.db))
+    if getattr(args, "model", None):
+        settings = replace(settings, transcription=replace(settings.transcription, model=args.model))
+    if getattr(args, "language", None):
+        settings = replace(settings, transcription=replace(settings.transcription, language=args.language))
+    return settings
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from analysis.assets import ModelUnavailable
+    from analysis.audio import AudioError, probe
+    from analysis.pipeline import CallAnalyzer, parse_roles
+    from analysis.sink import store_result
+    from storage.db import StorageError, connect
+
+    settings = _settings(args)
+    try:
+        roles = parse_roles(args.channels)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    errors: list[dict] = []
+    durations: dict[str, float] = {}
+    for call in args.calls:  # probe first: bad files are reported before minutes of work
+        try:
+            durations[call] = probe(call).duration_s or 0.0
+        except AudioError as exc:
+            errors.append({"path": call, "error": str(exc)})
+            print(f"error: {exc}", file=sys.stderr)
+    try:
+        analyzer = CallAnalyzer(settings)
+    except (ModelUnavailable, OSError, RuntimeError) as exc:
+        print(f"error: cannot load models: {exc}", file=sys.stderr)
+        return 2
+    documents = []
+    with tqdm(total=round(sum(durations.values()), 1), unit="s audio", disable=args.quiet,
+              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]") as bar:
+        for call, duration in durations.items():
+            done_before = bar.n
+            bar.set_description(Path(call).name[:30])
+
+            def progress(seconds: float, base: float = done_before, cap: float = duration) -> None:
+                bar.update(min(seconds, cap or seconds) + base - bar.n)
+
+            try:
+                result = analyzer.analyze(call, roles=roles, on_progress=progress)
+                con = connect(settings.db_path, wait_s=30.0)
+                try:
+                    store_result(con, result)
+                finally:
+                    con.close()
+            except (AudioError, StorageError) as exc:
+                errors.append({"path": call, "error": str(exc)})
+                tqdm.write(f"error: {exc}", file=sys.stderr)
+                continue
+            for warning in result.warnings:
+                tqdm.write(f"warning: {call}: {warning}", file=sys.stderr)
+            if result.diarization.startswith("none"):
+                tqdm.write(f"note: {call}: {result.diarization}", file=sys.stderr)
+            documents.append(result.to_json())
+            log.info("call stored", extra={"call_id": result.call_id, "utterances": len(result.utterances),
+                                           "duration_s": round(result.duration_s, 2)})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"calls": documents, "errors": errors}, indent=2))
+    if not args.quiet:
+        print(f"{len(documents)} call(s) stored in {settings.db_path}; {len(errors)} failed")
+    return 1 if errors else 0
+
+
+def cmd_prepare_models(args: argparse.Namespace) -> int:
+    """Join and check every offline model, so the first analysis starts at once."""
+    from analysis.assets import whisper_model_dir
+    from analysis.emotion.head import LinearHead
+    from analysis.emotion.model import DEFAULT_HEAD
+
+    settings = _settings(args)
+    for name in ("base", "tiny.en"):
+        print(f"whisper {name}: {whisper_model_dir(name, settings.model_cache_dir)}")
+    head = LinearHead.load(DEFAULT_HEAD)
+    print(f"emotion head: {DEFAULT_HEAD.name} ({', '.join(head.labels)})")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from dashboard.server import run_dashboard
+
+    settings = _settings(args)
+    return run_dashboard(settings, port=args.port)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from analysis.emotion.training import train_from_args
+
+    return train_from_args(args, _settings(args))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from analysis.emotion.evaluation import evaluate_from_args
+
+    return evaluate_from_args(args, _settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emotivoice", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="TOML config file (default: emotivoice.toml or $EMOTIVOICE_CONFIG)")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="analyse recorded calls into DuckDB")
+    p.add_argument("calls", nargs="+", help="recordings in any format FFmpeg reads")
+    p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--channels", help="roles of a stereo file's channels, left first (default: agent,customer)")
+    p.add_argument("--model", help="Whisper model: base (default) or tiny.en")
+    p.add_argument("--language", help="spoken language (default: detect)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("prepare-models", help="unpack and check the offline models")
+    p.set_defaults(func=cmd_prepare_models)
+
+    p = sub.add_parser("dashboard", help="serve the supervisor dashboard")
+    p.add_argument("--db", help="DuckDB file")
+    p.add_argument("--port", type=int, help="port (default 2024; a free one if that is busy)")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("train", help="train a model")
+    p.add_argument("what", choices=["emotion"])
+    p.add_argument("--manifest", help="manifest.csv (default: ../shared/data/emotion/manifest.csv)")
+    p.add_argument("--corpora", default="cremad", help="comma-separated corpora to train on")
+    p.add_argument("--out", help="where to write the head (.npz)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")
+    p.add_argument("what", choices=["emotion"])
+    p.add_argument("manifest")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--limit", type=int, help="evaluate at most this many clips per corpus")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

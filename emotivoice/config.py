@@ -1,0 +1,127 @@
+"""All settings in one place: defaults, overridden by a TOML file, overridden by env vars.
+
+Every layer (connector, analysis, storage, dashboard) reads its settings from here and from
+nowhere else, so a deployment is described by one `emotivoice.toml` plus `EMOTIVOICE_*` vars.
+This module imports nothing from the project so that every layer may depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """How a channel's audio is cut into utterances (the seed's rules)."""
+
+    use_silero: bool = True  # silero VAD; the energy rule is the fallback
+    energy_threshold_dbfs: float = -40.0  # energy rule: frames below this are silence
+    min_silence_s: float = 0.5  # a pause longer than this ends an utterance
+    min_speech_s: float = 0.25  # shorter speech islands are dropped as clicks
+    min_utterance_s: float = 1.0  # shorter utterances are merged into a close neighbour
+    merge_gap_s: float = 1.0  # ...but only across a pause no longer than this
+    target_utterance_s: float = 10.0  # merging stops at about this length
+    max_utterance_s: float = 15.0  # longer speech is split into target-length pieces
+    speech_pad_s: float = 0.1  # padding kept around each speech region
+
+
+@dataclass(frozen=True)
+class TranscriptionConfig:
+    """faster-whisper settings. `model` is 'base' (multilingual, default) or 'tiny.en'."""
+
+    model: str = "base"
+    language: str | None = None  # None: detect per channel
+    beam_size: int = 5
+    compute_type: str = "int8"
+    cpu_threads: int = 0  # 0: let CTranslate2 decide
+
+
+@dataclass(frozen=True)
+class EmotionConfig:
+    """Which emotion backend runs, and the tier thresholds applied to its probabilities."""
+
+    backend: str = "whisper-head"  # "whisper-head" (offline default) or "hubert"
+    head_path: str = ""  # empty: the committed head under analysis/emotion/heads/
+    hubert_model: str = ""  # hub id or local directory, for backend "hubert"
+    high_intensity: float = 0.7  # at or above: the strong granular label (anger -> rage)
+    low_intensity: float = 0.3  # below: the mild granular label (anger -> resentment)
+    granular_floor: float = 0.1  # emotions below this probability get no granular label
+    complex_min_second: float = 0.2  # the runner-up must reach this to fuse a complex emotion
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    host: str = "127.0.0.1"
+    port: int = 2024  # the seed's address; a busy port falls back to a free one
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration. Build it with `load_settings()`."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    db_path: Path = DEFAULT_DATA_DIR / "emotivoice.duckdb"
+    model_cache_dir: Path = DEFAULT_DATA_DIR / "models"
+    emotion_data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "emotion"
+    block_s: float = 600.0  # audio is decoded and analysed in blocks of this length
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
+    emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+
+def _coerce(value: str, like: Any) -> Any:
+    if isinstance(like, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, Path):
+        return Path(value).expanduser()
+    if like is None:
+        return value or None
+    return value
+
+
+def _apply(obj: Any, table: dict[str, Any], env_prefix: str, env: dict[str, str]) -> Any:
+    """Overlay a TOML table and then env vars (PREFIX_FIELD) onto a frozen dataclass."""
+    changes: dict[str, Any] = {}
+    for f in fields(obj):
+        current = getattr(obj, f.name)
+        key = f"{env_prefix}_{f.name.upper()}"
+        if is_dataclass(current):
+            changes[f.name] = _apply(current, table.get(f.name, {}), key, env)
+            continue
+        if f.name in table:
+            raw = table[f.name]
+            current = Path(raw).expanduser() if isinstance(current, Path) else raw
+        if key in env:
+            current = _coerce(env[key], getattr(obj, f.name))
+        changes[f.name] = current
+    return replace(obj, **changes)
+
+
+def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
+
+    Nested fields use the section name: EMOTIVOICE_TRANSCRIPTION_MODEL=tiny.en.
+    When data_dir moves, db_path and model_cache_dir follow unless set on their own.
+    """
+    env = dict(os.environ if env is None else env)
+    path = config_file or Path(env.get("EMOTIVOICE_CONFIG", REPO_ROOT / "emotivoice.toml"))
+    table: dict[str, Any] = {}
+    if path.is_file():
+        table = tomllib.loads(path.read_text())
+    base = Settings()
+    data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", base.data_dir))).expanduser()
+    base = replace(base, data_dir=data_dir, db_path=data_dir / "emotivoice.duckdb",
+                   model_cache_dir=data_dir / "models")
+    return _apply(base, table, "EMOTIVOICE", env)

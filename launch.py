@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Install what is missing, then run EmotiVoice.
+
+    python3 launch.py          install, analyse the demo call, serve the dashboard
+    python3 launch.py test     install, then run the whole test suite
+    python3 launch.py install  install only
+
+Standard library only: this runs before the venv exists. Each step checks first and skips
+what is already there, so a second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("EMOTIVOICE_VENV", ROOT / ".venv"))
+PY = VENV / "bin" / "python"
+TORCH = "torch==2.13.0"  # the local CPU wheel; anything unpinned pulls a multi-GB CUDA build
+APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}  # binary -> Debian package
+DEMO_CALL = ROOT / "assets" / "demo" / "demo_call.opus"
+
+
+def step(n: int, total: int, title: str) -> float:
+    print(f"[{n}/{total}] {title}", flush=True)
+    return time.monotonic()
+
+
+def done(started: float, what: str) -> None:
+    print(f"      {what} ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+def run(cmd: list[str], **kwargs) -> None:
+    result = subprocess.run(cmd, **kwargs)
+    if result.returncode != 0:
+        sys.exit(f"launch: command failed ({result.returncode}): {' '.join(map(str, cmd))}")
+
+
+def ensure_apt() -> str:
+    missing = sorted({pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None})
+    if not missing:
+        return "system packages present"
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(sudo + ["apt-get", "update", "-q"], env=env)
+    run(sudo + ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+    return f"installed {' '.join(missing)}"
+
+
+def ensure_venv() -> str:
+    if PY.exists():
+        return f"venv at {VENV}"
+    run([sys.executable, "-m", "venv", str(VENV)])
+    return f"created {VENV}"
+
+
+def _venv_has(code: str) -> bool:
+    return subprocess.run([str(PY), "-c", code], capture_output=True).returncode == 0
+
+
+def ensure_torch() -> str:
+    if _venv_has("import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')"):
+        return "torch 2.13.0 present"
+    run([str(PY), "-m", "pip", "install", "--progress-bar", "on", TORCH])
+    return "installed torch 2.13.0 (CPU)"
+
+
+def ensure_project() -> str:
+    stamp = VENV / ".emotivoice-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == want and _venv_has("import emotivoice, analysis, storage"):
+        return "dependencies up to date"
+    run([str(PY), "-m", "pip", "install", "--progress-bar", "on", "-e", f"{ROOT}[dev]"])
+    stamp.write_text(want)
+    return "installed EmotiVoice and its pinned dependencies"
+
+
+def ensure_models() -> str:
+    run([str(PY), "-m", "emotivoice.cli", "prepare-models"], stdout=subprocess.DEVNULL)
+    return "offline models ready"
+
+
+def install() -> None:
+    steps = [("system packages (ffmpeg)", ensure_apt), ("virtual environment", ensure_venv),
+             ("PyTorch CPU wheel", ensure_torch), ("Python dependencies", ensure_project),
+             ("offline models (Whisper base + tiny.en, emotion head)", ensure_models)]
+    for i, (title, fn) in enumerate(steps, 1):
+        started = step(i, len(steps), title)
+        done(started, fn())
+
+
+def start() -> int:
+    db = ROOT / "data" / "emotivoice.duckdb"
+    if not db.exists():
+        print(f"analysing the demo call {DEMO_CALL.name} ...", flush=True)
+        run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--db", str(db)])
+    return subprocess.call([str(PY), "-m", "emotivoice.cli", "dashboard", "--db", str(db)])
+
+
+def test(extra: list[str]) -> int:
+    return subprocess.call([str(PY), "-m", "pytest", *extra], cwd=ROOT)
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "run"
+    if command not in {"run", "test", "install"}:
+        sys.exit(__doc__)
+    install()
+    if command == "install":
+        return 0
+    if command == "test":
+        return test(argv[1:])
+    try:
+        return start()
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

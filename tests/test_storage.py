@@ -1,0 +1,86 @@
+"""DuckDB store: migrations, atomic per-call writes, and feedback that survives re-analysis."""
+
+import duckdb
+import pytest
+
+from storage.db import CallRecord, StorageError, connect, migrate, migrations, save_call
+from storage.queries import call_utterances, list_calls
+
+
+def record(call_id="c1", n=3, text="hello"):
+    utts = [{"call_id": call_id, "utterance_idx": i, "speaker": "agent", "leg": 0, "start_s": float(i),
+             "end_s": i + 0.8, "text": f"{text} {i}", "language": "en",
+             "words": [{"word": " hello", "start_s": float(i), "end_s": i + 0.4, "probability": 0.9}],
+             "loudness_dbfs": -23.0, "base_emotion": "anger", "base_confidence": 0.6,
+             "granular": [{"emotion": "anger", "label": "frustration", "band": "medium", "intensity": 0.6}],
+             "complex_emotion": None} for i in range(n)]
+    scores = [{"call_id": call_id, "utterance_idx": i, "emotion": e, "probability": p}
+              for i in range(n) for e, p in (("anger", 0.6), ("neutral", 0.4))]
+    return CallRecord({"call_id": call_id, "source": "x.wav", "duration_s": 10.0, "channels": 2},
+                      [{"call_id": call_id, "speaker": "agent", "role": "agent", "leg": 0, "language": "en",
+                        "talk_time_s": 2.4}], utts, scores)
+
+
+def test_migrations_apply_once(tmp_path):
+    con = connect(tmp_path / "a.duckdb")
+    version = migrate(con)
+    assert version == migrations()[-1][0]
+    assert migrate(con) == version
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"calls", "speakers", "utterances", "emotion_scores", "sarcasm", "risk_scores", "alerts",
+            "feedback"} <= tables
+
+
+def test_save_replaces_the_call_and_keeps_feedback(tmp_path):
+    db = tmp_path / "a.duckdb"
+    con = connect(db)
+    save_call(con, record(n=3))
+    con.execute("INSERT INTO feedback (call_id, utterance_idx, kind, value, author) VALUES ('c1', 1, 'emotion', 'sadness', 'coach')")
+    save_call(con, record(n=2, text="again"))
+    assert con.execute("SELECT count(*) FROM utterances").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM emotion_scores").fetchone()[0] == 4
+    assert con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 1
+    words = con.execute("SELECT words[1].word, granular[1].label FROM utterances LIMIT 1").fetchone()
+    assert words == (" hello", "frustration")
+    con.close()
+    assert list(call_utterances(db, "c1").text) == ["again 0", "again 1"]
+
+
+def test_failed_write_leaves_previous_state_whole(tmp_path):
+    con = connect(tmp_path / "a.duckdb")
+    save_call(con, record(n=3))
+    broken = record(n=2, text="new")
+    broken.emotion_scores.append(dict(broken.emotion_scores[0]))  # duplicate key: fails at the end
+    with pytest.raises(StorageError, match="could not store call c1"):
+        save_call(con, broken)
+    assert [r[0] for r in con.execute("SELECT text FROM utterances ORDER BY utterance_idx").fetchall()] == [
+        "hello 0", "hello 1", "hello 2"]
+    assert con.execute("SELECT count(*) FROM calls").fetchone()[0] == 1
+
+
+def test_reader_waits_for_writer_then_reads(tmp_path):
+    db = tmp_path / "a.duckdb"
+    con = connect(db)
+    save_call(con, record())
+    con.close()
+    assert list(list_calls(db).call_id) == ["c1"]
+
+
+def test_missing_database_is_a_clear_error(tmp_path):
+    with pytest.raises(StorageError, match="no database yet"):
+        list_calls(tmp_path / "none.duckdb")
+
+
+def test_locked_file_is_a_clear_error_after_waiting(tmp_path):
+    import subprocess
+    import sys
+    db = tmp_path / "a.duckdb"
+    connect(db).close()
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('x', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        with pytest.raises(StorageError, match="lock"):
+            connect(db, read_only=True, wait_s=0.3)
+    finally:
+        holder.kill()

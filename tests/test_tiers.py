@@ -1,0 +1,37 @@
+from analysis.emotion.tiers import BASE_EMOTIONS, COMPLEX, GRANULAR, complex_emotion, granular
+
+
+def probs(**kw):
+    rest = (1.0 - sum(kw.values())) / (len(BASE_EMOTIONS) - len(kw))
+    return {e: kw.get(e, rest) for e in BASE_EMOTIONS}
+
+
+def test_anger_bands_follow_the_seed():
+    assert granular(probs(anger=0.8))[0].label == "rage"
+    assert granular(probs(anger=0.5))[0].label == "frustration"
+    assert granular(probs(anger=0.2, neutral=0.7))[1].label == "resentment"
+    assert [g.band for g in granular(probs(anger=0.7))][:1] == ["high"]  # 0.7 is already high
+
+
+def test_every_base_emotion_has_three_bands_and_every_pair_a_blend():
+    assert set(GRANULAR) == set(BASE_EMOTIONS)
+    emotive = [e for e in BASE_EMOTIONS if e != "neutral"]
+    pairs = {frozenset((a, b)) for a in emotive for b in emotive if a != b}
+    assert pairs == set(COMPLEX)
+
+
+def test_complex_from_top_two_with_seed_names():
+    assert complex_emotion(probs(happiness=0.5, surprise=0.4)) == "elation"
+    assert complex_emotion(probs(sadness=0.45, anger=0.35)) == "bitterness"
+    assert complex_emotion(probs(fear=0.4, sadness=0.3)) == "desperation"
+
+
+def test_no_blend_when_runner_up_is_weak_or_neutral_dominates():
+    assert complex_emotion(probs(anger=0.9, sadness=0.05)) is None
+    assert complex_emotion(probs(neutral=0.5, anger=0.25, disgust=0.22)) is None
+    assert complex_emotion(probs(anger=0.4, disgust=0.3, neutral=0.2)) == "contempt"
+
+
+def test_floor_drops_faint_emotions():
+    labels = {g.emotion for g in granular(probs(anger=0.9, sadness=0.05), floor=0.1)}
+    assert labels == {"anger"}
