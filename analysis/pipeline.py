@@ -21,7 +21,7 @@ from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, normalize, prob
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.results import CallResult, Speaker, Utterance
-from analysis.segmentation import Region, shape_utterances, speech_regions
+from analysis.segmentation import Region, StreamingSegmenter
 from analysis.transcription import transcribe_utterances
 from analysis.whisper import load_whisper
 from emotivoice.config import Settings
@@ -65,7 +65,8 @@ class CallAnalyzer:
         self.settings = settings
         tc = settings.transcription
         self.whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
-        self.emotion = emotion_model or load_emotion_model(settings.emotion, self.whisper)
+        self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
+                                                           tc.compute_type, tc.cpu_threads)
         self.timings = Timings()
 
     def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
@@ -101,10 +102,8 @@ class CallAnalyzer:
 
     def _utterance_stream(self, path: Path, legs: int, vad_used: set[str], on_progress: ProgressHook | None,
                           result: CallResult) -> Iterator[tuple[int, list[Region], list[np.ndarray]]]:
-        """Yield (leg, utterance regions, raw clips) block by block, carrying speech over edges."""
-        seg = self.settings.segmentation
-        carry: list[np.ndarray] = [np.zeros(0, np.float32) for _ in range(legs)]
-        carry_start = [0.0] * legs
+        """Yield (leg, utterance regions, raw clips) block by block; speech carries over edges."""
+        segmenters = [StreamingSegmenter(self.settings.segmentation) for _ in range(legs)]
         position = 0.0
         blocks = iter_blocks(path, legs, self.settings.block_s)
         block = next(blocks, None)
@@ -112,32 +111,17 @@ class CallAnalyzer:
             upcoming = next(blocks, None)
             position += len(block) / SAMPLE_RATE
             result.duration_s = position
-            for leg in range(legs):
+            for leg, segmenter in enumerate(segmenters):
                 t0 = time.perf_counter()
-                buffer = np.concatenate([carry[leg], block[:, leg]])
-                offset = carry_start[leg]
-                peak = float(np.max(np.abs(buffer))) if buffer.size else 0.0
-                scaled = buffer * (0.95 / peak) if peak > 1e-4 else buffer
-                regions, method = speech_regions(scaled, seg)
-                vad_used.add(method)
-                buffer_end = len(buffer) / SAMPLE_RATE
-                cut = buffer_end
-                if upcoming is not None:  # speech still open at the edge waits for the next block
-                    open_regions = [r for r in regions if r.end > buffer_end - seg.min_silence_s]
-                    if open_regions and open_regions[0].start > 1.0:
-                        cut = open_regions[0].start  # else it spans the buffer: cut at the edge
-                done = [r for r in regions if r.start < cut]
-                keep_from = int(cut * SAMPLE_RATE)
-                carry[leg] = buffer[keep_from:].copy()
-                carry_start[leg] = offset + keep_from / SAMPLE_RATE
-                shaped = shape_utterances(done, seg)
-                clips = [buffer[int(r.start * SAMPLE_RATE): int(r.end * SAMPLE_RATE)] for r in shaped]
+                done = segmenter.push(block[:, leg], final=upcoming is None)
                 self.timings.add("segmentation", t0)
-                if shaped:
-                    yield leg, [Region(r.start + offset, r.end + offset) for r in shaped], clips
+                if done:
+                    yield leg, [r for r, _ in done], [clip for _, clip in done]
             if on_progress:
                 on_progress(position)
             block = upcoming
+        for segmenter in segmenters:
+            vad_used |= segmenter.methods
 
     def _analyze_leg(self, result: CallResult, leg: int, regions: list[Region],
                      clips: list[np.ndarray]) -> list[Utterance]:

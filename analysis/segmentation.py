@@ -108,3 +108,43 @@ def shape_utterances(regions: list[Region], cfg: SegmentationConfig) -> list[Reg
         step = r.duration / pieces
         shaped.extend(Region(r.start + i * step, r.start + (i + 1) * step) for i in range(pieces))
     return shaped
+
+
+CONTEXT_S = 1.0  # audio kept before carried speech, so the VAD sees its onset in context
+
+
+class StreamingSegmenter:
+    """Cuts one leg's audio into utterances as it arrives, in blocks of any size.
+
+    Speech still running at the end of a block is held back and finished with the next block,
+    so block edges never split an utterance; at most one block plus the held speech is kept.
+    """
+
+    def __init__(self, cfg: SegmentationConfig):
+        self.cfg = cfg
+        self.methods: set[str] = set()
+        self._held = np.zeros(0, np.float32)
+        self._held_start = 0.0  # call time of _held[0]
+        self._context = 0.0  # seconds at the head of _held that were already finalised
+
+    def push(self, block: np.ndarray, final: bool = False) -> list[tuple[Region, np.ndarray]]:
+        """Add audio; return the utterances that are complete, in call time, with raw clips."""
+        buffer = np.concatenate([self._held, block.astype(np.float32)])
+        peak = float(np.max(np.abs(buffer))) if buffer.size else 0.0
+        regions, method = speech_regions(buffer * (0.95 / peak) if peak > 1e-4 else buffer, self.cfg)
+        self.methods.add(method)
+        regions = [r for r in regions if r.end > self._context]  # already emitted last time
+        end = len(buffer) / SAMPLE_RATE
+        cut = end
+        if not final:
+            still_open = [r for r in regions if r.end > end - self.cfg.min_silence_s]
+            if still_open and still_open[0].start > CONTEXT_S:
+                cut = still_open[0].start  # otherwise it fills the buffer: cut at the edge
+        shaped = shape_utterances([r for r in regions if r.start < cut], self.cfg)
+        out = [(Region(r.start + self._held_start, r.end + self._held_start),
+                buffer[int(r.start * SAMPLE_RATE): int(r.end * SAMPLE_RATE)]) for r in shaped]
+        keep_from = int(max(0.0, cut - CONTEXT_S) * SAMPLE_RATE) if cut < end else len(buffer)
+        self._held = buffer[keep_from:].copy()
+        self._context = max(0.0, cut - keep_from / SAMPLE_RATE) if cut < end else 0.0
+        self._held_start += keep_from / SAMPLE_RATE
+        return out

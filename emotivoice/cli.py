@@ -80,6 +80,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 errors.append({"path": call, "error": str(exc)})
                 tqdm.write(f"error: {exc}", file=sys.stderr)
                 continue
+            except Exception as exc:  # a bug must not cost the other files their analysis
+                log.exception("analysis failed", extra={"path": call})
+                errors.append({"path": call, "error": f"internal error: {exc}"})
+                tqdm.write(f"error: {call}: internal error: {exc}", file=sys.stderr)
+                continue
             for warning in result.warnings:
                 tqdm.write(f"warning: {call}: {warning}", file=sys.stderr)
             if result.diarization.startswith("none"):

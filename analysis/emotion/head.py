@@ -59,12 +59,16 @@ class LinearHead:
 class WhisperHeadModel:
     """Whisper encoder (shared with transcription) -> mean/std pooling -> LinearHead."""
 
-    def __init__(self, head_path: Path, whisper):
-        self.head = LinearHead.load(head_path)
+    def __init__(self, head: LinearHead, whisper):
+        self.head = head
         self.whisper = whisper
-        self.labels = self.head.labels
-        self.name = f"whisper-{whisper.name}+{head_path.stem}"
-        self.provisional = bool(self.head.card.get("provisional", True))
+        self.labels = head.labels
+        self.name = f"{whisper.name}+{head.card.get('name', 'head')}"
+        self.provisional = bool(head.card.get("provisional", True))
+        got = self.embed(np.zeros(16_000, np.float32)).shape[0]
+        if got != head.mean.shape[0]:
+            raise ModelUnavailable(f"emotion head expects {head.mean.shape[0]}-d features but "
+                                   f"{whisper.name} gives {got}-d: retrain it or pick its encoder")
 
     def embed(self, clip: np.ndarray) -> np.ndarray:
         return pool(self.whisper.encode(normalize(clip)))

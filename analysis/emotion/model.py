@@ -30,8 +30,13 @@ class EmotionModel(Protocol):
         ...
 
 
-def load_emotion_model(config: EmotionConfig, whisper=None) -> EmotionModel:
-    """Build the configured backend; `whisper` is the shared WhisperRuntime for the default."""
+def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_type: str = "int8",
+                       cpu_threads: int = 0) -> EmotionModel:
+    """Build the configured backend.
+
+    The default reads the Whisper encoder its head was trained on; when transcription runs the
+    same model with the same settings, the loaded weights are shared (load_whisper caches).
+    """
     if config.backend == "hubert":
         from analysis.emotion.hubert import HubertEmotionModel
 
@@ -39,9 +44,10 @@ def load_emotion_model(config: EmotionConfig, whisper=None) -> EmotionModel:
             raise ModelUnavailable("emotion backend 'hubert' needs emotion.hubert_model (hub id or directory)")
         return HubertEmotionModel(config.hubert_model)
     if config.backend == "whisper-head":
-        from analysis.emotion.head import WhisperHeadModel
+        from analysis.emotion.head import LinearHead, WhisperHeadModel
+        from analysis.whisper import load_whisper
 
-        if whisper is None:
-            raise ModelUnavailable("the whisper-head emotion backend needs a loaded Whisper model")
-        return WhisperHeadModel(Path(config.head_path) if config.head_path else DEFAULT_HEAD, whisper)
+        head = LinearHead.load(Path(config.head_path) if config.head_path else DEFAULT_HEAD)
+        encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
+        return WhisperHeadModel(head, encoder)
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
