@@ -96,11 +96,9 @@ def install() -> None:
 
 
 def start() -> int:
-    db = ROOT / "data" / "emotivoice.duckdb"
-    if not db.exists():
-        print(f"analysing the demo call {DEMO_CALL.name} ...", flush=True)
-        run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--db", str(db)])
-    return subprocess.call([str(PY), "-m", "emotivoice.cli", "dashboard", "--db", str(db)])
+    print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
+    run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--skip-known"])
+    return subprocess.call([str(PY), "-m", "emotivoice.cli", "dashboard"])
 
 
 def test(extra: list[str]) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -50,7 +51,7 @@ speakers = call_speakers(db_path, call_id)
 utterances = call_utterances(db_path, call_id)
 scores = call_emotion_scores(db_path, call_id)
 row = calls[calls.call_id == call_id].iloc[0]
-if row.emotion_provisional:
+if pd.notna(row.emotion_provisional) and bool(row.emotion_provisional):
     st.caption(f"Emotion model {row.emotion_model} is provisional: its accuracy target is not yet met.")
 st.caption(f"Speakers: {row.diarization}")
 

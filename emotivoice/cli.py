@@ -31,12 +31,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _stored_call_ids(db_path: Path) -> set[str]:
+    from storage.db import StorageError, connect
+
+    if not db_path.is_file():
+        return set()
+    try:
+        con = connect(db_path, read_only=True, wait_s=10.0)
+    except StorageError:
+        return set()
+    try:
+        return {r[0] for r in con.execute("SELECT call_id FROM calls").fetchall()}
+    finally:
+        con.close()
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from analysis.assets import ModelUnavailable
     from analysis.audio import AudioError, probe
-    from analysis.pipeline import CallAnalyzer, parse_roles
+    from analysis.pipeline import CallAnalyzer, make_call_id, parse_roles
     from analysis.sink import store_result
     from storage.db import StorageError, connect
 
@@ -48,12 +63,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 2
     errors: list[dict] = []
     durations: dict[str, float] = {}
+    known = _stored_call_ids(settings.db_path) if args.skip_known else set()
     for call in args.calls:  # probe first: bad files are reported before minutes of work
+        if make_call_id(Path(call)) in known:
+            print(f"skipped (already stored): {call}", file=sys.stderr)
+            continue
         try:
             durations[call] = probe(call).duration_s or 0.0
         except AudioError as exc:
             errors.append({"path": call, "error": str(exc)})
             print(f"error: {exc}", file=sys.stderr)
+    if not durations:
+        return 1 if errors else 0
     try:
         analyzer = CallAnalyzer(settings)
     except (ModelUnavailable, OSError, RuntimeError) as exc:
@@ -146,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="Whisper model: base (default) or tiny.en")
     p.add_argument("--language", help="spoken language (default: detect)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    p.add_argument("--skip-known", action="store_true", help="skip recordings already stored in the database")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("prepare-models", help="unpack and check the offline models")

@@ -136,3 +136,9 @@ def test_block_edges_do_not_cut_utterances(settings, tmp_path):
         # silero's onset moves a little with the audio before it; a split utterance would not overlap
         iou = (min(x.end, y.end) - max(x.start, y.start)) / (max(x.end, y.end) - min(x.start, y.start))
         assert x.speaker == y.speaker and iou > 0.7, (x.start, x.end, y.start, y.end)
+
+
+def test_skip_known_does_not_reanalyse(demo_analysis):
+    db, _ = demo_analysis
+    proc = run_cli("analyze", str(DEMO), "--db", str(db), "--skip-known")
+    assert proc.returncode == 0 and "skipped (already stored)" in proc.stderr

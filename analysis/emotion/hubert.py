@@ -29,6 +29,8 @@ class HubertEmotionModel:
         except ImportError as exc:  # transformers is an optional extra
             raise ModelUnavailable("the hubert backend needs `pip install transformers`") from exc
         local = Path(model_ref).expanduser()
+        if not local.is_dir() and model_ref.startswith(("/", ".", "~")):
+            raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: no such directory")
         kwargs = {"local_files_only": True} if local.is_dir() else {}
         try:
             self.extractor = AutoFeatureExtractor.from_pretrained(str(model_ref), **kwargs)

@@ -22,7 +22,7 @@ from analysis.emotion.model import DEFAULT_HEAD
 from analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+C_GRID = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, labels: tuple[str, ...], c: float) -> LinearHead:
@@ -62,9 +62,7 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         ua = classification_report(val_y, pred, labels)["unweighted_average_recall"]
         if best is None or ua > best[0]:
             best = (ua, c, head)
-    val_ua, c, _ = best
-    # refit on train + val with the chosen C; the temperature comes from val on the first fit
-    head = best[2]
+    val_ua, c, head = best  # val speakers stay unseen by the weights: they fit the temperature
     val_index = np.array([labels.index(v) for v in val_y])
     head.temperature = fit_temperature(head.logits(val_x), val_index)
     test = {}
@@ -76,7 +74,9 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         report["ece"] = expected_calibration_error(probs, t_index)
         report["ece_uncalibrated"] = expected_calibration_error(head.probabilities(tx, 1.0), t_index)
         test[variant] = report
+    ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent)
     head.card = {
+        "name": out.stem, "encoder": "base",
         "model": "whisper-base encoder (frozen, unpadded) -> mean+std pooling -> logistic regression",
         "provisional": True,
         "labels": list(labels), "corpora": sorted(corpora), "manifest": manifest.name,
@@ -84,9 +84,50 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         "splits": {p: sorted({s for s, q in split.items() if q == p}) for p in ("train", "val", "test")},
         "regularisation_C": c, "val_unweighted_average_recall": val_ua, "temperature": head.temperature,
         "test": test, "train_seconds": round(time.perf_counter() - started, 1),
+        "ci_subset": ci_subset,
     }
     head.save(out)
+    out.with_suffix(".md").write_text(render_card(head.card))
     return head.card
+
+
+def render_card(card: dict) -> str:
+    """The model card as Markdown: data, splits, metrics and limits."""
+    lines = [f"# Emotion head `{card['name']}`", "",
+             f"- Model: {card['model']}", f"- Labels: {', '.join(card['labels'])}",
+             f"- Training data: {', '.join(card['corpora'])} from `{card['manifest']}`; {card['augmentation']}",
+             f"- Splits by speaker (no speaker in two parts): train {len(card['splits']['train'])}, "
+             f"validation {len(card['splits']['val'])}, test {len(card['splits']['test'])} speakers",
+             f"- Test speakers: {', '.join(card['splits']['test'])}",
+             f"- Regularisation C={card['regularisation_C']} and temperature {card['temperature']:.3f}, "
+             "both chosen on the validation speakers", "", "| test audio | UA | WA | ECE (calibrated) | ECE (T=1) |",
+             "|---|---|---|---|---|"]
+    for variant, r in card["test"].items():
+        lines.append(f"| {variant} | {r['unweighted_average_recall']:.3f} | {r['weighted_accuracy']:.3f} | "
+                     f"{r['ece']:.3f} | {r['ece_uncalibrated']:.3f} |")
+    clean = card["test"]["clean"]
+    lines += ["", "Per-class F1 (clean): " + ", ".join(f"{k} {v:.2f}" for k, v in clean["f1"].items()), "",
+              "Confusion (clean; rows true, columns predicted, order as labels):", "", "```"]
+    lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row) for lab, row in zip(clean["labels"], clean["confusion"])]
+    lines += ["```", "", "## Limits", "",
+              "- Acted English speech from one corpus; spontaneous call-center speech is harder.",
+              "- No surprise class: CREMA-D has none, and the corpora that do are non-commercial.",
+              "- Provisional: below the 65% UA target on held-out speakers.", ""]
+    return "\n".join(lines)
+
+
+def _ci_subset(clips, part, labels, head: LinearHead, clean: np.ndarray, root: Path, per_class: int = 8) -> dict:
+    """A fixed handful of test clips with the head's predictions, for CI to reproduce."""
+    chosen = []
+    for label in labels:
+        idx = [i for i, c in enumerate(clips) if part[i] == "test" and c.emotion == label]
+        chosen += idx[:: max(1, len(idx) // per_class)][:per_class]
+    probs = head.probabilities(clean[chosen])
+    predicted = [labels[k] for k in probs.argmax(axis=1)]
+    truth = [clips[i].emotion for i in chosen]
+    return {"paths": [str(clips[i].path.relative_to(root)) for i in chosen], "emotions": truth,
+            "predicted": predicted,
+            "unweighted_average_recall": classification_report(truth, predicted, labels)["unweighted_average_recall"]}
 
 
 def train_from_args(args: argparse.Namespace, settings: Settings) -> int:

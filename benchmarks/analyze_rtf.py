@@ -1,0 +1,90 @@
+"""Real-time factor and peak memory of batch analysis on a 2-minute stereo call.
+
+The call is assembled from CREMA-D clips of held-out actors in ../shared (agent left, customer
+right), written as 8 kHz mu-law like a telephony recording, and analysed in a fresh process per
+model so peak memory is the analysis's own.
+
+    python benchmarks/analyze_rtf.py [--minutes 2] [--models base,tiny.en]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
+
+def build_call(minutes: float, out: Path) -> Path:
+    from analysis.emotion.corpus import read_manifest
+    from analysis.synth import Turn, assemble, write_audio
+    from emotivoice.config import load_settings
+
+    clips = read_manifest(load_settings().emotion_data_dir / "manifest.csv", {"cremad"})
+    agent = [c for c in clips if c.speaker == "cremad-1016"]
+    customer = [c for c in clips if c.speaker == "cremad-1021"]
+    turns, total, i = [], 0.0, 0
+    while total < minutes * 60:
+        clip = (agent if i % 2 == 0 else customer)[i // 2 % 60]
+        turns.append(Turn(i % 2, clip.path, clip.emotion, clip.text, 0.7))
+        total += 3.2  # clips average about 2.5 s plus the gap
+        i += 1
+    audio, placed = assemble(turns)
+    return write_audio(audio, out, ["-ar", "8000", "-c:a", "pcm_mulaw"])
+
+
+def measure(call: Path, model: str) -> dict:
+    """Run one analysis in this process (the child side) and report timings."""
+    from dataclasses import replace
+
+    from analysis.audio import probe
+    from analysis.pipeline import CallAnalyzer
+    from emotivoice.config import load_settings
+
+    settings = load_settings()
+    settings = replace(settings, transcription=replace(settings.transcription, model=model))
+    t0 = time.perf_counter()
+    analyzer = CallAnalyzer(settings)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = analyzer.analyze(call)
+    wall = time.perf_counter() - t0
+    duration = probe(call).duration_s
+    return {"model": model, "audio_s": round(duration, 1), "model_load_s": round(load_s, 2),
+            "analysis_s": round(wall, 2), "real_time_factor": round(wall / duration, 3),
+            "stages_s": {k: round(v, 2) for k, v in analyzer.timings.seconds.items()},
+            "utterances": len(result.utterances),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--models", default="base,tiny.en")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(Path(args.child[0]), args.child[1])))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        call = build_call(args.minutes, Path(tmp) / "call.wav")
+        runs = []
+        for model in args.models.split(","):
+            out = subprocess.run([sys.executable, __file__, "--child", str(call), model], capture_output=True,
+                                 text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    write_result("analyze_rtf", {"call": f"{args.minutes:g} min stereo, 8 kHz mu-law, CREMA-D held-out actors",
+                                 "runs": runs})
+
+
+if __name__ == "__main__":
+    main()
