@@ -30,11 +30,21 @@ def build_call(minutes: float, out: Path) -> Path:
     from emotivoice.config import load_settings
 
     clips = read_manifest(load_settings().emotion_data_dir / "manifest.csv", {"cremad"})
-    agent = [c for c in clips if c.speaker == "cremad-1016"]
-    customer = [c for c in clips if c.speaker == "cremad-1021"]
+    def varied(speaker: str) -> list:
+        """The actor's clips ordered so consecutive turns differ in sentence and emotion, as in a
+        real call (a run of one repeated sentence sends Whisper into its temperature fallback)."""
+        mine = sorted((c for c in clips if c.speaker == speaker), key=lambda c: c.path.name)
+        by_sentence: dict[str, list] = {}
+        for c in mine:
+            by_sentence.setdefault(c.path.name.split("_")[1], []).append(c)
+        rounds = max(len(v) for v in by_sentence.values())
+        return [v[r] for r in range(rounds) for v in by_sentence.values() if r < len(v)]
+
+    agent, customer = varied("cremad-1016"), varied("cremad-1021")
     turns, total, i = [], 0.0, 0
     while total < minutes * 60:
-        clip = (agent if i % 2 == 0 else customer)[i // 2 % 60]
+        pool = agent if i % 2 == 0 else customer
+        clip = pool[(i // 2) % len(pool)]
         turns.append(Turn(i % 2, clip.path, clip.emotion, clip.text, 0.7))
         total += 3.2  # clips average about 2.5 s plus the gap
         i += 1
