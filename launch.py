@@ -96,9 +96,22 @@ def install() -> None:
 
 
 def start() -> int:
+    """The demo call first (skipped once stored), then the analysis service and the dashboard."""
     print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
     run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--skip-known"])
-    return subprocess.call([str(PY), "-m", "emotivoice.cli", "dashboard"])
+    service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "watch"])
+    dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"])
+    try:
+        while service.poll() is None and dashboard.poll() is None:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (service, dashboard):
+            proc.terminate()
+        for proc in (service, dashboard):
+            proc.wait()
+    return 0
 
 
 def test(extra: list[str]) -> int:

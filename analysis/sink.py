@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 
 from analysis.results import CallResult
-from storage.db import CallRecord, save_call
+from storage.db import CallRecord, connect, save_call
 
 
 def to_record(result: CallResult, mode: str = "batch") -> CallRecord:
@@ -39,3 +40,14 @@ def to_record(result: CallResult, mode: str = "batch") -> CallRecord:
 
 def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
     save_call(con, to_record(result))
+
+
+def analyze_and_store(analyzer, path: Path, db_path: Path, **options) -> CallResult:
+    """Analyse one recording and store it, holding the database only for the write."""
+    result = analyzer.analyze(path, **options)
+    con = connect(db_path, wait_s=30.0)
+    try:
+        store_result(con, result)
+    finally:
+        con.close()
+    return result

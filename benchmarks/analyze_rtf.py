@@ -92,7 +92,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", str(call), model], capture_output=True,
                                  text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    write_result("analyze_rtf", {"call": f"{args.minutes:g} min stereo, 8 kHz mu-law, CREMA-D held-out actors",
+    write_result(f"analyze_rtf_{args.minutes:g}min", {"call": f"{args.minutes:g} min stereo, 8 kHz mu-law, CREMA-D held-out actors",
                                  "runs": runs})
 
 

@@ -31,29 +31,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _stored_call_ids(db_path: Path) -> set[str]:
-    from storage.db import StorageError, connect
-
-    if not db_path.is_file():
-        return set()
-    try:
-        con = connect(db_path, read_only=True, wait_s=10.0)
-    except StorageError:
-        return set()
-    try:
-        return {r[0] for r in con.execute("SELECT call_id FROM calls").fetchall()}
-    finally:
-        con.close()
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from analysis.assets import ModelUnavailable
     from analysis.audio import AudioError, probe
     from analysis.pipeline import CallAnalyzer, make_call_id, parse_roles
-    from analysis.sink import store_result
-    from storage.db import StorageError, connect
+    from analysis.sink import analyze_and_store
+    from storage.db import StorageError
+    from storage.queries import stored_call_ids
 
     settings = _settings(args)
     try:
@@ -63,7 +49,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 2
     errors: list[dict] = []
     durations: dict[str, float] = {}
-    known = _stored_call_ids(settings.db_path) if args.skip_known else set()
+    known = stored_call_ids(settings.db_path) if args.skip_known else set()
     for call in args.calls:  # probe first: bad files are reported before minutes of work
         if make_call_id(Path(call)) in known:
             print(f"skipped (already stored): {call}", file=sys.stderr)
@@ -91,12 +77,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 bar.update(min(seconds, cap or seconds) + base - bar.n)
 
             try:
-                result = analyzer.analyze(call, roles=roles, on_progress=progress)
-                con = connect(settings.db_path, wait_s=30.0)
-                try:
-                    store_result(con, result)
-                finally:
-                    con.close()
+                result = analyze_and_store(analyzer, Path(call), settings.db_path, roles=roles,
+                                           on_progress=progress)
             except (AudioError, StorageError) as exc:
                 errors.append({"path": call, "error": str(exc)})
                 tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -118,6 +100,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{len(documents)} call(s) stored in {settings.db_path}; {len(errors)} failed")
     return 1 if errors else 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from analysis.pipeline import CallAnalyzer
+    from analysis.service import InboxWatcher
+
+    settings = _settings(args)
+    inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
+    watcher = InboxWatcher(CallAnalyzer(settings), inbox, settings.db_path, args.poll)
+    print(f"analysis service: watching {inbox} for recordings, storing to {settings.db_path}", flush=True)
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -169,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--skip-known", action="store_true", help="skip recordings already stored in the database")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("watch", help="analysis service: analyse recordings dropped into an inbox folder")
+    p.add_argument("inbox", nargs="?", help="folder to watch (default: data/inbox)")
+    p.add_argument("--db", help="DuckDB file")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the folder")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("prepare-models", help="unpack and check the offline models")
     p.set_defaults(func=cmd_prepare_models)

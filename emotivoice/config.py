@@ -69,6 +69,7 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     db_path: Path = DEFAULT_DATA_DIR / "emotivoice.duckdb"
     model_cache_dir: Path = DEFAULT_DATA_DIR / "models"
+    inbox_dir: Path = DEFAULT_DATA_DIR / "inbox"  # the analysis service picks up recordings here
     emotion_data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "emotion"
     block_s: float = 600.0  # audio is decoded and analysed in blocks of this length
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
@@ -113,7 +114,7 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
 
     Nested fields use the section name: EMOTIVOICE_TRANSCRIPTION_MODEL=tiny.en.
-    When data_dir moves, db_path and model_cache_dir follow unless set on their own.
+    When data_dir moves, db_path, model_cache_dir and inbox_dir follow unless set on their own.
     """
     env = dict(os.environ if env is None else env)
     path = config_file or Path(env.get("EMOTIVOICE_CONFIG", REPO_ROOT / "emotivoice.toml"))
@@ -123,5 +124,5 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     base = Settings()
     data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", base.data_dir))).expanduser()
     base = replace(base, data_dir=data_dir, db_path=data_dir / "emotivoice.duckdb",
-                   model_cache_dir=data_dir / "models")
+                   model_cache_dir=data_dir / "models", inbox_dir=data_dir / "inbox")
     return _apply(base, table, "EMOTIVOICE", env)

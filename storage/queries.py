@@ -45,3 +45,10 @@ def call_emotion_scores(db_path: Path | str, call_id: str) -> pd.DataFrame:
         SELECT u.utterance_idx, u.speaker, u.start_s, u.end_s, s.emotion, s.probability
         FROM emotion_scores s JOIN utterances u USING (call_id, utterance_idx)
         WHERE s.call_id = ? ORDER BY u.start_s, s.emotion""", [call_id])
+
+
+def stored_call_ids(db_path: Path | str) -> set[str]:
+    """Ids of every stored call; empty when there is no database yet."""
+    if not Path(db_path).is_file():
+        return set()
+    return set(_read(db_path, "SELECT call_id FROM calls").call_id)
