@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="manifest.csv (default: ../shared/data/emotion/manifest.csv)")
     p.add_argument("--corpora", default="cremad", help="comma-separated corpora to train on")
     p.add_argument("--out", help="where to write the head (.npz)")
+    p.add_argument("--backbone", choices=["whisper", "hubert"], default="whisper",
+                   help="frozen encoder under the head (default: Whisper base, shared with transcription)")
+    p.add_argument("--model-dir", help="HuBERT weights for --backbone hubert: a local directory or a hub id")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")

@@ -1,4 +1,4 @@
-"""The offline default: a small trained head on pooled Whisper encoder states.
+"""Our trained heads: pooled encoder states (Whisper by default, or HuBERT) -> a linear layer.
 
 The head is a standardiser plus a softmax layer with a fitted temperature, stored as plain
 arrays in an .npz (no pickles), so it loads the same on any numpy and stays a few KB.
@@ -56,22 +56,25 @@ class LinearHead:
             raise ModelUnavailable(f"emotion head {path} is unreadable: {exc}") from exc
 
 
-class WhisperHeadModel:
-    """Whisper encoder (shared with transcription) -> mean/std pooling -> LinearHead."""
+class HeadModel:
+    """An encoder (anything with .name and .encode(clip) -> frames) -> mean/std pooling -> LinearHead.
 
-    def __init__(self, head: LinearHead, whisper):
+    With the Whisper encoder the weights are the ones transcription already loaded.
+    """
+
+    def __init__(self, head: LinearHead, encoder):
         self.head = head
-        self.whisper = whisper
+        self.encoder = encoder
         self.labels = head.labels
-        self.name = f"{whisper.name}+{head.card.get('name', 'head')}"
+        self.name = f"{encoder.name}+{head.card.get('name', 'head')}"
         self.provisional = bool(head.card.get("provisional", True))
         got = self.embed(np.zeros(16_000, np.float32)).shape[0]
         if got != head.mean.shape[0]:
             raise ModelUnavailable(f"emotion head expects {head.mean.shape[0]}-d features but "
-                                   f"{whisper.name} gives {got}-d: retrain it or pick its encoder")
+                                   f"{encoder.name} gives {got}-d: retrain it or pick its encoder")
 
     def embed(self, clip: np.ndarray) -> np.ndarray:
-        return pool(self.whisper.encode(normalize(clip)))
+        return pool(self.encoder.encode(normalize(clip)))
 
     def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         if not clips:

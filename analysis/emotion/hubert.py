@@ -1,8 +1,8 @@
-"""HuBERT backend for users who have the weights: HuBERT -> mean pooling -> classification head.
+"""HuBERT for users who have the weights, loaded through transformers from a hub id or directory.
 
-Loads through transformers from a hub id or a local directory (a fine-tuned
-`HubertForSequenceClassification`, whose head does the mean pooling). Labels come from the
-checkpoint's id2label and are mapped onto our base emotion names where they differ.
+Two uses: `HubertEmotionModel` runs a fine-tuned `HubertForSequenceClassification` (HuBERT ->
+mean pooling -> classification head; labels from its id2label, mapped onto our names), and
+`HubertEncoder` gives frame states to train our own head on (`train emotion --backbone hubert`).
 """
 
 from __future__ import annotations
@@ -21,28 +21,49 @@ ALIASES = {"ang": "anger", "angry": "anger", "dis": "disgust", "disgusted": "dis
            "neu": "neutral", "sad": "sadness", "sur": "surprise", "surprised": "surprise"}
 
 
+def _load(model_ref: str, model_class: str):
+    """(feature extractor, model in eval mode, display name) from a directory or hub id."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ModelUnavailable("the hubert backend needs `pip install transformers`") from exc
+    local = Path(model_ref).expanduser()
+    if not local.is_dir() and model_ref.startswith(("/", ".", "~")):
+        raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: no such directory")
+    kwargs = {"local_files_only": True} if local.is_dir() else {}
+    try:
+        extractor = transformers.AutoFeatureExtractor.from_pretrained(str(model_ref), **kwargs)
+        model = getattr(transformers, model_class).from_pretrained(str(model_ref), **kwargs).eval()
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: {exc}") from exc
+    return extractor, model, f"hubert:{local.name if local.is_dir() else model_ref}"
+
+
+class HubertEncoder:
+    """HuBERT's last hidden states (50 frames/s, 768-d for base) for one clip."""
+
+    def __init__(self, model_ref: str):
+        import torch
+
+        self.extractor, self.model, self.name = _load(model_ref, "HubertModel")
+        self._torch = torch
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        inputs = self.extractor(samples, sampling_rate=16_000, return_tensors="pt")
+        with self._torch.inference_mode():
+            return self.model(inputs.input_values).last_hidden_state[0].numpy()
+
+
 class HubertEmotionModel:
     def __init__(self, model_ref: str):
-        try:
-            import torch
-            from transformers import AutoFeatureExtractor, HubertForSequenceClassification
-        except ImportError as exc:  # transformers is an optional extra
-            raise ModelUnavailable("the hubert backend needs `pip install transformers`") from exc
-        local = Path(model_ref).expanduser()
-        if not local.is_dir() and model_ref.startswith(("/", ".", "~")):
-            raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: no such directory")
-        kwargs = {"local_files_only": True} if local.is_dir() else {}
-        try:
-            self.extractor = AutoFeatureExtractor.from_pretrained(str(model_ref), **kwargs)
-            self.model = HubertForSequenceClassification.from_pretrained(str(model_ref), **kwargs).eval()
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailable(f"cannot load HuBERT model {model_ref!r}: {exc}") from exc
+        import torch
+
+        self.extractor, self.model, self.name = _load(model_ref, "HubertForSequenceClassification")
         id2label = self.model.config.id2label
         self.labels = tuple(ALIASES.get(id2label[i].lower(), id2label[i].lower()) for i in range(len(id2label)))
         unknown = [lab for lab in self.labels if lab not in BASE_EMOTIONS]
         if unknown:
             raise ModelUnavailable(f"HuBERT model {model_ref!r} has labels outside the base emotions: {unknown}")
-        self.name = f"hubert:{local.name if local.is_dir() else model_ref}"
         self.provisional = True
         self._torch = torch
 

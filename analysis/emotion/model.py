@@ -37,17 +37,22 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
     The default reads the Whisper encoder its head was trained on; when transcription runs the
     same model with the same settings, the loaded weights are shared (load_whisper caches).
     """
+    head_path = Path(config.head_path) if config.head_path else DEFAULT_HEAD
     if config.backend == "hubert":
-        from analysis.emotion.hubert import HubertEmotionModel
+        from analysis.emotion.hubert import HubertEmotionModel, HubertEncoder
 
         if not config.hubert_model:
             raise ModelUnavailable("emotion backend 'hubert' needs emotion.hubert_model (hub id or directory)")
-        return HubertEmotionModel(config.hubert_model)
+        if config.head_path:  # our head, trained with `train emotion --backbone hubert`
+            from analysis.emotion.head import HeadModel, LinearHead
+
+            return HeadModel(LinearHead.load(head_path), HubertEncoder(config.hubert_model))
+        return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
-        from analysis.emotion.head import LinearHead, WhisperHeadModel
+        from analysis.emotion.head import HeadModel, LinearHead
         from analysis.whisper import load_whisper
 
-        head = LinearHead.load(Path(config.head_path) if config.head_path else DEFAULT_HEAD)
+        head = LinearHead.load(head_path)
         encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
-        return WhisperHeadModel(head, encoder)
+        return HeadModel(head, encoder)
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
