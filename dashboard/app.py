@@ -67,4 +67,4 @@ view = utterances.assign(
     emotion=utterances.base_emotion + " " + (utterances.base_confidence * 100).round().astype(int).astype(str) + "%",
     granular=utterances.granular_labels.map(lambda g: ", ".join(g) if g is not None else ""),
 )[["time", "speaker", "text", "emotion", "granular", "complex_emotion"]]
-st.dataframe(view, hide_index=True, width="stretch")
+st.dataframe(view, hide_index=True, width="stretch", height=min(36 * (len(view) + 1) + 2, 800))

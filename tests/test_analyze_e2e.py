@@ -142,3 +142,14 @@ def test_skip_known_does_not_reanalyse(demo_analysis):
     db, _ = demo_analysis
     proc = run_cli("analyze", str(DEMO), "--db", str(db), "--skip-known")
     assert proc.returncode == 0 and "skipped (already stored)" in proc.stderr
+
+
+@pytest.mark.parametrize("head", ["missing.npz", "corrupt.npz"])
+def test_dead_emotion_model_is_a_clear_error_and_stores_nothing(tmp_path, head):
+    (tmp_path / "corrupt.npz").write_bytes(b"not a numpy archive")
+    db = tmp_path / "c.duckdb"
+    proc = run_cli("analyze", str(DEMO), "--db", str(db), "--quiet",
+                   env={"EMOTIVOICE_EMOTION_HEAD_PATH": str(tmp_path / head)})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot load models: emotion head")
+    assert "Traceback" not in proc.stderr and not db.exists()
