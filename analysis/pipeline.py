@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, normalize, probe, rms_dbfs
+from analysis.conversation import Span, conversation_metrics
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.results import CallResult, Speaker, Utterance
@@ -92,8 +93,11 @@ class CallAnalyzer:
             result.utterances += self._analyze_leg(result, leg, regions, clips)
         result.vad = "+".join(sorted(vad_used))
         result.utterances.sort(key=lambda u: (u.start, u.leg))
+        per_speaker, result.metrics = conversation_metrics(
+            [Span(u.speaker, u.start, u.end, len(u.words)) for u in result.utterances], result.duration_s)
         for speaker in result.speakers:
-            speaker.talk_time_s = sum(u.end - u.start for u in result.utterances if u.leg == speaker.leg)
+            speaker.metrics = per_speaker.get(speaker.label, {})
+            speaker.talk_time_s = speaker.metrics.get("talk_time_s", 0.0)
         if result.duration_s == 0.0:
             raise AudioError(f"{path}: empty audio (no samples)")
         if not result.utterances:

@@ -53,10 +53,11 @@ class Speaker:
     role: str  # "agent", "customer" or "unknown"
     leg: int
     talk_time_s: float = 0.0
+    metrics: dict = field(default_factory=dict)  # analysis.conversation's per-speaker metrics
 
     def to_json(self) -> dict:
         return {"label": self.label, "role": self.role, "leg": self.leg,
-                "talk_time_s": round(self.talk_time_s, 2)}
+                "talk_time_s": round(self.talk_time_s, 2), "metrics": self.metrics}
 
 
 @dataclass
@@ -73,6 +74,7 @@ class CallResult:
     utterances: list[Utterance] = field(default_factory=list)
     languages: dict[str, str] = field(default_factory=dict)  # speaker -> detected language
     vad: str = ""
+    metrics: dict = field(default_factory=dict)  # call-level conversation metrics
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -81,7 +83,7 @@ class CallResult:
             "channels": self.channels, "diarization": self.diarization, "vad": self.vad,
             "models": {"asr": self.asr_model, "emotion": self.emotion_model,
                        "emotion_provisional": self.emotion_provisional},
-            "languages": self.languages,
+            "languages": self.languages, "metrics": self.metrics,
             "speakers": [s.to_json() for s in self.speakers],
             "utterances": [u.to_json() for u in self.utterances],
             "warnings": self.warnings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,9 +19,11 @@ def to_record(result: CallResult, mode: str = "batch") -> CallRecord:
         "channels": result.channels, "diarization": result.diarization, "vad": result.vad,
         "asr_model": result.asr_model, "emotion_model": result.emotion_model,
         "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
+        "metrics": json.dumps(result.metrics),
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
-                 "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s}
+                 "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
+                 "metrics": json.dumps(s.metrics)}
                 for s in result.speakers]
     utterances, scores = [], []
     for idx, u in enumerate(result.utterances):

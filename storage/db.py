@@ -93,7 +93,8 @@ GRANULAR = pa.struct([("emotion", pa.string()), ("label", pa.string()), ("band",
                       ("intensity", pa.float64())])
 SCHEMAS = {
     "speakers": pa.schema([("call_id", pa.string()), ("speaker", pa.string()), ("role", pa.string()),
-                           ("leg", pa.int32()), ("language", pa.string()), ("talk_time_s", pa.float64())]),
+                           ("leg", pa.int32()), ("language", pa.string()), ("talk_time_s", pa.float64()),
+                           ("metrics", pa.string())]),
     "utterances": pa.schema([
         ("call_id", pa.string()), ("utterance_idx", pa.int32()), ("speaker", pa.string()), ("leg", pa.int32()),
         ("start_s", pa.float64()), ("end_s", pa.float64()), ("text", pa.string()), ("language", pa.string()),

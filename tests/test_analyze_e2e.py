@@ -52,6 +52,10 @@ def test_json_document_has_the_documented_shape(demo_analysis):
     assert abs(call["duration_s"] - 44.7) < 0.3
     assert {"label", "role", "talk_time_s"} <= set(call["speakers"][0])
     assert {"speaker", "start", "end", "text", "emotions", "granular", "complex"} <= set(call["utterances"][0])
+    for speaker in call["speakers"]:  # acted sentences at a natural pace, turns that never overlap
+        assert 80 < speaker["metrics"]["words_per_minute"] < 300
+        assert speaker["metrics"]["interruptions_made"] == 0
+    assert call["metrics"]["overlap_s"] == 0.0 and call["metrics"]["non_talk_s"] < 15
 
 
 def test_stored_rows_match_the_json(demo_analysis):
@@ -63,6 +67,8 @@ def test_stored_rows_match_the_json(demo_analysis):
     assert n_utts == len(call["utterances"])
     assert n_scores == sum(len(u["emotions"]) for u in call["utterances"])
     talk = dict(con.execute("SELECT speaker, talk_time_s FROM speakers").fetchall())
+    wpm = con.execute("SELECT metrics->>'$.words_per_minute' FROM speakers WHERE speaker = 'agent'").fetchone()[0]
+    assert float(wpm) == call["speakers"][0]["metrics"]["words_per_minute"]
     assert talk == pytest.approx({s["label"]: s["talk_time_s"] for s in call["speakers"]}, abs=0.01)
 
 
