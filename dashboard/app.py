@@ -4,6 +4,7 @@ and the transcript tagged with its emotion tiers. Reads DuckDB through storage.q
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -59,6 +60,11 @@ cols = st.columns(max(len(speakers), 1))
 for col, sp in zip(cols, speakers.itertuples()):
     with col:
         st.metric(f"{sp.speaker} ({sp.role})", f"{sp.talk_time_s:.0f} s talk")
+        m = json.loads(sp.metrics) if isinstance(sp.metrics, str) else {}
+        if m:
+            st.caption(f"talk share {m['talk_share']:.0%} · {m['words_per_minute']:.0f} words/min · "
+                       f"longest monologue {m['longest_monologue_s']:.0f} s · "
+                       f"interrupted others {m['interruptions_made']}×")
         st.plotly_chart(emotion_timeline(scores, sp.speaker), key=f"timeline-{sp.speaker}")
 
 st.subheader("Transcript")

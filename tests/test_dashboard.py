@@ -36,6 +36,7 @@ def test_shows_calls_timeline_and_tagged_transcript(db_with_call):
     assert set(transcript.granular) == {"frustration"}
     assert transcript.emotion.iloc[0] == "anger 60%"
     assert at.metric[0].label == "agent (agent)"
+    assert any("talk share 100% · 125 words/min" in c.value for c in at.caption)
 
 
 def test_empty_store_says_what_to_do(tmp_path, monkeypatch):

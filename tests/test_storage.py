@@ -18,7 +18,8 @@ def record(call_id="c1", n=3, text="hello"):
               for i in range(n) for e, p in (("anger", 0.6), ("neutral", 0.4))]
     return CallRecord({"call_id": call_id, "source": "x.wav", "duration_s": 10.0, "channels": 2},
                       [{"call_id": call_id, "speaker": "agent", "role": "agent", "leg": 0, "language": "en",
-                        "talk_time_s": 2.4}], utts, scores)
+                        "talk_time_s": 2.4, "metrics": '{"talk_share": 1.0, "words_per_minute": 125.0, '
+                        '"longest_monologue_s": 2.4, "interruptions_made": 0}'}], utts, scores)
 
 
 def test_migrations_apply_once(tmp_path):
