@@ -3,7 +3,7 @@
 - latency: 3 s utterances on this machine, standalone (encoder + head) and head only (what is
   left when the encoder output is shared with transcription), p50/p95 over held-out clips;
 - int8 vs float32: the Whisper encoder under both CTranslate2 compute types, run side by side
-  on the same held-out clips: speed ratio and UA with the committed head;
+  on the same held-out clips: speed ratio (whole emotion step) and UA with the committed head;
 - intensity: how well the predicted probability of the acted emotion orders CREMA-D's
   LO < MD < HI takes ("It's eleven o'clock", held-out actors), as Spearman's rho and the AUC of
   HI against LO, and the band thresholds that best separate them.
@@ -28,10 +28,10 @@ from benchmarks.common import write_result  # noqa: E402
 
 def held_out(settings, n: int):
     from analysis.emotion.corpus import read_manifest
-    from analysis.emotion.head import LinearHead
+    from analysis.emotion.head import EmotionHead
     from analysis.emotion.model import DEFAULT_HEAD
 
-    head = LinearHead.load(DEFAULT_HEAD)
+    head = EmotionHead.load(DEFAULT_HEAD)
     test = set(head.card["splits"]["test"])
     clips = [c for c in read_manifest(settings.emotion_data_dir / "manifest.csv", {"cremad"}) if c.speaker in test]
     step = max(1, len(clips) // n)
@@ -47,44 +47,45 @@ def latency(head, clips, settings) -> dict:
     from analysis.audio import load_audio, normalize
     from analysis.emotion.features import pool
     from analysis.emotion.head import HeadModel
+    from analysis.emotion.prosody import egemaps
     from analysis.whisper import load_whisper
 
     model = HeadModel(head, load_whisper("base", settings.model_cache_dir))
-    three = []
-    for c in clips:
-        audio = load_audio(c.path, channels=1)[0]
-        three.append(np.resize(audio, 48000))  # exactly 3 s: repeat short clips, cut long ones
-    standalone, head_only = [], []
+    three = [np.resize(load_audio(c.path, channels=1)[0], 48000) for c in clips]  # exactly 3 s
+    standalone, shared = [], []
     for clip in three:
         t0 = time.perf_counter()
         model.predict([clip])
         standalone.append(time.perf_counter() - t0)
-        frames = model.encoder.encode(normalize(clip))
+        clip = normalize(clip)
+        frames = model.encoder.encode(clip)  # what transcription would hand over
         t0 = time.perf_counter()
-        head.probabilities(pool(frames))
-        head_only.append(time.perf_counter() - t0)
+        vector = pool(frames)
+        if head.card.get("prosody"):
+            vector = np.concatenate([vector, egemaps(clip)])
+        head.probabilities(vector)
+        shared.append(time.perf_counter() - t0)
     return {"utterance_s": 3.0, "clips": len(three), "standalone": percentiles(standalone),
-            "head_only_with_shared_encoder": percentiles(head_only)}
+            "with_shared_encoder_output": percentiles(shared)}
 
 
 def int8_vs_float32(head, clips, settings) -> dict:
     from analysis.audio import load_audio
-    from analysis.emotion.features import pool, prepare
+    from analysis.emotion.head import HeadModel
     from analysis.emotion.metrics import classification_report
     from analysis.whisper import load_whisper
 
-    audio = [prepare(load_audio(c.path, channels=1)[0], "clean", 0) for c in clips]
+    audio = [load_audio(c.path, channels=1)[0] for c in clips]
     out = {}
     for compute_type in ("int8", "float32"):
-        whisper = load_whisper("base", settings.model_cache_dir, compute_type)
-        whisper.encode(audio[0])  # warm-up
+        model = HeadModel(head, load_whisper("base", settings.model_cache_dir, compute_type))
         t0 = time.perf_counter()
-        feats = np.stack([pool(whisper.encode(a)) for a in audio])
+        probs = model.predict(audio)
         seconds = time.perf_counter() - t0
-        pred = np.array(head.labels)[head.probabilities(feats).argmax(axis=1)]
+        pred = [max(p, key=p.get) for p in probs]
         ua = classification_report([c.emotion for c in clips], pred, head.labels)["unweighted_average_recall"]
-        out[compute_type] = {"encoder_ms_per_clip": round(seconds / len(audio) * 1000, 1), "ua": round(ua, 4)}
-    out["speedup_int8"] = round(out["float32"]["encoder_ms_per_clip"] / out["int8"]["encoder_ms_per_clip"], 2)
+        out[compute_type] = {"ms_per_clip": round(seconds / len(audio) * 1000, 1), "ua": round(ua, 4)}
+    out["speedup_int8"] = round(out["float32"]["ms_per_clip"] / out["int8"]["ms_per_clip"], 2)
     out["ua_change_int8"] = round(out["int8"]["ua"] - out["float32"]["ua"], 4)
     return out
 
@@ -92,15 +93,14 @@ def int8_vs_float32(head, clips, settings) -> dict:
 def intensity(head, clips, settings) -> dict:
     from scipy.stats import spearmanr
 
-    from analysis.emotion.features import extract_corpus
+    from analysis.audio import load_audio
+    from analysis.emotion.head import HeadModel
     from analysis.whisper import load_whisper
 
     rated = [c for c in clips if c.intensity in {"low", "medium", "high"} and c.emotion in head.labels]
-    whisper = load_whisper("base", settings.model_cache_dir)
-    feats = extract_corpus([c.path for c in rated], whisper.encode,
-                           settings.data_dir / "features" / whisper.name / "cremad-clean.npz", "clean", False)
-    probs = head.probabilities(feats)
-    p_target = np.array([probs[i, head.labels.index(c.emotion)] for i, c in enumerate(rated)])
+    model = HeadModel(head, load_whisper("base", settings.model_cache_dir))
+    probs = model.predict([load_audio(c.path, channels=1)[0] for c in rated])
+    p_target = np.array([p[c.emotion] for p, c in zip(probs, rated)])
     level = np.array([{"low": 0, "medium": 1, "high": 2}[c.intensity] for c in rated])
     report = {"clips": len(rated), "spearman_rho": round(float(spearmanr(p_target, level).statistic), 3)}
     hi, lo = p_target[level == 2], p_target[level == 0]

@@ -120,13 +120,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_prepare_models(args: argparse.Namespace) -> int:
     """Join and check every offline model, so the first analysis starts at once."""
     from analysis.assets import whisper_model_dir
-    from analysis.emotion.head import LinearHead
+    from analysis.emotion.head import EmotionHead
     from analysis.emotion.model import DEFAULT_HEAD
 
     settings = _settings(args)
     for name in ("base", "tiny.en"):
         print(f"whisper {name}: {whisper_model_dir(name, settings.model_cache_dir)}")
-    head = LinearHead.load(DEFAULT_HEAD)
+    head = EmotionHead.load(DEFAULT_HEAD)
     print(f"emotion head: {DEFAULT_HEAD.name} ({', '.join(head.labels)})")
     return 0
 
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=["whisper", "hubert"], default="whisper",
                    help="frozen encoder under the head (default: Whisper base, shared with transcription)")
     p.add_argument("--model-dir", help="HuBERT weights for --backbone hubert: a local directory or a hub id")
+    p.add_argument("--no-prosody", action="store_true", help="encoder states only, without eGeMAPS prosody")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")

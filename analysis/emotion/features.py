@@ -16,7 +16,7 @@ import numpy as np
 from analysis.audio import load_audio, normalize
 from analysis.emotion.telephone import telephone
 
-Encoder = Callable[[np.ndarray], np.ndarray]  # 16 kHz clip -> (frames, dim)
+Featurizer = Callable[[np.ndarray], np.ndarray]  # 16 kHz clip -> one fixed-size vector
 VARIANTS = ("clean", "phone")
 
 
@@ -39,9 +39,9 @@ def _stable_seed(text: str) -> int:
     return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "little")
 
 
-def extract_corpus(paths: Sequence[Path], encoder: Encoder, cache_file: Path, variant: str = "clean",
+def extract_corpus(paths: Sequence[Path], featurize: Featurizer, cache_file: Path, variant: str = "clean",
                    progress: bool = True) -> np.ndarray:
-    """Pooled features for every path, reusing and extending `cache_file` (an .npz)."""
+    """One feature vector per path, reusing and extending `cache_file` (an .npz)."""
     from tqdm import tqdm
 
     cached: dict[str, np.ndarray] = {}
@@ -52,7 +52,7 @@ def extract_corpus(paths: Sequence[Path], encoder: Encoder, cache_file: Path, va
     missing = [k for k in keys if k not in cached]
     for i, key in enumerate(tqdm(missing, desc=f"encoding {variant}", disable=not progress, unit="clip")):
         clip = load_audio(key, channels=1)[0]
-        cached[key] = pool(encoder(prepare(clip, variant, _stable_seed(key))))
+        cached[key] = featurize(prepare(clip, variant, _stable_seed(key)))
         if (i + 1) % 500 == 0 or i + 1 == len(missing):
             _save(cache_file, cached)
     return np.stack([cached[k] for k in keys])

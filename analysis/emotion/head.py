@@ -1,7 +1,8 @@
-"""Our trained heads: pooled encoder states (Whisper by default, or HuBERT) -> a linear layer.
+"""Our trained heads: pooled encoder states (Whisper by default, or HuBERT) -> a small classifier.
 
-The head is a standardiser plus a softmax layer with a fitted temperature, stored as plain
-arrays in an .npz (no pickles), so it loads the same on any numpy and stays a few KB.
+The head is a standardiser, an optional ReLU hidden layer and a softmax layer with a fitted
+temperature, stored as plain arrays in an .npz (no pickles), so it loads the same on any numpy
+and stays around a megabyte.
 """
 
 from __future__ import annotations
@@ -16,20 +17,26 @@ import numpy as np
 from analysis.assets import ModelUnavailable
 from analysis.audio import normalize
 from analysis.emotion.features import pool
+from analysis.emotion.prosody import egemaps
 
 
 @dataclass
-class LinearHead:
+class EmotionHead:
     labels: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
-    weight: np.ndarray  # (classes, dim)
+    weight: np.ndarray  # (classes, dim or hidden)
     bias: np.ndarray  # (classes,)
     temperature: float = 1.0
     card: dict = field(default_factory=dict)  # data, splits and metrics, as in the model card
+    hidden_weight: np.ndarray | None = None  # (dim, hidden): present for an MLP head
+    hidden_bias: np.ndarray | None = None
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return ((features - self.mean) / self.scale) @ self.weight.T + self.bias
+        x = (features - self.mean) / self.scale
+        if self.hidden_weight is not None:
+            x = np.maximum(x @ self.hidden_weight + self.hidden_bias, 0.0)
+        return x @ self.weight.T + self.bias
 
     def probabilities(self, features: np.ndarray, temperature: float | None = None) -> np.ndarray:
         z = self.logits(np.atleast_2d(features)) / (temperature or self.temperature)
@@ -39,30 +46,35 @@ class LinearHead:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        hidden = {} if self.hidden_weight is None else {
+            "hidden_weight": self.hidden_weight.astype(np.float32), "hidden_bias": self.hidden_bias.astype(np.float32)}
         np.savez(path, labels=np.array(self.labels), mean=self.mean.astype(np.float32),
                  scale=self.scale.astype(np.float32), weight=self.weight.astype(np.float32),
                  bias=self.bias.astype(np.float32), temperature=np.float32(self.temperature),
-                 card=np.array(json.dumps(self.card)))
+                 card=np.array(json.dumps(self.card)), **hidden)
 
     @classmethod
-    def load(cls, path: Path) -> "LinearHead":
+    def load(cls, path: Path) -> "EmotionHead":
         if not path.is_file():
             raise ModelUnavailable(f"emotion head {path} not found (train one: emotivoice train emotion)")
         try:
             with np.load(path, allow_pickle=False) as d:
                 return cls(tuple(d["labels"].tolist()), d["mean"], d["scale"], d["weight"], d["bias"],
-                           float(d["temperature"]), json.loads(str(d["card"])))
+                           float(d["temperature"]), json.loads(str(d["card"])),
+                           d["hidden_weight"] if "hidden_weight" in d else None,
+                           d["hidden_bias"] if "hidden_bias" in d else None)
         except (KeyError, ValueError, OSError) as exc:
             raise ModelUnavailable(f"emotion head {path} is unreadable: {exc}") from exc
 
 
 class HeadModel:
-    """An encoder (anything with .name and .encode(clip) -> frames) -> mean/std pooling -> LinearHead.
+    """An encoder (anything with .name and .encode(clip) -> frames) -> mean/std pooling, plus the
+    eGeMAPS prosody functionals when the head was trained with them -> EmotionHead.
 
     With the Whisper encoder the weights are the ones transcription already loaded.
     """
 
-    def __init__(self, head: LinearHead, encoder):
+    def __init__(self, head: EmotionHead, encoder):
         self.head = head
         self.encoder = encoder
         self.labels = head.labels
@@ -74,7 +86,11 @@ class HeadModel:
                                    f"{encoder.name} gives {got}-d: retrain it or pick its encoder")
 
     def embed(self, clip: np.ndarray) -> np.ndarray:
-        return pool(self.encoder.encode(normalize(clip)))
+        clip = normalize(clip)
+        pooled = pool(self.encoder.encode(clip))
+        if self.head.card.get("prosody") == "egemaps":
+            pooled = np.concatenate([pooled, egemaps(clip)])
+        return pooled
 
     def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         if not clips:

@@ -44,15 +44,15 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
         if not config.hubert_model:
             raise ModelUnavailable("emotion backend 'hubert' needs emotion.hubert_model (hub id or directory)")
         if config.head_path:  # our head, trained with `train emotion --backbone hubert`
-            from analysis.emotion.head import HeadModel, LinearHead
+            from analysis.emotion.head import HeadModel, EmotionHead
 
-            return HeadModel(LinearHead.load(head_path), HubertEncoder(config.hubert_model))
+            return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model))
         return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
-        from analysis.emotion.head import HeadModel, LinearHead
+        from analysis.emotion.head import HeadModel, EmotionHead
         from analysis.whisper import load_whisper
 
-        head = LinearHead.load(head_path)
+        head = EmotionHead.load(head_path)
         encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
         return HeadModel(head, encoder)
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
