@@ -35,7 +35,7 @@ ROLES = ("agent", "customer")
 
 @dataclass
 class Timings:
-    """Wall time per stage, summed over a call: the hook for benchmarks and logs."""
+    """Wall time per stage, summed over every call an analyzer ran: the hook for benchmarks and logs."""
 
     seconds: dict[str, float] = field(default_factory=dict)
 

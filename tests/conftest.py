@@ -25,8 +25,8 @@ def settings():
 
 
 @pytest.fixture(scope="session")
-def emotion_data(settings) -> Path:
-    data = Path(os.environ.get("EMOTIVOICE_EMOTION_DATA", settings.emotion_data_dir))
+def emotion_data() -> Path:
+    data = load_settings().emotion_data_dir  # ../shared/data/emotion, or $EMOTIVOICE_EMOTION_DATA_DIR
     if not (data / "manifest.csv").is_file():
         pytest.skip(f"labelled speech not found at {data} (CI has it at ../shared)")
     return data

@@ -42,7 +42,10 @@ def test_each_utterance_sits_on_its_own_turn_with_words_and_tiers(demo_analysis)
         assert abs(sum(utt["emotions"].values()) - 1.0) < 1e-3
         top = max(utt["emotions"], key=utt["emotions"].get)
         assert utt["granular"][0]["emotion"] == top
-    assert call["models"]["emotion_provisional"] is True
+    from analysis.emotion.head import EmotionHead
+    from analysis.emotion.model import DEFAULT_HEAD
+
+    assert call["models"]["emotion_provisional"] is EmotionHead.load(DEFAULT_HEAD).card["provisional"]
 
 
 def test_json_document_has_the_documented_shape(demo_analysis):

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# Speaker ids that name the same person twice in the shared manifest. TESS's file OA_bite_neutral
+# belongs to its older talker (OAF); left apart, she would sit in two splits.
+SPEAKER_ALIASES = {"tess-OA": "tess-OAF"}
+
+
 @dataclass(frozen=True)
 class Clip:
     path: Path  # absolute
@@ -27,7 +32,7 @@ def read_manifest(manifest: Path | str, corpora: set[str] | None = None) -> list
         missing = {"path", "corpus", "speaker", "emotion"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{manifest}: missing columns {sorted(missing)}")
-        return [Clip(manifest.parent / r["path"], r["corpus"], r["speaker"], r["emotion"],
+        return [Clip(manifest.parent / r["path"], r["corpus"], SPEAKER_ALIASES.get(r["speaker"], r["speaker"]), r["emotion"],
                      r.get("intensity", "") or "", r.get("text", "") or "")
                 for r in reader if corpora is None or r["corpus"] in corpora]
 

@@ -16,7 +16,7 @@ from analysis.assets import ModelUnavailable
 from emotivoice.config import EmotionConfig
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
-DEFAULT_HEAD = HEADS_DIR / "whisper-base-cremad.npz"
+DEFAULT_HEAD = HEADS_DIR / "whisper-base-emotion7.npz"
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ from emotivoice.config import Settings
 # Candidate heads, chosen by UA on the validation speakers: logistic regression over a range of
 # regularisation, and a one-hidden-layer MLP (weight decay alpha).
 HEAD_GRID: tuple[tuple[str, float], ...] = (
-    ("linear", 0.0003), ("linear", 0.001), ("linear", 0.003), ("linear", 0.01),
+    ("linear", 0.001), ("linear", 0.003), ("linear", 0.01), ("linear", 0.03), ("linear", 0.1),
     ("mlp", 1.0), ("mlp", 3.0),
 )
 MLP_HIDDEN = 256
