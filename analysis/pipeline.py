@@ -21,6 +21,8 @@ from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, normalize, prob
 from analysis.conversation import Span, conversation_metrics
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
+from analysis.insight.prosody import measure as measure_prosody
+from analysis.insight.stage import InsightState, enrich
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter
 from analysis.transcription import transcribe_utterances
@@ -98,6 +100,9 @@ class CallAnalyzer:
         for speaker in result.speakers:
             speaker.metrics = per_speaker.get(speaker.label, {})
             speaker.talk_time_s = speaker.metrics.get("talk_time_s", 0.0)
+        t0 = time.perf_counter()
+        result.alerts = enrich(result.utterances, InsightState(self.settings.sarcasm, self.settings.risk))
+        self.timings.add("insight", t0)
         if result.duration_s == 0.0:
             raise AudioError(f"{path}: empty audio (no samples)")
         if not result.utterances:
@@ -141,12 +146,15 @@ class CallAnalyzer:
         probabilities = self.emotion.predict(clips)
         self.timings.add("emotion", t0)
         out = []
+        t0 = time.perf_counter()
+        prosody = [measure_prosody(clip, rms_dbfs(clip), len(transcript.words[i])) for i, clip in enumerate(clips)]
+        self.timings.add("prosody", t0)
         for i, (region, clip, probs) in enumerate(zip(regions, clips, probabilities)):
             out.append(Utterance(
                 call_id=result.call_id, leg=leg, speaker=speaker.label, start=region.start, end=region.end,
                 loudness_dbfs=rms_dbfs(clip), text=transcript.text(i), language=transcript.language,
                 words=transcript.words[i], emotions=probs,
                 granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
-                complex=complex_emotion(probs, ec.complex_min_second),
+                complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody[i],
             ))
         return out

@@ -7,9 +7,15 @@ similar) and meet again in storage. `CallResult.to_json()` is the documented `--
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from analysis.emotion.tiers import GranularEmotion
 from analysis.transcription import Word
+
+if TYPE_CHECKING:
+    from analysis.insight.prosody import Prosody
+    from analysis.insight.risk import Alert, RiskScore
+    from analysis.insight.sarcasm import SarcasmCheck
 
 
 @dataclass
@@ -26,6 +32,13 @@ class Utterance:
     emotions: dict[str, float] = field(default_factory=dict)
     granular: list[GranularEmotion] = field(default_factory=list)
     complex: str | None = None
+    prosody: Prosody | None = None
+    prosody_z: dict[str, float] = field(default_factory=dict)  # against this speaker earlier in the call
+    sentiment: float = 0.0  # VADER compound of the text
+    sarcasm: SarcasmCheck | None = None
+    phrases: dict[str, list[str]] = field(default_factory=dict)  # escalation / churn phrases found
+    interrupts: bool = False  # started while another speaker was still talking
+    risk: RiskScore | None = None  # this speaker's escalation risk after this utterance
 
     @property
     def top_emotion(self) -> tuple[str, float]:
@@ -44,6 +57,11 @@ class Utterance:
             "emotions": {k: round(v, 4) for k, v in self.emotions.items()},
             "granular": [g.to_dict() for g in self.granular],
             "complex": self.complex,
+            "sentiment": round(self.sentiment, 3),
+            "prosody": self.prosody.as_dict() if self.prosody else None, "prosody_z": self.prosody_z,
+            "sarcasm": self.sarcasm.to_json() if self.sarcasm else None,
+            "phrases": self.phrases, "interrupts": self.interrupts,
+            "risk": self.risk.to_json() if self.risk else None,
         }
 
 
@@ -52,11 +70,16 @@ class Speaker:
     label: str
     role: str  # "agent", "customer" or "unknown"
     leg: int
+    role_confidence: float = 1.0
+    role_source: str = "channel"  # channel | override | cues
+    role_reason: str = ""
     talk_time_s: float = 0.0
     metrics: dict = field(default_factory=dict)  # analysis.conversation's per-speaker metrics
 
     def to_json(self) -> dict:
         return {"label": self.label, "role": self.role, "leg": self.leg,
+                "role_confidence": round(self.role_confidence, 3), "role_source": self.role_source,
+                "role_reason": self.role_reason,
                 "talk_time_s": round(self.talk_time_s, 2), "metrics": self.metrics}
 
 
@@ -76,6 +99,7 @@ class CallResult:
     vad: str = ""
     metrics: dict = field(default_factory=dict)  # call-level conversation metrics
     warnings: list[str] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -86,5 +110,6 @@ class CallResult:
             "languages": self.languages, "metrics": self.metrics,
             "speakers": [s.to_json() for s in self.speakers],
             "utterances": [u.to_json() for u in self.utterances],
+            "alerts": [a.to_json() for a in self.alerts],
             "warnings": self.warnings,
         }

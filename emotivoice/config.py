@@ -57,6 +57,43 @@ class EmotionConfig:
 
 
 @dataclass(frozen=True)
+class DiarizationConfig:
+    """Speaker separation for mono recordings (channel-per-leg audio skips it)."""
+
+    num_speakers: int = 0  # 0: estimate between min_speakers and max_speakers
+    min_speakers: int = 1
+    max_speakers: int = 4
+
+
+@dataclass(frozen=True)
+class SarcasmConfig:
+    """When positive words said in a negative way count as sarcasm."""
+
+    positive_text: float = 0.3  # VADER compound at or above which the words count as positive
+    threshold: float = 0.3  # confidence at or above which the utterance is flagged (F1-best on dev actors)
+    ambiguous_band: float = 0.1  # confidences within this of the threshold are marked ambiguous
+    prosody_weight: float = 0.15  # how much contempt-like prosody (flat, low, slow) adds
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Weights of each factor (per unit of its 0..1 value) and the alert rule."""
+
+    w_negative_emotion: float = 2.2
+    w_rising: float = 1.2  # negative emotion rising over the speaker's last utterances
+    w_sarcasm: float = 1.0
+    w_negative_words: float = 1.2
+    w_interrupting: float = 0.6
+    w_loud: float = 0.8  # louder than this speaker's baseline
+    w_escalation_phrase: float = 2.0
+    bias: float = -2.2  # evidence of a calm utterance sits near sigmoid(bias) ~ 0.1
+    smoothing: float = 0.7  # weight of the newest utterance's evidence in the score
+    alert_threshold: float = 0.55  # chosen on benchmarks/escalation.py's dev calls
+    rearm_below: float = 0.4  # hysteresis: the next alert needs the score to fall below this first
+    trend_window: int = 3
+
+
+@dataclass(frozen=True)
 class DashboardConfig:
     host: str = "127.0.0.1"
     port: int = 2024  # the seed's address; a busy port falls back to a free one
@@ -75,6 +112,9 @@ class Settings:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    sarcasm: SarcasmConfig = field(default_factory=SarcasmConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
 
 

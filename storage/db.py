@@ -85,6 +85,9 @@ class CallRecord:
     speakers: list[dict] = field(default_factory=list)
     utterances: list[dict] = field(default_factory=list)
     emotion_scores: list[dict] = field(default_factory=list)
+    sarcasm: list[dict] = field(default_factory=list)
+    risk_scores: list[dict] = field(default_factory=list)
+    alerts: list[dict] = field(default_factory=list)
 
 
 WORD = pa.struct([("word", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
@@ -94,14 +97,24 @@ GRANULAR = pa.struct([("emotion", pa.string()), ("label", pa.string()), ("band",
 SCHEMAS = {
     "speakers": pa.schema([("call_id", pa.string()), ("speaker", pa.string()), ("role", pa.string()),
                            ("leg", pa.int32()), ("language", pa.string()), ("talk_time_s", pa.float64()),
-                           ("metrics", pa.string())]),
+                           ("metrics", pa.string()), ("role_confidence", pa.float64()), ("role_source", pa.string()),
+                           ("role_reason", pa.string())]),
     "utterances": pa.schema([
         ("call_id", pa.string()), ("utterance_idx", pa.int32()), ("speaker", pa.string()), ("leg", pa.int32()),
         ("start_s", pa.float64()), ("end_s", pa.float64()), ("text", pa.string()), ("language", pa.string()),
         ("words", pa.list_(WORD)), ("loudness_dbfs", pa.float64()), ("base_emotion", pa.string()),
-        ("base_confidence", pa.float64()), ("granular", pa.list_(GRANULAR)), ("complex_emotion", pa.string())]),
+        ("base_confidence", pa.float64()), ("granular", pa.list_(GRANULAR)), ("complex_emotion", pa.string()),
+        ("sentiment", pa.float64()), ("prosody", pa.string()), ("prosody_z", pa.string()), ("interrupts", pa.bool_()),
+        ("phrases", pa.string())]),
     "emotion_scores": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()),
                                  ("emotion", pa.string()), ("probability", pa.float64())]),
+    "sarcasm": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()), ("is_sarcastic", pa.bool_()),
+                          ("confidence", pa.float64()), ("ambiguous", pa.bool_()), ("reason", pa.string())]),
+    "risk_scores": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()), ("speaker", pa.string()),
+                              ("t_s", pa.float64()), ("score", pa.float64()), ("factors", pa.string())]),
+    "alerts": pa.schema([("call_id", pa.string()), ("speaker", pa.string()), ("t_s", pa.float64()),
+                         ("kind", pa.string()), ("score", pa.float64()), ("factors", pa.string()),
+                         ("utterance_idx", pa.int32())]),
 }
 
 
@@ -125,6 +138,9 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
         _insert(con, "speakers", record.speakers)
         _insert(con, "utterances", record.utterances)
         _insert(con, "emotion_scores", record.emotion_scores)
+        _insert(con, "sarcasm", record.sarcasm)
+        _insert(con, "risk_scores", record.risk_scores)
+        _insert(con, "alerts", record.alerts)
         con.execute("COMMIT")
     except Exception as exc:
         con.execute("ROLLBACK")

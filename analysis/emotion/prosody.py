@@ -7,6 +7,8 @@ how high, loud and varied the voice is. Fused with the encoder states they lift 
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -14,6 +16,8 @@ import numpy as np
 from analysis.assets import ModelUnavailable
 
 EGEMAPS_DIM = 88
+PITCH_MEAN, PITCH_RANGE, LOUDNESS = 0, 5, 10  # semitone mean, 20-80th pctl range (semitones), loudness
+_recent: OrderedDict[bytes, np.ndarray] = OrderedDict()  # the emotion head and the insight stage share a clip's features
 
 
 @lru_cache(maxsize=1)
@@ -28,7 +32,14 @@ def _smile():
 
 def egemaps(samples: np.ndarray) -> np.ndarray:
     """88 eGeMAPS functionals of a 16 kHz clip (NaN-free: silence gives zeros, not NaN)."""
-    if len(samples) < 1600:  # openSMILE needs a few frames; pad very short clips
-        samples = np.pad(samples, (0, 1600 - len(samples)))
-    values = _smile().process_signal(samples.astype(np.float32), 16_000).to_numpy()[0]
-    return np.nan_to_num(values.astype(np.float32))
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    key = hashlib.blake2b(samples.tobytes(), digest_size=16).digest()
+    if key in _recent:
+        _recent.move_to_end(key)
+        return _recent[key]
+    padded = np.pad(samples, (0, 1600 - len(samples))) if len(samples) < 1600 else samples  # openSMILE needs frames
+    values = np.nan_to_num(_smile().process_signal(padded, 16_000).to_numpy()[0].astype(np.float32))
+    _recent[key] = values
+    if len(_recent) > 512:
+        _recent.popitem(last=False)
+    return values
