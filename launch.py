@@ -23,7 +23,11 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("EMOTIVOICE_VENV", ROOT / ".venv"))
 PY = VENV / "bin" / "python"
 TORCH = "torch==2.13.0"  # the local CPU wheel; anything unpinned pulls a multi-GB CUDA build
-APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg"}  # binary -> Debian package
+# binary (or, for what has none, an absolute file path) -> Debian (bookworm) package. chromium and
+# chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) drive the dashboard browser tests; Selenium uses
+# them as installed and downloads nothing. The emoji font draws the dashboard's page icons in screenshots.
+APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
+                "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji"}
 DEMO_CALL = ROOT / "assets" / "demo" / "demo_call.opus"
 
 
@@ -42,8 +46,12 @@ def run(cmd: list[str], **kwargs) -> None:
         sys.exit(f"launch: command failed ({result.returncode}): {' '.join(map(str, cmd))}")
 
 
+def _present(need: str) -> bool:
+    return Path(need).is_file() if os.path.isabs(need) else shutil.which(need) is not None
+
+
 def ensure_apt() -> str:
-    missing = sorted({pkg for binary, pkg in APT_PACKAGES.items() if shutil.which(binary) is None})
+    missing = sorted({pkg for need, pkg in APT_PACKAGES.items() if not _present(need)})
     if not missing:
         return "system packages present"
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
@@ -87,7 +95,7 @@ def ensure_models() -> str:
 
 
 def install() -> None:
-    steps = [("system packages (ffmpeg)", ensure_apt), ("virtual environment", ensure_venv),
+    steps = [("system packages (ffmpeg, chromium)", ensure_apt), ("virtual environment", ensure_venv),
              ("PyTorch CPU wheel", ensure_torch), ("Python dependencies", ensure_project),
              ("offline models (Whisper base + tiny.en, emotion head)", ensure_models)]
     for i, (title, fn) in enumerate(steps, 1):
@@ -99,6 +107,7 @@ def start() -> int:
     """The demo call first (skipped once stored), then the analysis service and the dashboard."""
     print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
     run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--skip-known"])
+    run([str(PY), "-m", "emotivoice.cli", "users", "init"])  # prints a first login once
     service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "watch"])
     dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"])
     try:

@@ -1,9 +1,9 @@
 """The batch analysis service: watches an inbox folder and analyses each new recording.
 
 Recording systems drop finished calls into a folder; this picks each one up once it has stopped
-growing, analyses it and stores it. The database is opened only for each write, so the
-dashboard's readers are never locked out for long. A file that fails is reported once and not
-retried until it changes.
+growing, analyses it and stores it. `emotivoice watch` runs it inside the process that owns
+the database file (storage/server.py), so the dashboard reads live data through that process.
+A file that fails is reported once and not retried until it changes.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from analysis.audio import AudioError
 from analysis.pipeline import CallAnalyzer, make_call_id
-from analysis.sink import analyze_and_store
+from analysis.sink import analyze_and_store, known_call_ids
 from storage.db import StorageError
-from storage.queries import stored_call_ids
+from storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ AUDIO_SUFFIXES = {".wav", ".mp3", ".ogg", ".opus", ".flac", ".m4a", ".aac", ".wm
 
 
 class InboxWatcher:
-    def __init__(self, analyzer: CallAnalyzer, inbox: Path, db_path: Path, poll_s: float = 2.0):
-        self.analyzer, self.inbox, self.db_path, self.poll_s = analyzer, inbox, db_path, poll_s
+    def __init__(self, analyzer: CallAnalyzer, inbox: Path, store: Store, poll_s: float = 2.0):
+        self.analyzer, self.inbox, self.store, self.poll_s = analyzer, inbox, store, poll_s
         self._sizes: dict[Path, int] = {}  # size seen last poll: a file is ready when it stops growing
         self._seen: dict[Path, tuple[float, int]] = {}  # (mtime, size) of files already handled
 
@@ -47,14 +47,14 @@ class InboxWatcher:
         """Analyse every ready, not yet stored file; return the call ids stored."""
         stored_ids = []
         ready = self.ready_files()
-        known = stored_call_ids(self.db_path) if ready else set()
+        known = known_call_ids(self.store) if ready else set()
         for path in ready:
             stat = path.stat()
             self._seen[path] = (stat.st_mtime, stat.st_size)
             if make_call_id(path) in known:
                 continue
             try:
-                result = analyze_and_store(self.analyzer, path, self.db_path)
+                result = analyze_and_store(self.analyzer, path, self.store)
             except (AudioError, StorageError) as exc:
                 log.error("recording not analysed", extra={"path": str(path), "error": str(exc)})
                 continue

@@ -3,23 +3,55 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
 
 from analysis.results import CallResult
-from storage.db import CallRecord, connect, save_call
+from storage.db import CallRecord, StorageError, save_call
+from storage.store import Store
 
 
-def to_record(result: CallResult, mode: str = "batch") -> CallRecord:
+NEGATIVE = ("anger", "disgust", "fear", "sadness")
+
+
+def _negative(u) -> float:
+    return sum(u.emotions.get(e, 0.0) for e in NEGATIVE)
+
+
+def call_summary(result: CallResult) -> dict:
+    """What the dashboard lists and reports need per call, computed once at write time."""
+    customer = {s.label for s in result.speakers if s.role == "customer"}
+    agent = {s.label for s in result.speakers if s.role == "agent"}
+    theirs = [u for u in result.utterances if u.speaker in customer]
+    risks = [u.risk.score for u in theirs if u.risk]
+    # empathy proxy: while the customer sounds negative, does the agent answer calm or warm?
+    replies = [u for i, u in enumerate(result.utterances) if u.speaker in agent and any(
+        p.speaker in customer and _negative(p) > 0.5 for p in result.utterances[max(0, i - 2):i])]
+    return {
+        "peak_risk": max(risks) if risks else None, "final_risk": risks[-1] if risks else None,
+        "alert_count": sum(1 for a in result.alerts if a.speaker in customer),
+        "customer_start_negative": sum(map(_negative, theirs[:3])) / len(theirs[:3]) if theirs else None,
+        "customer_end_negative": sum(map(_negative, theirs[-3:])) / len(theirs[-3:]) if theirs else None,
+        "customer_final_emotion": theirs[-1].top_emotion[0] if theirs else None,
+        "sarcasm_count": sum(1 for u in result.utterances if u.sarcasm and u.sarcasm.is_sarcastic),
+        "churn_phrases": sorted({p for u in theirs for p in u.phrases.get("churn", [])}),
+        "agent_empathy": (sum(u.emotions.get("neutral", 0) + u.emotions.get("happiness", 0) for u in replies)
+                          / len(replies)) if replies else None,
+    }
+
+
+def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = None) -> CallRecord:
+    """`metadata`: agent_id, customer_id, team and started_at, where the recording system knows them."""
     call = {
         "call_id": result.call_id, "source": result.source, "mode": mode, "status": "complete",
         "analyzed_at": datetime.now(timezone.utc).replace(tzinfo=None), "duration_s": result.duration_s,
         "channels": result.channels, "diarization": result.diarization, "vad": result.vad,
         "asr_model": result.asr_model, "emotion_model": result.emotion_model,
         "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
-        "metrics": json.dumps(result.metrics),
+        "metrics": json.dumps(result.metrics), **call_summary(result),
+        **{k: v for k, v in (metadata or {}).items() if k in ("agent_id", "customer_id", "team", "started_at")},
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
                  "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
@@ -57,12 +89,34 @@ def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
     save_call(con, to_record(result))
 
 
-def analyze_and_store(analyzer, path: Path, db_path: Path, **options) -> CallResult:
-    """Analyse one recording and store it, holding the database only for the write."""
+def recording_metadata(path: Path, duration_s: float) -> dict:
+    """Who and when, from a sidecar `<recording>.json` when the recording system writes one
+    (agent_id, customer_id, team, started_at); the start otherwise defaults to the file's time."""
+    sidecar = path.with_suffix(".json")
+    meta: dict = {}
+    if sidecar.is_file():
+        try:
+            meta = {k: v for k, v in json.loads(sidecar.read_text()).items()
+                    if k in ("agent_id", "customer_id", "team", "started_at")}
+        except (ValueError, AttributeError):
+            meta = {}
+    if "started_at" not in meta:
+        ended = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None)
+        meta["started_at"] = ended - timedelta(seconds=duration_s)
+    return meta
+
+
+def analyze_and_store(analyzer, path: Path, store: Store, metadata: dict | None = None, **options) -> CallResult:
+    """Analyse one recording and store it (directly, or through the process owning the file)."""
     result = analyzer.analyze(path, **options)
-    con = connect(db_path, wait_s=30.0)
-    try:
-        store_result(con, result)
-    finally:
-        con.close()
+    meta = {**recording_metadata(Path(path), result.duration_s), **{k: v for k, v in (metadata or {}).items() if v}}
+    store.save_call(to_record(result, metadata=meta))
     return result
+
+
+def known_call_ids(store: Store) -> set[str]:
+    """Ids of every stored call; empty when there is no database yet."""
+    try:
+        return set(store.read("stored_call_ids").call_id)
+    except StorageError:
+        return set()

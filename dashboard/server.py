@@ -37,7 +37,8 @@ def choose_port(host: str, preferred: int) -> int:
 def dashboard_command(settings: Settings, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
             "--server.address", settings.dashboard.host, "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "viewer"]  # no "Deploy" button for supervisors
 
 
 def start_dashboard(settings: Settings, port: int | None = None) -> tuple[subprocess.Popen, str]:
@@ -53,10 +54,18 @@ def start_dashboard(settings: Settings, port: int | None = None) -> tuple[subpro
 
 
 def run_dashboard(settings: Settings, port: int | None = None) -> int:
+    """Serve until stopped; SIGTERM or Ctrl-C stops the Streamlit server too, never leaving it behind."""
+    import signal
+
     proc, url = start_dashboard(settings, port)
     print(f"EmotiVoice dashboard: {url}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
-        return proc.wait()
+        try:
+            return proc.wait(3)  # Streamlit sometimes ignores SIGTERM with sessions open
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()

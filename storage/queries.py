@@ -1,54 +1,265 @@
-"""Read queries for the dashboard and reports. Parameters only: no SQL is built from input.
+"""Named read queries and write actions: the only SQL the dashboard and reports run.
 
-Each read opens the file read-only for just as long as the query takes, so a writer that
-opens, writes and closes per call can always get in, and readers wait briefly for it.
+Each takes an open DuckDB connection and plain parameters, bound with `?`: no SQL is built from
+input. `storage.store` runs them against the file directly or through the process that owns it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
+import duckdb
 import pandas as pd
 
-from storage.db import connect
+Con = duckdb.DuckDBPyConnection
+READS: dict[str, Callable[..., pd.DataFrame]] = {}
+WRITES: dict[str, Callable[..., dict]] = {}
 
 
-def _read(db_path: Path | str, sql: str, params: list | None = None) -> pd.DataFrame:
-    con = connect(db_path, read_only=True, wait_s=5.0)
-    try:
-        return con.execute(sql, params or []).df()
-    finally:
-        con.close()
+def _utc_now() -> datetime:
+    """Naive UTC, as every timestamp in the store is written."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def list_calls(db_path: Path | str, limit: int = 500) -> pd.DataFrame:
-    return _read(db_path, """
+def read_query(fn: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    READS[fn.__name__] = fn
+    return fn
+
+
+def write_action(fn: Callable[..., dict]) -> Callable[..., dict]:
+    WRITES[fn.__name__] = fn
+    return fn
+
+
+def reader(name: str) -> Callable[..., pd.DataFrame]:
+    if name not in READS:
+        raise KeyError(f"no read query named {name!r}")
+    return READS[name]
+
+
+def writer(name: str) -> Callable[..., dict]:
+    if name not in WRITES:
+        raise KeyError(f"no write action named {name!r}")
+    return WRITES[name]
+
+
+@read_query
+def list_calls(con: Con, limit: int = 500) -> pd.DataFrame:
+    return con.execute("""
         SELECT c.call_id, c.analyzed_at, c.duration_s, c.mode, c.status, c.diarization,
                c.emotion_model, c.emotion_provisional,
                (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) AS utterances
-        FROM calls c ORDER BY c.analyzed_at DESC LIMIT ?""", [limit])
+        FROM calls c ORDER BY c.analyzed_at DESC LIMIT ?""", [limit]).df()
 
 
-def call_speakers(db_path: Path | str, call_id: str) -> pd.DataFrame:
-    return _read(db_path, "SELECT * FROM speakers WHERE call_id = ? ORDER BY leg", [call_id])
+@read_query
+def call_speakers(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("SELECT * FROM speakers WHERE call_id = ? ORDER BY leg, speaker", [call_id]).df()
 
 
-def call_utterances(db_path: Path | str, call_id: str) -> pd.DataFrame:
-    return _read(db_path, """
-        SELECT utterance_idx, speaker, start_s, end_s, text, base_emotion, base_confidence,
-               list_transform(granular, lambda g: g.label) AS granular_labels, complex_emotion, loudness_dbfs
-        FROM utterances WHERE call_id = ? ORDER BY start_s""", [call_id])
+@read_query
+def call_utterances(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("""
+        SELECT u.utterance_idx, u.speaker, u.start_s, u.end_s, u.text, u.base_emotion, u.base_confidence,
+               list_transform(u.granular, lambda g: g.label) AS granular_labels, u.complex_emotion, u.loudness_dbfs,
+               u.sentiment, s.is_sarcastic, s.confidence AS sarcasm_confidence, s.ambiguous AS sarcasm_ambiguous,
+               s.reason AS sarcasm_reason, r.score AS risk, r.factors AS risk_factors
+        FROM utterances u
+        LEFT JOIN sarcasm s USING (call_id, utterance_idx)
+        LEFT JOIN risk_scores r ON r.call_id = u.call_id AND r.utterance_idx = u.utterance_idx
+        WHERE u.call_id = ? ORDER BY u.start_s""", [call_id]).df()
 
 
-def call_emotion_scores(db_path: Path | str, call_id: str) -> pd.DataFrame:
-    return _read(db_path, """
+@read_query
+def call_emotion_scores(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("""
         SELECT u.utterance_idx, u.speaker, u.start_s, u.end_s, s.emotion, s.probability
         FROM emotion_scores s JOIN utterances u USING (call_id, utterance_idx)
-        WHERE s.call_id = ? ORDER BY u.start_s, s.emotion""", [call_id])
+        WHERE s.call_id = ? ORDER BY u.start_s, s.emotion""", [call_id]).df()
 
 
-def stored_call_ids(db_path: Path | str) -> set[str]:
-    """Ids of every stored call; empty when there is no database yet."""
-    if not Path(db_path).is_file():
-        return set()
-    return set(_read(db_path, "SELECT call_id FROM calls").call_id)
+@read_query
+def call_alerts(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("""SELECT alert_id, speaker, t_s, kind, score, factors, created_at, acknowledged_by,
+                                 acknowledged_at FROM alerts WHERE call_id = ? ORDER BY t_s""", [call_id]).df()
+
+
+@read_query
+def stored_call_ids(con: Con) -> pd.DataFrame:
+    return con.execute("SELECT call_id FROM calls").df()
+
+
+@write_action
+def acknowledge_alert(con: Con, alert_id: int, user: str) -> dict:
+    """Record who acknowledged an alert and when; acknowledging twice keeps the first."""
+    now = _utc_now()
+    con.execute("UPDATE alerts SET acknowledged_by = ?, acknowledged_at = ? "
+                "WHERE alert_id = ? AND acknowledged_by IS NULL", [user, now, int(alert_id)])
+    row = con.execute("SELECT acknowledged_by, acknowledged_at FROM alerts WHERE alert_id = ?",
+                      [int(alert_id)]).fetchone()
+    if row is None:
+        raise KeyError(f"no alert {alert_id}")
+    return {"alert_id": int(alert_id), "acknowledged_by": row[0], "acknowledged_at": str(row[1])}
+
+
+@write_action
+def add_feedback(con: Con, call_id: str, kind: str, author: str, utterance_idx: int | None = None,
+                 value: str | None = None, note: str | None = None) -> dict:
+    """A coach's correction (emotion, sarcasm, escalation) or note, kept for recalibration."""
+    if kind not in {"emotion", "sarcasm", "escalation", "note"}:
+        raise ValueError(f"feedback kind must be emotion, sarcasm, escalation or note, not {kind!r}")
+    row = con.execute("INSERT INTO feedback (call_id, utterance_idx, kind, value, note, author) "
+                      "VALUES (?, ?, ?, ?, ?, ?) RETURNING feedback_id",
+                      [call_id, utterance_idx, kind, value, note, author]).fetchone()
+    return {"feedback_id": row[0]}
+
+
+# ---- pages: live floor, call review, agents, churn ---------------------------------------------
+
+@read_query
+def live_calls(con: Con, recent_minutes: int = 30, limit: int = 50) -> pd.DataFrame:
+    """Calls in progress (live) and those analysed in the last minutes, riskiest first, each with
+    the customer's latest base emotion and the last 20 risk scores for a sparkline."""
+    return con.execute("""
+        WITH active AS (
+            SELECT * FROM calls
+            WHERE status = 'live' OR analyzed_at >= ?::TIMESTAMP
+            ORDER BY analyzed_at DESC LIMIT ?),
+        customer AS (SELECT s.call_id, s.speaker FROM speakers s JOIN active a USING (call_id)
+                     WHERE s.role = 'customer'),
+        recent AS (
+            SELECT r.call_id, r.score, r.t_s, row_number() OVER (PARTITION BY r.call_id ORDER BY r.t_s DESC) AS k
+            FROM risk_scores r JOIN customer c ON r.call_id = c.call_id AND r.speaker = c.speaker),
+        latest AS (
+            SELECT u.call_id, arg_max(u.base_emotion, u.start_s) AS customer_emotion
+            FROM utterances u JOIN customer c ON u.call_id = c.call_id AND u.speaker = c.speaker
+            GROUP BY u.call_id)
+        SELECT a.call_id, a.status, a.agent_id, a.customer_id, a.duration_s, l.customer_emotion,
+               (SELECT score FROM recent r WHERE r.call_id = a.call_id AND r.k = 1) AS risk,
+               (SELECT list(score ORDER BY t_s) FROM recent r WHERE r.call_id = a.call_id AND r.k <= 20) AS risk_trend,
+               a.alert_count, a.analyzed_at
+        FROM active a LEFT JOIN latest l USING (call_id)
+        ORDER BY risk DESC NULLS LAST, a.analyzed_at DESC""", [_utc_now() - timedelta(minutes=recent_minutes), limit]).df()
+
+
+@read_query
+def open_alerts(con: Con, limit: int = 50) -> pd.DataFrame:
+    """Alerts nobody has acknowledged yet, newest first."""
+    return con.execute("""
+        SELECT a.alert_id, a.call_id, c.agent_id, a.speaker, a.t_s, a.kind, a.score, a.factors, a.created_at
+        FROM alerts a JOIN calls c USING (call_id)
+        WHERE a.acknowledged_by IS NULL ORDER BY a.created_at DESC, a.alert_id DESC LIMIT ?""", [limit]).df()
+
+
+@read_query
+def find_calls(con: Con, date_from: str | None = None, date_to: str | None = None, agent_id: str | None = None,
+               min_risk: float = 0.0, customer_emotion: str | None = None, limit: int = 200) -> pd.DataFrame:
+    """Past calls for review, filtered by date (started_at), agent, peak risk and the customer's last emotion."""
+    return con.execute("""
+        SELECT call_id, started_at, agent_id, customer_id, team, duration_s, peak_risk, alert_count,
+               customer_final_emotion, sarcasm_count, churn_phrases
+        FROM calls
+        WHERE (?::TIMESTAMP IS NULL OR started_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR started_at < ?::TIMESTAMP + INTERVAL 1 DAY)
+          AND (?::VARCHAR IS NULL OR agent_id = ?)
+          AND coalesce(peak_risk, 0) >= ?
+          AND (?::VARCHAR IS NULL OR customer_final_emotion = ?)
+        ORDER BY started_at DESC NULLS LAST LIMIT ?""",
+        [date_from, date_from, date_to, date_to, agent_id, agent_id, min_risk, customer_emotion, customer_emotion,
+         limit]).df()
+
+
+@read_query
+def agent_ids(con: Con) -> pd.DataFrame:
+    return con.execute("SELECT DISTINCT agent_id FROM calls WHERE agent_id IS NOT NULL ORDER BY 1").df()
+
+
+@read_query
+def agent_vs_team(con: Con, call_id: str) -> pd.DataFrame:
+    """This call's agent metrics against the agent's own average and the team's (last 90 days)."""
+    return con.execute("""
+        WITH this AS (SELECT agent_id, team, started_at FROM calls WHERE call_id = ?),
+        agent_rows AS (
+            SELECT c.call_id, c.agent_id, c.team, c.metrics, s.metrics AS sm
+            FROM calls c JOIN speakers s USING (call_id), this t
+            WHERE s.role = 'agent' AND c.team IS NOT DISTINCT FROM t.team
+              AND c.started_at >= coalesce(t.started_at, ?::TIMESTAMP) - INTERVAL 90 DAY),
+        m AS (SELECT call_id, agent_id,
+                     (sm->>'$.talk_share')::DOUBLE AS talk_share,
+                     (sm->>'$.interruptions_made')::DOUBLE AS interruptions,
+                     (sm->>'$.words_per_minute')::DOUBLE AS words_per_minute,
+                     (metrics->>'$.overlap_s')::DOUBLE AS overlap_s FROM agent_rows)
+        SELECT 'this call' AS scope, talk_share, interruptions, words_per_minute, overlap_s FROM m
+            WHERE call_id = (SELECT ? )
+        UNION ALL SELECT 'agent average', avg(talk_share), avg(interruptions), avg(words_per_minute), avg(overlap_s)
+            FROM m WHERE agent_id IS NOT DISTINCT FROM (SELECT agent_id FROM this)
+        UNION ALL SELECT 'team average', avg(talk_share), avg(interruptions), avg(words_per_minute), avg(overlap_s)
+            FROM m""", [call_id, _utc_now(), call_id]).df()
+
+
+@read_query
+def agent_weekly(con: Con, date_from: str, date_to: str, team: str | None = None) -> pd.DataFrame:
+    """Per agent and week: calls, share escalated, customer negativity at start and end, empathy."""
+    return con.execute("""
+        SELECT agent_id, date_trunc('week', started_at) AS week, count(*) AS calls,
+               avg((alert_count > 0)::INT) AS escalation_share,
+               avg(customer_start_negative) AS customer_negative_start,
+               avg(customer_end_negative) AS customer_negative_end,
+               avg(agent_empathy) AS empathy
+        FROM calls
+        WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
+          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?)
+        GROUP BY ALL ORDER BY week, agent_id""", [date_from, date_to, team, team]).df()
+
+
+@read_query
+def coaching_opportunities(con: Con, date_from: str, date_to: str, team: str | None = None,
+                           limit: int = 20) -> pd.DataFrame:
+    """Agents ranked by where coaching pays most: escalations, and customers who leave angrier than
+    they came (end minus start negativity), weighted by how many calls that covers."""
+    return con.execute("""
+        SELECT agent_id, count(*) AS calls, avg((alert_count > 0)::INT) AS escalation_share,
+               avg(customer_end_negative - customer_start_negative) AS customer_worsening,
+               avg(agent_empathy) AS empathy,
+               (0.6 * avg((alert_count > 0)::INT) + 0.4 * greatest(avg(customer_end_negative - customer_start_negative), 0))
+                 * ln(1 + count(*)) AS opportunity
+        FROM calls
+        WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
+          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?)
+        GROUP BY agent_id ORDER BY opportunity DESC LIMIT ?""", [date_from, date_to, team, team, limit]).df()
+
+
+@read_query
+def churn_risk(con: Con, date_from: str, date_to: str, team: str | None = None, limit: int = 500) -> pd.DataFrame:
+    """Customers at risk of leaving: escalation, anger unresolved at the end, churn phrases and
+    repeat calls in the period, combined into a 0..1 score with the reasons beside it."""
+    return con.execute("""
+        WITH period AS (
+            SELECT * FROM calls
+            WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
+              AND (?::VARCHAR IS NULL OR team = ?)),
+        scored AS (
+            SELECT call_id, customer_id, agent_id, team, started_at, peak_risk, customer_end_negative,
+                   churn_phrases, count(*) OVER (PARTITION BY customer_id) AS calls_in_period,
+                   0.35 * coalesce(peak_risk, 0) + 0.30 * coalesce(customer_end_negative, 0)
+                   + 0.20 * (len(coalesce(churn_phrases, [])) > 0)::INT
+                   + 0.15 * least(count(*) OVER (PARTITION BY customer_id) - 1, 2) / 2.0 AS churn_score
+            FROM period)
+        SELECT * FROM scored ORDER BY churn_score DESC LIMIT ?""", [date_from, date_to, team, team, limit]).df()
+
+
+@read_query
+def teams(con: Con) -> pd.DataFrame:
+    return con.execute("SELECT DISTINCT team FROM calls WHERE team IS NOT NULL ORDER BY 1").df()
+
+
+@read_query
+def call_source(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("SELECT source FROM calls WHERE call_id = ?", [call_id]).df()
+
+
+@read_query
+def call_feedback(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("""SELECT feedback_id, utterance_idx, kind, value, note, author, created_at FROM feedback
+                          WHERE call_id = ? ORDER BY created_at""", [call_id]).df()

@@ -1,13 +1,18 @@
-"""The inbox analysis service: picks up finished recordings once, and survives bad ones."""
+"""The inbox analysis service: picks up finished recordings once, survives bad ones, and owns
+the database while other processes read and write through it."""
 
+import json
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
 from analysis.pipeline import CallAnalyzer
 from analysis.service import InboxWatcher
-from conftest import DEMO
-from storage.queries import list_calls
+from conftest import DEMO, ROOT, run_cli
+from storage.store import FileStore, announcement
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +23,7 @@ def test_new_recordings_are_stored_once_and_bad_ones_skipped(settings, tmp_path)
     inbox, db = tmp_path / "inbox", tmp_path / "calls.duckdb"
     inbox.mkdir()
     analyzer = CallAnalyzer(replace(settings, transcription=replace(settings.transcription, model="tiny.en")))
-    watcher = InboxWatcher(analyzer, inbox, db, poll_s=0)
+    watcher = InboxWatcher(analyzer, inbox, FileStore(db), poll_s=0)
     (inbox / "broken.wav").write_bytes(b"RIFF....garbage")
     (inbox / "notes.txt").write_text("not audio")
     shutil.copy(DEMO, inbox / "call-1.opus")
@@ -26,4 +31,47 @@ def test_new_recordings_are_stored_once_and_bad_ones_skipped(settings, tmp_path)
     stored = watcher.poll_once()
     assert len(stored) == 1 and stored[0].startswith("call-1-")
     assert watcher.poll_once() == []  # handled files are not analysed again
-    assert list(list_calls(db).call_id) == stored
+    assert list(FileStore(db).read("list_calls").call_id) == stored
+
+
+def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypatch):
+    """Writer and readers at once: `watch` holds the DuckDB file; `analyze` in another process
+    stores through it, the dashboard reads live data through it, and nobody sees a lock error."""
+    import duckdb
+    from streamlit.testing.v1 import AppTest
+
+    inbox, db = tmp_path / "inbox", tmp_path / "live.duckdb"
+    env = {"EMOTIVOICE_TRANSCRIPTION_MODEL": "tiny.en", "EMOTIVOICE_DB_PATH": str(db)}
+    import os
+    service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "watch", str(inbox), "--db", str(db),
+                                "--poll", "0.5"], cwd=ROOT, env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not announcement(db).is_file():
+            assert service.poll() is None and time.monotonic() < deadline, service.stdout.read()
+            time.sleep(0.2)
+        with pytest.raises(duckdb.IOException):  # the file really is held by the service
+            duckdb.connect(str(db), read_only=True)
+        proc = run_cli("analyze", str(DEMO), "--db", str(db), "--quiet", env=env)
+        assert proc.returncode == 0, proc.stderr
+        shutil.copy(DEMO, inbox / "dropped.opus")
+        monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(db))
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
+        at.session_state["user"] = "sam"  # the live floor, signed in
+        while True:  # the dropped call shows up without restarting anything
+            at.run()
+            assert not at.exception, at.exception
+            ids = list(at.dataframe[0].value.call_id) if at.dataframe else []
+            if len(ids) == 2:
+                break
+            assert time.monotonic() < deadline, ids
+            time.sleep(1)
+        assert any(i.startswith("demo_call-") for i in ids) and any(i.startswith("dropped-") for i in ids)
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    assert not announcement(db).is_file()  # a clean stop withdraws the announcement
+    con = duckdb.connect(str(db), read_only=True)  # and releases the file
+    assert con.execute("SELECT count(*) FROM calls").fetchone()[0] == 2
+    con.close()

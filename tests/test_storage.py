@@ -4,7 +4,7 @@ import duckdb
 import pytest
 
 from storage.db import CallRecord, StorageError, connect, migrate, migrations, save_call
-from storage.queries import call_utterances, list_calls
+from storage.store import FileStore
 
 
 def record(call_id="c1", n=3, text="hello"):
@@ -44,7 +44,7 @@ def test_save_replaces_the_call_and_keeps_feedback(tmp_path):
     words = con.execute("SELECT words[1].word, granular[1].label FROM utterances LIMIT 1").fetchone()
     assert words == (" hello", "frustration")
     con.close()
-    assert list(call_utterances(db, "c1").text) == ["again 0", "again 1"]
+    assert list(FileStore(db).read("call_utterances", call_id="c1").text) == ["again 0", "again 1"]
 
 
 def test_failed_write_leaves_previous_state_whole(tmp_path):
@@ -64,12 +64,12 @@ def test_reader_waits_for_writer_then_reads(tmp_path):
     con = connect(db)
     save_call(con, record())
     con.close()
-    assert list(list_calls(db).call_id) == ["c1"]
+    assert list(FileStore(db).read("list_calls").call_id) == ["c1"]
 
 
 def test_missing_database_is_a_clear_error(tmp_path):
     with pytest.raises(StorageError, match="no database yet"):
-        list_calls(tmp_path / "none.duckdb")
+        FileStore(tmp_path / "none.duckdb").read("list_calls")
 
 
 def test_locked_file_is_a_clear_error_after_waiting(tmp_path):

@@ -1,0 +1,154 @@
+"""Dashboard queries at contact-center scale: 100,000 calls and 10 million utterances.
+
+Fills a DuckDB file through the real migrations (calls over 26 weeks, 40 agents in 4 teams,
+30,000 customers, 100 utterances per call with emotion scores, sarcasm and risk rows), then
+times every page's queries through the path the dashboard uses: the store service that owns
+the file (storage/server.py, over HTTP with Arrow) and, for comparison, direct file access.
+Each query runs with varied parameters; p50 and p95 are reported against the 200 ms target.
+
+    python benchmarks/dashboard_queries.py [--calls 100000] [--per-call 100] [--runs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
+EMOTIONS = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+
+
+def fill(db: Path, calls: int, per_call: int) -> dict:
+    from storage.db import connect
+
+    con = connect(db)
+    t0 = time.perf_counter()
+    steps = [
+        ("calls", f"""INSERT INTO calls (call_id, source, mode, status, started_at, analyzed_at, duration_s, channels,
+                diarization, asr_model, emotion_model, emotion_provisional, agent_id, customer_id, team, metrics,
+                peak_risk, final_risk, alert_count, customer_start_negative, customer_end_negative,
+                customer_final_emotion, sarcasm_count, churn_phrases, agent_empathy)
+            SELECT 'call-' || lpad(i::VARCHAR, 7, '0'), '/recordings/' || i || '.wav', 'batch', 'complete',
+                   TIMESTAMP '2026-05-25' + to_seconds((i * 157)::BIGINT % (182 * 86400)),
+                   current_timestamp::TIMESTAMP - to_seconds((({calls} - i) * 60)::BIGINT), 300 + i % 600, 2,
+                   'channel-per-speaker (stereo)', 'faster-whisper:base', 'whisper-base-emotion7', false,
+                   'agent-' || (i % 40), 'cust-' || (hash(i) % 30000), 'team-' || (i % 40 % 4),
+                   '{{"overlap_s": ' || (i % 13) || '}}', (hash(i * 7) % 1000) / 1000.0, (hash(i * 11) % 1000) / 1000.0,
+                   (hash(i * 3) % 10 = 0)::INT, (hash(i * 5) % 100) / 100.0, (hash(i * 13) % 100) / 100.0,
+                   ['anger','neutral','happiness','sadness'][(1 + hash(i) % 4)::BIGINT],
+                   (hash(i * 17) % 20 = 0)::INT, CASE WHEN hash(i * 19) % 25 = 0 THEN ['cancel'] ELSE [] END,
+                   (hash(i * 23) % 100) / 100.0
+            FROM range({calls}) t(i)"""),
+        ("speakers", f"""INSERT INTO speakers (call_id, speaker, role, leg, language, talk_time_s, metrics,
+                role_confidence, role_source)
+            SELECT 'call-' || lpad(i::VARCHAR, 7, '0'), r, r, (r = 'customer')::INT, 'en', 100 + i % 50,
+                   '{{"talk_share": 0.5, "interruptions_made": ' || (i % 4) || ', "words_per_minute": 150}}', 1.0, 'channel'
+            FROM range({calls}) t(i), (VALUES ('agent'), ('customer')) s(r)"""),
+        ("utterances", f"""INSERT INTO utterances (call_id, utterance_idx, speaker, leg, start_s, end_s, text, language,
+                loudness_dbfs, base_emotion, base_confidence, granular, complex_emotion, sentiment, interrupts)
+            SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'), (i % {per_call})::INT,
+                   CASE WHEN i % 2 = 0 THEN 'agent' ELSE 'customer' END, (i % 2)::INT,
+                   (i % {per_call}) * 3.0, (i % {per_call}) * 3.0 + 2.5, 'utterance number ' || (i % {per_call}), 'en',
+                   -25.0, ['anger','neutral','happiness','sadness'][(1 + i % 4)::BIGINT], 0.6,
+                   [{{'emotion': 'neutral', 'label': 'calm', 'band': 'medium', 'intensity': 0.6}}], NULL, 0.1, false
+            FROM range({calls * per_call}) t(i)"""),
+        ("emotion_scores", f"""INSERT INTO emotion_scores
+            SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'), (i % {per_call})::INT, e, 1.0 / 7
+            FROM range({calls * per_call}) t(i), (VALUES {', '.join(f"('{e}')" for e in EMOTIONS)}) s(e)"""),
+        ("sarcasm", f"""INSERT INTO sarcasm SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'),
+                   (i % {per_call})::INT, false, 0.0, 'words not positive', false FROM range({calls * per_call}) t(i)"""),
+        ("risk_scores", f"""INSERT INTO risk_scores SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'),
+                   (i % {per_call})::INT, CASE WHEN i % 2 = 0 THEN 'agent' ELSE 'customer' END, (i % {per_call}) * 3.0 + 2.5,
+                   (hash(i) % 1000) / 1000.0, '{{"negative emotion": 1.2}}' FROM range({calls * per_call}) t(i)"""),
+        ("alerts", f"""INSERT INTO alerts (call_id, speaker, t_s, kind, score, factors, utterance_idx)
+            SELECT 'call-' || lpad(i::VARCHAR, 7, '0'), 'customer', 120.0, 'escalation', 0.7, '{{}}', 40
+            FROM range({calls}) t(i) WHERE hash(i * 3) % 10 = 0"""),
+    ]
+    for table, sql in tqdm(steps, desc="filling", unit="table"):
+        con.execute(sql)
+    con.execute("CHECKPOINT")
+    counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t, _ in steps}
+    con.close()
+    return {"fill_s": round(time.perf_counter() - t0, 1), "rows": counts, "file_mb": round(db.stat().st_size / 2**20)}
+
+
+def workload(calls: int, rng: random.Random) -> dict[str, callable]:
+    """Each page's queries, as the pages call them, with varied parameters."""
+    def call_id() -> str:
+        return f"call-{rng.randrange(calls):07d}"
+
+    def window(days: int) -> dict:
+        start = np.datetime64("2026-05-25") + rng.randrange(0, 182 - days)
+        return {"date_from": str(start), "date_to": str(start + days)}
+    return {
+        "live floor: live_calls": lambda: ("live_calls", {}),
+        "live floor: open_alerts": lambda: ("open_alerts", {}),
+        "review: find_calls (90 days, agent, min risk)": lambda: ("find_calls", {
+            **window(90), "agent_id": f"agent-{rng.randrange(40)}", "min_risk": 0.5}),
+        "review: find_calls (no filter)": lambda: ("find_calls", {}),
+        "review: call_utterances": lambda: ("call_utterances", {"call_id": call_id()}),
+        "review: call_emotion_scores": lambda: ("call_emotion_scores", {"call_id": call_id()}),
+        "review: call_speakers": lambda: ("call_speakers", {"call_id": call_id()}),
+        "review: call_alerts": lambda: ("call_alerts", {"call_id": call_id()}),
+        "review: agent_vs_team": lambda: ("agent_vs_team", {"call_id": call_id()}),
+        "agents: agent_weekly (12 weeks)": lambda: ("agent_weekly", {**window(84), "team": None}),
+        "agents: coaching_opportunities (12 weeks)": lambda: ("coaching_opportunities", {**window(84), "team": "team-1"}),
+        "churn: churn_risk (30 days)": lambda: ("churn_risk", {**window(30), "team": None}),
+    }
+
+
+def time_queries(store, calls: int, runs: int) -> dict:
+    rng = random.Random(7)
+    out = {}
+    for name, make in tqdm(workload(calls, rng).items(), desc="queries", unit="query"):
+        query, params = make()
+        store.read(query, **params)  # warm
+        times = []
+        for _ in range(runs):
+            query, params = make()
+            t0 = time.perf_counter()
+            store.read(query, **params)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
+                     "p95_ms": round(float(np.percentile(times, 95)), 1)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--per-call", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--db", help="keep the filled file here (default: a temporary folder)")
+    args = parser.parse_args()
+    from storage.server import StoreServer
+    from storage.store import FileStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(args.db) if args.db else Path(tmp) / "scale.duckdb"
+        filled = fill(db, args.calls, args.per_call)
+        direct = time_queries(FileStore(db), args.calls, args.runs)
+        with StoreServer(db) as server:
+            from storage.store import open_store
+            served = time_queries(open_store(db), args.calls, args.runs)
+    worst = max(v["p95_ms"] for v in served.values())
+    write_result("dashboard_queries", {
+        "scale": {"calls": args.calls, "utterances": args.calls * args.per_call}, **filled,
+        "target_p95_ms": 200, "worst_p95_ms_served": worst, "meets_target": worst < 200,
+        "served_by_store_service": served, "direct_file_access": direct,
+    })
+
+
+if __name__ == "__main__":
+    main()

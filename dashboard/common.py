@@ -1,0 +1,84 @@
+"""What every dashboard page shares: the store, the signed-in user, colours and charts."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from emotivoice.config import Settings, load_settings
+from storage.store import Store, open_store
+
+EMOTION_COLORS = {"anger": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happiness": "#2ca02c",
+                  "neutral": "#9e9e9e", "sadness": "#1f77b4", "surprise": "#ff7f0e"}
+CHART_MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def store() -> Store:
+    """The service that owns the database when one runs, else the file (re-checked every run)."""
+    return open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings().db_path)
+
+
+def user() -> str:
+    return st.session_state.get("user", "")
+
+
+def factors_text(factors) -> str:
+    data = json.loads(factors) if isinstance(factors, str) else (factors or {})
+    return ", ".join(f"{k} ({v:.1f})" for k, v in data.items())
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+def emotion_timeline(scores: pd.DataFrame, speaker: str, title: str | None = None) -> go.Figure:
+    """Stacked emotion probabilities over call time for one speaker, one step per utterance."""
+    fig = go.Figure()
+    mine = scores[scores.speaker == speaker]
+    for emotion in sorted(mine.emotion.unique()):
+        rows = mine[mine.emotion == emotion]
+        fig.add_trace(go.Scatter(x=rows.start_s, y=rows.probability, name=emotion, stackgroup="p",
+                                 mode="lines", line={"shape": "hv", "color": EMOTION_COLORS.get(emotion)}))
+    fig.update_layout(height=240, margin=CHART_MARGIN, title=title or speaker,
+                      xaxis_title="call time (s)", yaxis={"range": [0, 1], "title": "probability"})
+    return fig
+
+
+def risk_curve(utterances: pd.DataFrame, alerts: pd.DataFrame) -> go.Figure:
+    """Escalation risk per speaker over the call, with alert points and their top factors."""
+    fig = go.Figure()
+    for speaker in utterances.speaker.unique():
+        rows = utterances[(utterances.speaker == speaker) & utterances.risk.notna()]
+        fig.add_trace(go.Scatter(x=rows.end_s, y=rows.risk, name=speaker, mode="lines+markers",
+                                 hovertext=rows.risk_factors.map(factors_text)))
+    if not alerts.empty:
+        fig.add_trace(go.Scatter(x=alerts.t_s, y=alerts.score, name="alert", mode="markers",
+                                 marker={"symbol": "triangle-up", "size": 14, "color": "#d62728"},
+                                 hovertext=alerts.factors.map(factors_text)))
+    fig.update_layout(height=260, margin=CHART_MARGIN, title="Escalation risk",
+                      xaxis_title="call time (s)", yaxis={"range": [0, 1], "title": "risk"})
+    return fig
+
+
+def transcript_view(utterances: pd.DataFrame) -> pd.DataFrame:
+    """The transcript with every utterance tagged: base, granular and complex emotion, sarcasm, risk."""
+    sarcasm = utterances.is_sarcastic.fillna(False).astype(bool)
+    return pd.DataFrame({
+        "time": utterances.start_s.map(clock),
+        "speaker": utterances.speaker,
+        "text": utterances.text,
+        "emotion": utterances.base_emotion + " " + (utterances.base_confidence * 100).round().astype(int).astype(str) + "%",
+        "granular": utterances.granular_labels.map(lambda g: ", ".join(g) if g is not None else ""),
+        "complex": utterances.complex_emotion.fillna(""),
+        "sarcasm": [("sarcastic?" if amb else "sarcastic") if s else ("ambiguous" if amb else "")
+                    for s, amb in zip(sarcasm, utterances.sarcasm_ambiguous.fillna(False).astype(bool))],
+        "risk": utterances.risk,
+    })

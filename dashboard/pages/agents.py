@@ -1,0 +1,55 @@
+"""Agents: weekly trends per agent (calls, escalations, did customers end calmer than they
+started, empathy) and the coaching opportunities ranked."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import plotly.express as px
+import streamlit as st
+
+from dashboard.common import CHART_MARGIN, store
+from storage.db import StorageError
+
+st.title("Agents")
+try:
+    teams = store().read("teams").team.tolist()
+except StorageError as exc:
+    st.info(f"No calls yet: {exc}")
+    st.stop()
+c1, c2 = st.columns(2)
+period = c1.date_input("Weeks between", (date.today() - timedelta(weeks=12), date.today()), key="agents_period")
+team = c2.selectbox("Team", ["(all)", *teams], key="agents_team")
+if not (isinstance(period, tuple) and len(period) == 2):
+    st.stop()
+params = {"date_from": str(period[0]), "date_to": str(period[1]), "team": None if team == "(all)" else team}
+weekly = store().read("agent_weekly", **params)
+if weekly.empty:
+    st.info("No calls with an agent in this period. Record agent ids with `analyze --agent-id` or a sidecar JSON.")
+    st.stop()
+
+st.subheader("Coaching opportunities")
+st.dataframe(store().read("coaching_opportunities", **params), hide_index=True, width="stretch", column_config={
+    "escalation_share": st.column_config.ProgressColumn("escalated calls", min_value=0.0, max_value=1.0, format="percent"),
+    "customer_worsening": st.column_config.NumberColumn("customer worse at end by", format="%.2f"),
+    "empathy": st.column_config.NumberColumn("empathy", format="%.2f"),
+    "opportunity": st.column_config.NumberColumn("opportunity", format="%.2f")})
+
+WEEKS = {"tickformat": "%d %b", "dtick": 7 * 86_400_000, "title": "week starting"}  # one tick per week
+left, right = st.columns(2)
+fig = px.line(weekly, x="week", y="escalation_share", color="agent_id", markers=True,
+              title="Calls that escalated")
+fig.update_layout(height=300, margin=CHART_MARGIN, yaxis={"range": [0, 1], "tickformat": ".0%"}, xaxis=WEEKS)
+left.plotly_chart(fig, key="escalations")
+calming = weekly.assign(calmed=weekly.customer_negative_start - weekly.customer_negative_end)
+fig = px.bar(calming, x="week", y="calmed", color="agent_id", barmode="group",
+             title="Customers calmed (negativity start − end)")
+fig.update_layout(height=300, margin=CHART_MARGIN, xaxis=WEEKS)
+right.plotly_chart(fig, key="calming")
+fig = px.line(weekly, x="week", y="calls", color="agent_id", markers=True, title="Calls handled")
+fig.update_layout(height=260, margin=CHART_MARGIN, xaxis=WEEKS)
+left.plotly_chart(fig, key="volume")
+fig = px.line(weekly, x="week", y="empathy", color="agent_id", markers=True,
+              title="Empathy (calm/warm replies to upset customers)")
+fig.update_layout(height=260, margin=CHART_MARGIN, yaxis={"range": [0, 1]}, xaxis=WEEKS)
+right.plotly_chart(fig, key="empathy")

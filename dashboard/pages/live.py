@@ -1,0 +1,54 @@
+"""Live floor: active and just-finished calls by escalation risk, and alerts to acknowledge.
+Refreshes itself every couple of seconds (a fragment), without reloading the page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.common import clock, emotion_timeline, factors_text, settings, store, user
+from storage.db import StorageError
+
+st.title("Live floor")
+
+
+@st.fragment(run_every=settings().dashboard.refresh_s)
+def floor() -> None:
+    try:
+        calls = store().read("live_calls")
+        alerts = store().read("open_alerts")
+    except StorageError as exc:
+        st.info(f"No calls yet: {exc}")
+        return
+    if alerts.empty:
+        st.success("No open alerts")
+    else:
+        st.error(f"🔴 {len(alerts)} open alert{'s' if len(alerts) > 1 else ''}")
+        for a in alerts.itertuples():
+            left, right = st.columns([5, 1])
+            left.markdown(f"**{a.kind}** · call `{a.call_id}` · {a.speaker} at {clock(a.t_s)} · "
+                          f"risk {a.score:.2f} · {factors_text(a.factors)}")
+            if right.button("Acknowledge", key=f"ack-{a.alert_id}"):
+                store().write("acknowledge_alert", alert_id=int(a.alert_id), user=user())
+                st.rerun()
+    st.subheader("Calls")
+    if calls.empty:
+        st.info("No active or recent calls.")
+        return
+    st.dataframe(calls[["call_id", "status", "agent_id", "customer_id", "duration_s", "customer_emotion", "risk",
+                        "risk_trend", "alert_count"]], hide_index=True, width="stretch", column_config={
+        "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f"),
+        "risk_trend": st.column_config.LineChartColumn("risk, last minutes", y_min=0.0, y_max=1.0),
+        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f")})
+    call_id = st.selectbox("Open a call", calls.call_id.tolist(), key="live_call")
+    scores = store().read("call_emotion_scores", call_id=call_id)
+    speakers = store().read("call_speakers", call_id=call_id)
+    cols = st.columns(max(len(speakers), 1))
+    for col, sp in zip(cols, speakers.itertuples()):
+        col.plotly_chart(emotion_timeline(scores, sp.speaker, f"{sp.speaker} ({sp.role})"),
+                         key=f"live-{call_id}-{sp.speaker}")
+    recent = store().read("call_utterances", call_id=call_id).tail(10)
+    for u in recent.itertuples():
+        st.markdown(f"`{clock(u.start_s)}` **{u.speaker}** ({u.base_emotion}): {u.text}")
+
+
+floor()

@@ -1,0 +1,93 @@
+"""Call review for coaching: find a call, see how each speaker felt and where risk rose, read the
+tagged transcript, play the audio from any utterance, compare the agent with their own average
+and the team's, and correct labels or leave a note (stored as feedback)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.common import emotion_timeline, risk_curve, store, transcript_view, user
+from storage.db import StorageError
+
+st.title("Call review")
+try:
+    agents = store().read("agent_ids").agent_id.tolist()
+except StorageError as exc:
+    st.info(f"No calls yet: {exc}")
+    st.stop()
+
+with st.expander("Filters", expanded=True):
+    c1, c2, c3, c4 = st.columns(4)
+    period = c1.date_input("Started between", (date.today() - timedelta(days=90), date.today()))
+    agent = c2.selectbox("Agent", ["(any)", *agents])
+    min_risk = c3.slider("Peak risk at least", 0.0, 1.0, 0.0, 0.05)
+    emotion = c4.selectbox("Customer's last emotion", ["(any)", "anger", "disgust", "fear", "happiness", "neutral",
+                                                        "sadness", "surprise"])
+start, end = (period if isinstance(period, tuple) and len(period) == 2 else (None, None))
+calls = store().read("find_calls", date_from=str(start) if start else None, date_to=str(end) if end else None,
+                     agent_id=None if agent == "(any)" else agent, min_risk=min_risk,
+                     customer_emotion=None if emotion == "(any)" else emotion)
+if calls.empty:
+    st.info("No calls match these filters.")
+    st.stop()
+st.dataframe(calls, hide_index=True, width="stretch", column_config={
+    "peak_risk": st.column_config.ProgressColumn("peak risk", min_value=0.0, max_value=1.0, format="%.2f")})
+call_id = st.selectbox("Call", calls.call_id.tolist())
+
+speakers = store().read("call_speakers", call_id=call_id)
+utterances = store().read("call_utterances", call_id=call_id)
+scores = store().read("call_emotion_scores", call_id=call_id)
+alerts = store().read("call_alerts", call_id=call_id)
+
+cols = st.columns(max(len(speakers), 1))
+for col, sp in zip(cols, speakers.itertuples()):
+    with col:
+        role = f"{sp.role}" + (f", {sp.role_confidence:.0%} sure from {sp.role_source}"
+                               if sp.role_source == "cues" else "")
+        st.metric(f"{sp.speaker} ({role})", f"{sp.talk_time_s:.0f} s talk")
+        st.plotly_chart(emotion_timeline(scores, sp.speaker), key=f"timeline-{sp.speaker}")
+st.plotly_chart(risk_curve(utterances, alerts), key="risk")
+if not alerts.empty:
+    st.caption("Alerts: " + "; ".join(f"{a.speaker} at {a.t_s:.0f} s, risk {a.score:.2f} ({a.factors})"
+                                      for a in alerts.itertuples()))
+
+st.subheader("Talk metrics against the agent's average and the team's")
+st.dataframe(store().read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
+
+st.subheader("Transcript")
+selection = st.dataframe(transcript_view(utterances), hide_index=True, width="stretch", key="transcript",
+                         on_select="rerun", selection_mode="single-row", column_config={
+                             "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
+                                                                     format="%.2f")})
+rows = selection.selection.rows if selection and hasattr(selection, "selection") else []
+recording = store().read("call_source", call_id=call_id)
+path = Path(recording.source.iloc[0]) if not recording.empty and recording.source.iloc[0] else None
+if rows:
+    u = utterances.iloc[rows[0]]
+    if path and path.is_file():
+        st.audio(str(path), start_time=int(u.start_s))
+    else:
+        st.caption("The audio of this call is not kept, so it cannot be played.")
+    if pd.notna(u.sarcasm_reason) and u.is_sarcastic:
+        st.caption(f"Sarcasm: {u.sarcasm_reason}")
+
+st.subheader("Coach feedback")
+with st.form("feedback", clear_on_submit=True):
+    labels = [f"{i}: {t[:60]}" for i, t in zip(utterances.utterance_idx, utterances.text)]
+    which = st.selectbox("Utterance", ["(whole call)", *labels])
+    kind = st.radio("Correction", ["emotion", "sarcasm", "escalation", "note"], horizontal=True,
+                    captions=["this emotion is wrong", "not sarcastic", "not an escalation", "just a note"])
+    value = st.text_input("Correct label (for an emotion correction)")
+    note = st.text_area("Note")
+    if st.form_submit_button("Save feedback"):
+        idx = None if which == "(whole call)" else int(which.split(":")[0])
+        saved = store().write("add_feedback", call_id=call_id, kind=kind, author=user(), utterance_idx=idx,
+                              value=value or None, note=note or None)
+        st.success(f"Saved feedback #{saved['feedback_id']}")
+feedback = store().read("call_feedback", call_id=call_id)
+if not feedback.empty:
+    st.dataframe(feedback, hide_index=True, width="stretch")

@@ -1,0 +1,126 @@
+"""One way in to the store for every process, whoever holds the DuckDB file.
+
+DuckDB lets one process open a file for writing, and while it does, no other process may even
+read it. So a long-running service (`emotivoice watch`, later `serve`) owns the file and serves
+reads and writes to the others over a small local HTTP API (storage/server.py); it announces
+itself in `<db>.server.json`. `open_store()` returns a client of that service when one is up,
+and otherwise opens the file directly for each read or write. Either way callers name a query
+from storage.queries and pass parameters: no SQL travels and none is built from input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+from storage import queries
+from storage.db import CallRecord, StorageError, connect, save_call
+
+
+class Store(Protocol):
+    def read(self, query: str, **params) -> pd.DataFrame:
+        """Run the named read query of storage.queries with these parameters."""
+        ...
+
+    def write(self, action: str, **params) -> dict:
+        """Run the named write action of storage.queries (acknowledge an alert, add feedback)."""
+        ...
+
+    def save_call(self, record: CallRecord) -> None:
+        """Replace everything stored for this call, atomically."""
+        ...
+
+
+def announcement(db_path: Path | str) -> Path:
+    return Path(str(db_path) + ".server.json")
+
+
+class FileStore:
+    """Direct access: each read or write opens the file only for as long as it takes."""
+
+    def __init__(self, db_path: Path | str):
+        self.db_path = Path(db_path)
+
+    def read(self, query: str, **params) -> pd.DataFrame:
+        fn = queries.reader(query)
+        if not self.db_path.is_file():
+            raise StorageError(f"{self.db_path}: no database yet (analyse a call first)")
+        con = connect(self.db_path, read_only=True, wait_s=5.0)
+        try:
+            return fn(con, **params)
+        finally:
+            con.close()
+
+    def write(self, action: str, **params) -> dict:
+        fn = queries.writer(action)
+        con = connect(self.db_path, wait_s=30.0)
+        try:
+            return fn(con, **params)
+        finally:
+            con.close()
+
+    def save_call(self, record: CallRecord) -> None:
+        con = connect(self.db_path, wait_s=30.0)
+        try:
+            save_call(con, record)
+        finally:
+            con.close()
+
+
+class ServedStore:
+    """A client of the process that owns the file (storage/server.py)."""
+
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0):
+        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+
+    def _post(self, path: str, body: dict) -> bytes:
+        request = urllib.request.Request(self.url + path, data=json.dumps(body, default=str).encode(),
+                                         headers={"Content-Type": "application/json", "X-Store-Token": self.token})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            raise StorageError(exc.read().decode(errors="replace") or str(exc)) from exc
+        except OSError as exc:
+            raise StorageError(f"store service at {self.url} unreachable: {exc}") from exc
+
+    def read(self, query: str, **params) -> pd.DataFrame:
+        queries.reader(query)  # unknown names fail here, before the round trip
+        with pa.ipc.open_stream(self._post("/read", {"query": query, "params": params})) as stream:
+            return stream.read_all().to_pandas()
+
+    def write(self, action: str, **params) -> dict:
+        queries.writer(action)
+        return json.loads(self._post("/write", {"action": action, "params": params}))
+
+    def save_call(self, record: CallRecord) -> None:
+        self._post("/calls", record.__dict__)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_store(db_path: Path | str) -> Store:
+    """The serving process's client when one owns `db_path`, else direct file access."""
+    note = announcement(db_path)
+    try:
+        info = json.loads(note.read_text())
+        if _alive(int(info["pid"])):
+            return ServedStore(info["url"], info["token"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return FileStore(db_path)
