@@ -37,9 +37,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analysis.assets import ModelUnavailable
     from analysis.audio import AudioError, probe
     from analysis.pipeline import CallAnalyzer, make_call_id, parse_roles
-    from analysis.sink import analyze_and_store
+    from analysis.sink import analyze_and_store, known_call_ids
     from storage.db import StorageError
-    from storage.queries import stored_call_ids
+    from storage.store import open_store
 
     settings = _settings(args)
     try:
@@ -49,7 +49,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return 2
     errors: list[dict] = []
     durations: dict[str, float] = {}
-    known = stored_call_ids(settings.db_path) if args.skip_known else set()
+    store = open_store(settings.db_path)  # through the service when it owns the file
+    known = known_call_ids(store) if args.skip_known else set()
     for call in args.calls:  # probe first: bad files are reported before minutes of work
         if make_call_id(Path(call)) in known:
             print(f"skipped (already stored): {call}", file=sys.stderr)
@@ -77,8 +78,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 bar.update(min(seconds, cap or seconds) + base - bar.n)
 
             try:
-                result = analyze_and_store(analyzer, Path(call), settings.db_path, roles=roles,
-                                           on_progress=progress)
+                result = analyze_and_store(analyzer, Path(call), store, roles=roles,
+                                           on_progress=progress, agent=args.agent,
+                                           num_speakers=None if args.speakers is None else
+                                           0 if args.speakers == "auto" else int(args.speakers),
+                                           metadata={"agent_id": args.agent_id, "customer_id": args.customer_id,
+                                                     "team": args.team})
             except (AudioError, StorageError) as exc:
                 errors.append({"path": call, "error": str(exc)})
                 tqdm.write(f"error: {exc}", file=sys.stderr)
@@ -90,8 +95,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 continue
             for warning in result.warnings:
                 tqdm.write(f"warning: {call}: {warning}", file=sys.stderr)
-            if result.diarization.startswith("none"):
-                tqdm.write(f"note: {call}: {result.diarization}", file=sys.stderr)
+            for speaker in result.speakers:
+                if speaker.role_source == "cues" and speaker.role_confidence < 0.7:
+                    tqdm.write(f"note: {call}: {speaker.label} taken as {speaker.role} with low confidence "
+                               f"({speaker.role_confidence:.2f}); --agent LABEL overrides", file=sys.stderr)
             documents.append(result.to_json())
             log.info("call stored", extra={"call_id": result.call_id, "utterances": len(result.utterances),
                                            "duration_s": round(result.duration_s, 2)})
@@ -108,12 +115,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
-    watcher = InboxWatcher(CallAnalyzer(settings), inbox, settings.db_path, args.poll)
-    print(f"analysis service: watching {inbox} for recordings, storing to {settings.db_path}", flush=True)
+    from storage.db import StorageError
+    from storage.server import StoreServer
+
+    analyzer = CallAnalyzer(settings)
+    try:
+        server = StoreServer(settings.db_path).start()
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop cleanly
+    watcher = InboxWatcher(analyzer, inbox, server, args.poll)
+    print(f"analysis service: watching {inbox} for recordings; it owns {settings.db_path} and serves "
+          f"reads at {server.url}", flush=True)
     try:
         watcher.run()
     except KeyboardInterrupt:
         pass
+    finally:
+        server.close()
     return 0
 
 
@@ -136,6 +158,36 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     return run_dashboard(settings, port=args.port)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """Dashboard logins: add a user (password prompted, or read from stdin), or make sure one exists."""
+    import getpass
+    import secrets
+
+    from dashboard.auth import add_user, load_users
+
+    settings = _settings(args)
+    if args.action == "init":
+        if load_users(settings):
+            return 0
+        password = secrets.token_urlsafe(12)
+        path = add_user(settings, "supervisor", password)
+        note = settings.data_dir / "dashboard-initial-password.txt"
+        note.write_text(f"user: supervisor\npassword: {password}\n")
+        note.chmod(0o600)
+        print(f"dashboard login created: user 'supervisor', password '{password}' (also in {note}; "
+              f"change it with `emotivoice users add supervisor`)")
+        return 0
+    if not args.name:
+        print("error: users add needs a NAME", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"password for {args.name}: ")
+    if len(password) < 8:
+        print("error: use a password of at least 8 characters", file=sys.stderr)
+        return 2
+    print(f"user {args.name} saved in {add_user(settings, args.name, password)} (hashed)")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -161,11 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--channels", help="roles of a stereo file's channels, left first (default: agent,customer)")
+    p.add_argument("--speakers", choices=["auto", "1", "2", "3", "4"], metavar="N",
+                   help="mono files: number of speakers, 1-4, or auto to estimate it (default: 2)")
+    p.add_argument("--agent", metavar="LABEL", help="mono files: the speaker that is the agent, e.g. speaker_2 "
+                   "(default: guessed from greetings, who spoke first and talk share)")
+    p.add_argument("--agent-id", help="who handled the call(s), for agent reports (else from a sidecar CALL.json)")
+    p.add_argument("--customer-id", help="the customer, for repeat-call and churn reports")
+    p.add_argument("--team", help="the agent's team")
     p.add_argument("--model", help="Whisper model: base (default) or tiny.en")
     p.add_argument("--language", help="spoken language (default: detect)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--skip-known", action="store_true", help="skip recordings already stored in the database")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("users", help="dashboard logins (passwords are stored hashed)")
+    p.add_argument("action", choices=["add", "init"], help="add NAME, or init: create 'supervisor' if nobody exists")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_users)
 
     p = sub.add_parser("watch", help="analysis service: analyse recordings dropped into an inbox folder")
     p.add_argument("inbox", nargs="?", help="folder to watch (default: data/inbox)")

@@ -60,7 +60,7 @@ class EmotionConfig:
 class DiarizationConfig:
     """Speaker separation for mono recordings (channel-per-leg audio skips it)."""
 
-    num_speakers: int = 0  # 0: estimate between min_speakers and max_speakers
+    num_speakers: int = 2  # a call's two parties; 0 estimates between min_speakers and max_speakers
     min_speakers: int = 1
     max_speakers: int = 4
 
@@ -97,6 +97,8 @@ class RiskConfig:
 class DashboardConfig:
     host: str = "127.0.0.1"
     port: int = 2024  # the seed's address; a busy port falls back to a free one
+    users: str = ""  # "name:pbkdf2_sha256$...,..." beside <data_dir>/dashboard_users.json
+    refresh_s: float = 1.5  # how often the live floor looks for new calls and alerts (alerts show within 2 s)
 
 
 @dataclass(frozen=True)

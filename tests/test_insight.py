@@ -155,3 +155,25 @@ def test_escalating_call_alerts_after_the_customer_turns_and_calm_call_does_not(
     assert not calm.alerts
     peak = lambda r: max(u.risk.score for u in r.utterances if u.speaker == "customer")  # noqa: E731
     assert peak(escalating) > peak(calm) + 0.2
+
+
+def test_agent_override_wins_and_a_wrong_label_is_reported():
+    from analysis.insight.roles import assign_roles
+    from analysis.results import CallResult, Speaker
+
+    def call():
+        r = CallResult("c", "x.wav", 10.0, 1, "diarized", "asr", "emo", False,
+                       speakers=[Speaker("speaker_1", "unknown", 0), Speaker("speaker_2", "unknown", 0)])
+        r.utterances = [Utterance("c", 0, "speaker_1", 0.0, 2.0, -20, text="Thank you for calling, how can I help?"),
+                        Utterance("c", 0, "speaker_2", 2.5, 4.0, -20, text="My bill is wrong.")]
+        return r
+    guessed = call()
+    assign_roles(guessed)
+    assert [s.role for s in guessed.speakers] == ["agent", "customer"]
+    forced = call()
+    assign_roles(forced, agent="speaker_2")
+    assert [(s.role, s.role_source, s.role_confidence) for s in forced.speakers] == [
+        ("customer", "override", 1.0), ("agent", "override", 1.0)]
+    wrong = call()
+    assign_roles(wrong, agent="speaker_9")
+    assert wrong.speakers[0].role == "agent" and "speaker_9" in wrong.warnings[0]

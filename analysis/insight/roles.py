@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from analysis.insight.phrases import AGENT_CUES, CUSTOMER_CUES, matches
+from analysis.results import CallResult
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,23 @@ def guess_roles(first_start: dict[str, float], texts: dict[str, str], talk_share
     for sp in ranked[1:]:
         out[sp] = RoleGuess("customer", confidence, "cues", why[sp] or "no cues")
     return out
+
+
+def assign_roles(result: CallResult, agent: str | None = None) -> None:
+    """Set the role of each diarized speaker: `agent` names the agent's label (an override),
+    otherwise the cues decide. An unknown label is reported in the warnings and ignored."""
+    labels = [s.label for s in result.speakers]
+    if agent and agent not in labels:
+        result.warnings.append(f"--agent {agent}: no such speaker (have {', '.join(labels) or 'none'}); roles guessed")
+        agent = None
+    if agent:
+        guesses = {label: RoleGuess("agent" if label == agent else "customer", 1.0, "override", "set by the user")
+                   for label in labels}
+    else:
+        mine = {label: [u for u in result.utterances if u.speaker == label] for label in labels}
+        guesses = guess_roles({k: v[0].start for k, v in mine.items() if v},
+                              {k: " ".join(u.text for u in v) for k, v in mine.items() if v},
+                              {s.label: s.metrics.get("talk_share", 0.0) for s in result.speakers})
+    for s in result.speakers:
+        g = guesses.get(s.label, RoleGuess("unknown", 0.0, "cues", "no speech"))
+        s.role, s.role_confidence, s.role_source, s.role_reason = g.role, g.confidence, g.source, g.reason
