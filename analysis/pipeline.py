@@ -1,8 +1,9 @@
 """Batch analysis of one recorded call: decode -> segment -> transcribe -> emotions -> tiers.
 
 A stereo file carries one speaker per channel (left is the agent unless told otherwise); a mono
-file is one speaker until diarization lands. Audio streams through in blocks, and speech that
-runs over a block edge is carried into the next block, so memory stays bounded for any length.
+file goes through diarization (analysis/diarization) and speaker roles are guessed from what
+people say. Audio streams through in blocks (speech over a block edge is carried into the next
+block; diarized speakers are linked across blocks by voice), so memory stays bounded for any length.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from analysis.conversation import Span, conversation_metrics
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
+from analysis.insight.roles import assign_roles
 from analysis.insight.stage import InsightState, enrich
 from analysis.results import CallResult, Speaker, Utterance
-from analysis.segmentation import Region, StreamingSegmenter
+from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
 from analysis.transcription import transcribe_utterances
 from analysis.whisper import load_whisper
 from emotivoice.config import Settings
@@ -71,9 +73,14 @@ class CallAnalyzer:
         self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
                                                            tc.compute_type, tc.cpu_threads)
         self.timings = Timings()
+        self.diarizer = None  # loaded on the first mono call
 
     def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
-                on_progress: ProgressHook | None = None) -> CallResult:
+                on_progress: ProgressHook | None = None, num_speakers: int | None = None,
+                agent: str | None = None) -> CallResult:
+        """Analyse one recording. Mono files: `num_speakers` fixes the count (0 estimates it; None
+        takes the configured default, two) and
+        `agent` names the speaker label to take as the agent (else guessed from cues)."""
         path = Path(path)
         info = probe(path)
         result = CallResult(
@@ -84,15 +91,18 @@ class CallAnalyzer:
         legs = 2 if info.channels == 2 else 1
         if info.channels > 2:
             result.warnings.append(f"{info.channels} channels mixed down to mono")
+        vad_used: set[str] = set()
         if legs == 2:
             result.speakers = [Speaker(roles[i], roles[i], i) for i in range(2)]
             result.diarization = "channel-per-speaker (stereo)"
+            stream = self._utterance_stream(path, legs, vad_used, on_progress, result)
         else:
-            result.speakers = [Speaker("speaker_1", "unknown", 0)]
-            result.diarization = "none: mono treated as one speaker (diarization not yet available)"
-        vad_used: set[str] = set()
-        for leg, regions, clips in self._utterance_stream(path, legs, vad_used, on_progress, result):
-            result.utterances += self._analyze_leg(result, leg, regions, clips)
+            result.diarization = "pyannote segmentation-3.0 + CAM++ embeddings, clustered"
+            vad_used.add("pyannote-segmentation")
+            count = self.settings.diarization.num_speakers if num_speakers is None else num_speakers
+            stream = self._diarized_stream(path, result, on_progress, count or None)  # 0: estimate
+        for speaker, regions, clips in stream:
+            result.utterances += self._analyze_leg(result, speaker, regions, clips)
         result.vad = "+".join(sorted(vad_used))
         result.utterances.sort(key=lambda u: (u.start, u.leg))
         per_speaker, result.metrics = conversation_metrics(
@@ -100,6 +110,8 @@ class CallAnalyzer:
         for speaker in result.speakers:
             speaker.metrics = per_speaker.get(speaker.label, {})
             speaker.talk_time_s = speaker.metrics.get("talk_time_s", 0.0)
+        if legs == 1:
+            assign_roles(result, agent)
         t0 = time.perf_counter()
         result.alerts = enrich(result.utterances, InsightState(self.settings.sarcasm, self.settings.risk))
         self.timings.add("insight", t0)
@@ -110,8 +122,8 @@ class CallAnalyzer:
         return result
 
     def _utterance_stream(self, path: Path, legs: int, vad_used: set[str], on_progress: ProgressHook | None,
-                          result: CallResult) -> Iterator[tuple[int, list[Region], list[np.ndarray]]]:
-        """Yield (leg, utterance regions, raw clips) block by block; speech carries over edges."""
+                          result: CallResult) -> Iterator[tuple[Speaker, list[Region], list[np.ndarray]]]:
+        """Yield (speaker, utterance regions, raw clips) per leg; speech carries over block edges."""
         segmenters = [StreamingSegmenter(self.settings.segmentation) for _ in range(legs)]
         position = 0.0
         blocks = iter_blocks(path, legs, self.settings.block_s)
@@ -125,16 +137,63 @@ class CallAnalyzer:
                 done = segmenter.push(block[:, leg], final=upcoming is None)
                 self.timings.add("segmentation", t0)
                 if done:
-                    yield leg, [r for r, _ in done], [clip for _, clip in done]
+                    yield result.speakers[leg], [r for r, _ in done], [clip for _, clip in done]
             if on_progress:
                 on_progress(position)
             block = upcoming
         for segmenter in segmenters:
             vad_used |= segmenter.methods
 
-    def _analyze_leg(self, result: CallResult, leg: int, regions: list[Region],
+    def _diarized_stream(self, path: Path, result: CallResult, on_progress: ProgressHook | None,
+                         num_speakers: int | None) -> Iterator[tuple[Speaker, list[Region], list[np.ndarray]]]:
+        """Two passes over the blocks: diarize the whole call (the diarizer keeps only small
+        per-window arrays), then decode again and cut each speaker's turns, shaped like VAD
+        utterances (merged and split toward ~10 s), keeping only the audio still needed."""
+        if self.diarizer is None:
+            from dataclasses import replace
+
+            from analysis.diarization.config import DiarizationConfig
+            from analysis.diarization.pipeline import Diarizer
+
+            dc = self.settings.diarization
+            self.diarizer = Diarizer(replace(DiarizationConfig(), min_speakers=dc.min_speakers,
+                                             max_speakers=dc.max_speakers))
+        t0 = time.perf_counter()
+        first_pass = [0.0]
+
+        def progress(done: float, _total: float | None) -> None:
+            first_pass[0] = done
+            if on_progress:
+                on_progress(done / 2)
+        blocks = (b[:, 0] for b in iter_blocks(path, 1, self.settings.block_s))
+        found = self.diarizer(blocks, num_speakers=num_speakers, on_progress=progress)
+        self.timings.add("diarization", t0)
+        result.speakers = [Speaker(f"speaker_{k + 1}", "unknown", 0, role_confidence=0.0, role_source="cues")
+                           for k in range(found.num_speakers)]
+        pending = sorted(((k, r) for k in range(found.num_speakers) for r in shape_utterances(
+            [Region(t.start, t.end) for t in found.turns if t.speaker == k], self.settings.segmentation)),
+            key=lambda kr: kr[1].start)
+        buffer, buffer_start, position = np.zeros(0, np.float32), 0.0, 0.0
+        for block in iter_blocks(path, 1, self.settings.block_s):
+            buffer = np.concatenate([buffer, block[:, 0]])
+            position += len(block) / SAMPLE_RATE
+            result.duration_s = position
+            ready = [(k, r) for k, r in pending if r.end <= position + 1e-6]
+            pending = [(k, r) for k, r in pending if r.end > position + 1e-6]
+            for k in sorted({k for k, _ in ready}):
+                regions = [r for kk, r in ready if kk == k]
+                clips = [buffer[int((r.start - buffer_start) * SAMPLE_RATE):int((r.end - buffer_start) * SAMPLE_RATE)]
+                         for r in regions]
+                yield result.speakers[k], regions, clips
+            keep_from = min([r.start for _, r in pending], default=position)
+            cut = max(0, int((keep_from - buffer_start) * SAMPLE_RATE))
+            buffer, buffer_start = buffer[cut:], buffer_start + cut / SAMPLE_RATE
+            if on_progress:
+                on_progress(first_pass[0] / 2 + position / 2)
+
+    def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
                      clips: list[np.ndarray]) -> list[Utterance]:
-        speaker = result.speakers[leg if len(result.speakers) > 1 else 0]
+        leg = speaker.leg
         tc, ec = self.settings.transcription, self.settings.emotion
         t0 = time.perf_counter()
         normalized = [normalize(c) for c in clips]
