@@ -39,7 +39,7 @@ class DiarizationConfig:
     """Below this much speech a run gets no embedding and its activity is dropped; between this
     and min_embedding_speech_s it is only assigned to an existing cluster."""
 
-    clustering_threshold: float = 0.45
+    clustering_threshold: float = 0.475
     """Average-linkage cosine distance above which clusters stay apart (when num_speakers is
     unknown). CAM++ puts different speakers of one recording only ~0.4-0.5 apart on short turns
     (less on a phone line), so the count estimate is the weakest part of the pipeline."""

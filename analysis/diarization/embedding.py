@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis.diarization.segmentation import small_model_cpu_mode
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
@@ -81,8 +83,6 @@ def embed(features: list[torch.Tensor]) -> np.ndarray:
     """
     model = load_campplus()
     out = np.zeros((len(features), 192), dtype=np.float32)
-    from analysis.diarization.segmentation import small_model_cpu_mode
-
     with torch.inference_mode(), small_model_cpu_mode():
         for i, feats in enumerate(features):
             feats = feats - feats.mean(dim=0, keepdim=True)

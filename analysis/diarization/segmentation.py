@@ -27,6 +27,7 @@ FRAME_STEP_S = 0.016875  # 270 samples: SincNet stride x 3 max-pools
 FRAME_DURATION_S = 0.0619375  # receptive field of one output frame
 
 
+@lru_cache(maxsize=4)
 def powerset_table(num_speakers: int = 3, max_overlap: int = 2) -> np.ndarray:
     """(classes, speakers) 0/1 table: class c means that set of local speakers is active.
 
