@@ -3,7 +3,8 @@
 A stereo file carries one speaker per channel (left is the agent unless told otherwise); a mono
 file goes through diarization (analysis/diarization) and speaker roles are guessed from what
 people say. Audio streams through in blocks (speech over a block edge is carried into the next
-block; diarized speakers are linked across blocks by voice), so memory stays bounded for any length.
+block; a mono call is read twice, once to diarize and once to cut its turns), so memory stays
+bounded for any length.
 """
 
 from __future__ import annotations
@@ -205,13 +206,14 @@ class CallAnalyzer:
         probabilities = self.emotion.predict(clips)
         self.timings.add("emotion", t0)
         out = []
+        loudness = [rms_dbfs(clip) for clip in clips]
         t0 = time.perf_counter()
-        prosody = [measure_prosody(clip, rms_dbfs(clip), len(transcript.words[i])) for i, clip in enumerate(clips)]
+        prosody = [measure_prosody(clip, loudness[i], len(transcript.words[i])) for i, clip in enumerate(clips)]
         self.timings.add("prosody", t0)
-        for i, (region, clip, probs) in enumerate(zip(regions, clips, probabilities)):
+        for i, (region, probs) in enumerate(zip(regions, probabilities)):
             out.append(Utterance(
                 call_id=result.call_id, leg=leg, speaker=speaker.label, start=region.start, end=region.end,
-                loudness_dbfs=rms_dbfs(clip), text=transcript.text(i), language=transcript.language,
+                loudness_dbfs=loudness[i], text=transcript.text(i), language=transcript.language,
                 words=transcript.words[i], emotions=probs,
                 granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
                 complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody[i],

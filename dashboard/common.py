@@ -26,6 +26,17 @@ def store() -> Store:
     return open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings().db_path)
 
 
+def read_or_stop(db: Store, query: str, **params) -> pd.DataFrame:
+    """A page's first read; with no database yet the page says so and ends here."""
+    from storage.db import StorageError
+
+    try:
+        return db.read(query, **params)
+    except StorageError as exc:
+        st.info(f"No calls yet: {exc}")
+        st.stop()
+
+
 def user() -> str:
     return st.session_state.get("user", "")
 

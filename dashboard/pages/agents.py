@@ -8,28 +8,24 @@ from datetime import date, timedelta
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, store
-from storage.db import StorageError
+from dashboard.common import CHART_MARGIN, read_or_stop, store
 
 st.title("Agents")
-try:
-    teams = store().read("teams").team.tolist()
-except StorageError as exc:
-    st.info(f"No calls yet: {exc}")
-    st.stop()
+db = store()  # looked up once per run: the service that owns the file, or the file
+teams = read_or_stop(db, "teams").team.tolist()
 c1, c2 = st.columns(2)
 period = c1.date_input("Weeks between", (date.today() - timedelta(weeks=12), date.today()), key="agents_period")
 team = c2.selectbox("Team", ["(all)", *teams], key="agents_team")
 if not (isinstance(period, tuple) and len(period) == 2):
     st.stop()
 params = {"date_from": str(period[0]), "date_to": str(period[1]), "team": None if team == "(all)" else team}
-weekly = store().read("agent_weekly", **params)
+weekly = db.read("agent_weekly", **params)
 if weekly.empty:
     st.info("No calls with an agent in this period. Record agent ids with `analyze --agent-id` or a sidecar JSON.")
     st.stop()
 
 st.subheader("Coaching opportunities")
-st.dataframe(store().read("coaching_opportunities", **params), hide_index=True, width="stretch", column_config={
+st.dataframe(db.read("coaching_opportunities", **params), hide_index=True, width="stretch", column_config={
     "escalation_share": st.column_config.ProgressColumn("escalated calls", min_value=0.0, max_value=1.0, format="percent"),
     "customer_worsening": st.column_config.NumberColumn("customer worse at end by", format="%.2f"),
     "empathy": st.column_config.NumberColumn("empathy", format="%.2f"),

@@ -8,22 +8,18 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from dashboard.common import store
-from storage.db import StorageError
+from dashboard.common import read_or_stop, store
 
 st.title("Churn risk")
-try:
-    teams = store().read("teams").team.tolist()
-except StorageError as exc:
-    st.info(f"No calls yet: {exc}")
-    st.stop()
+db = store()  # looked up once per run: the service that owns the file, or the file
+teams = read_or_stop(db, "teams").team.tolist()
 c1, c2, c3 = st.columns(3)
 period = c1.date_input("Calls between", (date.today() - timedelta(days=30), date.today()), key="churn_period")
 team = c2.selectbox("Team", ["(all)", *teams], key="churn_team")
 floor = c3.slider("Churn score at least", 0.0, 1.0, 0.3, 0.05)
 if not (isinstance(period, tuple) and len(period) == 2):
     st.stop()
-risky = store().read("churn_risk", date_from=str(period[0]), date_to=str(period[1]),
+risky = db.read("churn_risk", date_from=str(period[0]), date_to=str(period[1]),
                      team=None if team == "(all)" else team)
 risky = risky[risky.churn_score >= floor]
 st.metric("Calls at risk", len(risky), help="score = 0.35 peak escalation risk + 0.30 negativity at the end "

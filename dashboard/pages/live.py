@@ -13,9 +13,10 @@ st.title("Live floor")
 
 @st.fragment(run_every=settings().dashboard.refresh_s)
 def floor() -> None:
+    db = store()  # looked up once per refresh
     try:
-        calls = store().read("live_calls")
-        alerts = store().read("open_alerts")
+        calls = db.read("live_calls")
+        alerts = db.read("open_alerts")
     except StorageError as exc:
         st.info(f"No calls yet: {exc}")
         return
@@ -28,7 +29,7 @@ def floor() -> None:
             left.markdown(f"**{a.kind}** · call `{a.call_id}` · {a.speaker} at {clock(a.t_s)} · "
                           f"risk {a.score:.2f} · {factors_text(a.factors)}")
             if right.button("Acknowledge", key=f"ack-{a.alert_id}"):
-                store().write("acknowledge_alert", alert_id=int(a.alert_id), user=user())
+                db.write("acknowledge_alert", alert_id=int(a.alert_id), user=user())
                 st.rerun()
     st.subheader("Calls")
     if calls.empty:
@@ -40,13 +41,13 @@ def floor() -> None:
         "risk_trend": st.column_config.LineChartColumn("risk, last minutes", y_min=0.0, y_max=1.0),
         "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f")})
     call_id = st.selectbox("Open a call", calls.call_id.tolist(), key="live_call")
-    scores = store().read("call_emotion_scores", call_id=call_id)
-    speakers = store().read("call_speakers", call_id=call_id)
+    scores = db.read("call_emotion_scores", call_id=call_id)
+    speakers = db.read("call_speakers", call_id=call_id)
     cols = st.columns(max(len(speakers), 1))
     for col, sp in zip(cols, speakers.itertuples()):
         col.plotly_chart(emotion_timeline(scores, sp.speaker, f"{sp.speaker} ({sp.role})"),
                          key=f"live-{call_id}-{sp.speaker}")
-    recent = store().read("call_utterances", call_id=call_id).tail(10)
+    recent = db.read("call_utterances", call_id=call_id).tail(10)
     for u in recent.itertuples():
         st.markdown(f"`{clock(u.start_s)}` **{u.speaker}** ({u.base_emotion}): {u.text}")
 

@@ -10,15 +10,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import emotion_timeline, risk_curve, store, transcript_view, user
-from storage.db import StorageError
+from dashboard.common import emotion_timeline, read_or_stop, risk_curve, store, transcript_view, user
 
 st.title("Call review")
-try:
-    agents = store().read("agent_ids").agent_id.tolist()
-except StorageError as exc:
-    st.info(f"No calls yet: {exc}")
-    st.stop()
+db = store()  # looked up once per run: the service that owns the file, or the file
+agents = read_or_stop(db, "agent_ids").agent_id.tolist()
 
 with st.expander("Filters", expanded=True):
     c1, c2, c3, c4 = st.columns(4)
@@ -28,7 +24,7 @@ with st.expander("Filters", expanded=True):
     emotion = c4.selectbox("Customer's last emotion", ["(any)", "anger", "disgust", "fear", "happiness", "neutral",
                                                         "sadness", "surprise"])
 start, end = (period if isinstance(period, tuple) and len(period) == 2 else (None, None))
-calls = store().read("find_calls", date_from=str(start) if start else None, date_to=str(end) if end else None,
+calls = db.read("find_calls", date_from=str(start) if start else None, date_to=str(end) if end else None,
                      agent_id=None if agent == "(any)" else agent, min_risk=min_risk,
                      customer_emotion=None if emotion == "(any)" else emotion)
 if calls.empty:
@@ -38,10 +34,10 @@ st.dataframe(calls, hide_index=True, width="stretch", column_config={
     "peak_risk": st.column_config.ProgressColumn("peak risk", min_value=0.0, max_value=1.0, format="%.2f")})
 call_id = st.selectbox("Call", calls.call_id.tolist())
 
-speakers = store().read("call_speakers", call_id=call_id)
-utterances = store().read("call_utterances", call_id=call_id)
-scores = store().read("call_emotion_scores", call_id=call_id)
-alerts = store().read("call_alerts", call_id=call_id)
+speakers = db.read("call_speakers", call_id=call_id)
+utterances = db.read("call_utterances", call_id=call_id)
+scores = db.read("call_emotion_scores", call_id=call_id)
+alerts = db.read("call_alerts", call_id=call_id)
 
 cols = st.columns(max(len(speakers), 1))
 for col, sp in zip(cols, speakers.itertuples()):
@@ -56,7 +52,7 @@ if not alerts.empty:
                                       for a in alerts.itertuples()))
 
 st.subheader("Talk metrics against the agent's average and the team's")
-st.dataframe(store().read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
+st.dataframe(db.read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
 
 st.subheader("Transcript")
 selection = st.dataframe(transcript_view(utterances), hide_index=True, width="stretch", key="transcript",
@@ -64,7 +60,7 @@ selection = st.dataframe(transcript_view(utterances), hide_index=True, width="st
                              "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
                                                                      format="%.2f")})
 rows = selection.selection.rows if selection and hasattr(selection, "selection") else []
-recording = store().read("call_source", call_id=call_id)
+recording = db.read("call_source", call_id=call_id)
 path = Path(recording.source.iloc[0]) if not recording.empty and recording.source.iloc[0] else None
 if rows:
     u = utterances.iloc[rows[0]]
@@ -85,9 +81,9 @@ with st.form("feedback", clear_on_submit=True):
     note = st.text_area("Note")
     if st.form_submit_button("Save feedback"):
         idx = None if which == "(whole call)" else int(which.split(":")[0])
-        saved = store().write("add_feedback", call_id=call_id, kind=kind, author=user(), utterance_idx=idx,
+        saved = db.write("add_feedback", call_id=call_id, kind=kind, author=user(), utterance_idx=idx,
                               value=value or None, note=note or None)
         st.success(f"Saved feedback #{saved['feedback_id']}")
-feedback = store().read("call_feedback", call_id=call_id)
+feedback = db.read("call_feedback", call_id=call_id)
 if not feedback.empty:
     st.dataframe(feedback, hide_index=True, width="stretch")
