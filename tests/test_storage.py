@@ -85,3 +85,31 @@ def test_locked_file_is_a_clear_error_after_waiting(tmp_path):
             connect(db, read_only=True, wait_s=0.3)
     finally:
         holder.kill()
+
+
+def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
+    import json
+    import urllib.error
+    import urllib.request
+
+    from storage.server import StoreServer
+    from storage.store import ServedStore, open_store
+
+    db = tmp_path / "s.duckdb"
+    with StoreServer(db) as server:
+        def post(body: bytes, token: str) -> int:
+            req = urllib.request.Request(server.url + "/read", data=body, headers={"X-Store-Token": token})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+        assert post(json.dumps({"query": "list_calls"}).encode(), "wrong") == 403
+        assert post(b"{not json", server.token) == 400
+        assert post(json.dumps({"query": "drop_everything"}).encode(), server.token) == 400
+        store = open_store(db)
+        assert isinstance(store, ServedStore)
+        with pytest.raises(StorageError, match="could not store call"):
+            store.save_call(CallRecord({"call_id": "bad", "no_such_column": 1}))
+        store.save_call(record("c1"))
+        assert list(store.read("list_calls").call_id) == ["c1"]  # still serving, the good call stored
