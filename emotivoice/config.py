@@ -102,6 +102,46 @@ class DashboardConfig:
 
 
 @dataclass(frozen=True)
+class ConnectorConfig:
+    """Where live call audio comes in. A port of 0 turns that listener off."""
+
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060  # UDP and TCP
+    sip_tls_port: int = 0  # TLS listener, needs tls_cert_file and tls_key_file
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    srtp: str = "optional"  # "off" | "optional" | "mandatory" (SRTP needs the built pjproject)
+    rtp_port: int = 40000  # first RTP port; each stream takes the next pair
+    allow: str = "127.0.0.1/32,::1/128"  # addresses or networks allowed to send calls; others get 403
+    auth_user: str = ""  # SIP digest authentication of callers; empty: off (the allowlist still applies)
+    auth_password: str = ""
+    auth_realm: str = "emotivoice"
+    max_calls: int = 64
+    audiosocket_port: int = 0  # Asterisk AudioSocket (TCP)
+    websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
+    websocket_host: str = "127.0.0.1"
+    audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live analysis of calls as they happen."""
+
+    max_queued_frames: int = 3000  # inbox bound (20 ms frames, all legs together); beyond it frames drop
+    rolling_update_s: float = 2.5  # a long utterance gets an interim emotion this often
+    endpoint_silence_s: float = 0.4  # silence that ends an utterance live (batch uses segmentation's)
+    transcribe: bool = True  # transcripts follow emotions; they are the first work shed under load
+    transcript_backlog_s: float = 30.0  # shed transcripts beyond this much queued speech (done at finalise)
+    finalize: str = "batch"  # "batch": re-analyse the recorded legs at hang-up and supersede live results
+    keep_audio: bool = True  # keep each call's legs as a stereo WAV under audio_dir
+    audio_dir: Path = DEFAULT_DATA_DIR / "calls"
+    retention_days: int = 30  # kept audio older than this is deleted; 0 keeps it forever
+    webhook_url: str = ""  # alerts are POSTed here as JSON (Slack, Teams, a CRM); empty: log only
+    webhook_retries: int = 3
+    webhook_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -118,6 +158,8 @@ class Settings:
     sarcasm: SarcasmConfig = field(default_factory=SarcasmConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:
@@ -156,7 +198,7 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
 
     Nested fields use the section name: EMOTIVOICE_TRANSCRIPTION_MODEL=tiny.en.
-    When data_dir moves, db_path, model_cache_dir and inbox_dir follow unless set on their own.
+    When data_dir moves, db_path, model_cache_dir, inbox_dir and live.audio_dir follow unless set on their own.
     """
     env = dict(os.environ if env is None else env)
     path = config_file or Path(env.get("EMOTIVOICE_CONFIG", REPO_ROOT / "emotivoice.toml"))
@@ -166,5 +208,6 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     base = Settings()
     data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", base.data_dir))).expanduser()
     base = replace(base, data_dir=data_dir, db_path=data_dir / "emotivoice.duckdb",
-                   model_cache_dir=data_dir / "models", inbox_dir=data_dir / "inbox")
+                   model_cache_dir=data_dir / "models", inbox_dir=data_dir / "inbox",
+                   live=replace(base.live, audio_dir=data_dir / "calls"))
     return _apply(base, table, "EMOTIVOICE", env)
