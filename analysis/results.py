@@ -39,6 +39,7 @@ class Utterance:
     phrases: dict[str, list[str]] = field(default_factory=dict)  # escalation / churn phrases found
     interrupts: bool = False  # started while another speaker was still talking
     risk: RiskScore | None = None  # this speaker's escalation risk after this utterance
+    partial: bool = False  # live: still being spoken, stored as a rolling update
 
     @property
     def top_emotion(self) -> tuple[str, float]:

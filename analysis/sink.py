@@ -42,16 +42,21 @@ def call_summary(result: CallResult) -> dict:
     }
 
 
-def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = None) -> CallRecord:
-    """`metadata`: agent_id, customer_id, team and started_at, where the recording system knows them."""
+CALL_METADATA = ("agent_id", "customer_id", "team", "started_at", "ended_at", "dropped_frames")
+
+
+def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = None,
+              status: str = "complete") -> CallRecord:
+    """`metadata`: agent_id, customer_id, team and started_at where the recording system knows them;
+    live calls add ended_at and dropped_frames."""
     call = {
-        "call_id": result.call_id, "source": result.source, "mode": mode, "status": "complete",
+        "call_id": result.call_id, "source": result.source, "mode": mode, "status": status,
         "analyzed_at": datetime.now(timezone.utc).replace(tzinfo=None), "duration_s": result.duration_s,
         "channels": result.channels, "diarization": result.diarization, "vad": result.vad,
         "asr_model": result.asr_model, "emotion_model": result.emotion_model,
         "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
         "metrics": json.dumps(result.metrics), **call_summary(result),
-        **{k: v for k, v in (metadata or {}).items() if k in ("agent_id", "customer_id", "team", "started_at")},
+        **{k: v for k, v in (metadata or {}).items() if k in CALL_METADATA},
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
                  "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
@@ -70,6 +75,7 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
             "granular": [g.to_dict() for g in u.granular], "complex_emotion": u.complex,
             "sentiment": u.sentiment, "prosody": json.dumps(u.prosody.as_dict()) if u.prosody else None,
             "prosody_z": json.dumps(u.prosody_z), "interrupts": u.interrupts, "phrases": json.dumps(u.phrases),
+            "partial": u.partial,
         })
         if u.sarcasm:
             sarcasm.append({"call_id": result.call_id, "utterance_idx": idx, "is_sarcastic": u.sarcasm.is_sarcastic,
@@ -90,14 +96,14 @@ def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
 
 
 def recording_metadata(path: Path, duration_s: float) -> dict:
-    """Who and when, from a sidecar `<recording>.json` when the recording system writes one
-    (agent_id, customer_id, team, started_at); the start otherwise defaults to the file's time."""
+    """Who and when, from a sidecar `<recording>.json` when the recording system (or the live
+    service, for the calls it kept) writes one: agent_id, customer_id, team, started_at, and for
+    live calls ended_at, dropped_frames and mode. The start otherwise defaults to the file's time."""
     sidecar = path.with_suffix(".json")
     meta: dict = {}
     if sidecar.is_file():
         try:
-            meta = {k: v for k, v in json.loads(sidecar.read_text()).items()
-                    if k in ("agent_id", "customer_id", "team", "started_at")}
+            meta = {k: v for k, v in json.loads(sidecar.read_text()).items() if k in CALL_METADATA + ("mode",)}
         except (ValueError, AttributeError):
             meta = {}
     if "started_at" not in meta:
@@ -110,7 +116,7 @@ def analyze_and_store(analyzer, path: Path, store: Store, metadata: dict | None 
     """Analyse one recording and store it (directly, or through the process owning the file)."""
     result = analyzer.analyze(path, **options)
     meta = {**recording_metadata(Path(path), result.duration_s), **{k: v for k, v in (metadata or {}).items() if v}}
-    store.save_call(to_record(result, metadata=meta))
+    store.save_call(to_record(result, mode=meta.pop("mode", "batch"), metadata=meta))
     return result
 
 

@@ -105,7 +105,7 @@ SCHEMAS = {
         ("words", pa.list_(WORD)), ("loudness_dbfs", pa.float64()), ("base_emotion", pa.string()),
         ("base_confidence", pa.float64()), ("granular", pa.list_(GRANULAR)), ("complex_emotion", pa.string()),
         ("sentiment", pa.float64()), ("prosody", pa.string()), ("prosody_z", pa.string()), ("interrupts", pa.bool_()),
-        ("phrases", pa.string())]),
+        ("phrases", pa.string()), ("partial", pa.bool_())]),
     "emotion_scores": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()),
                                  ("emotion", pa.string()), ("probability", pa.float64())]),
     "sarcasm": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()), ("is_sarcastic", pa.bool_()),
@@ -118,19 +118,49 @@ SCHEMAS = {
 }
 
 
-def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict]) -> None:
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[dict], extra: list[str] = (),
+            values: list = ()) -> None:
+    """Insert rows as one Arrow table; `extra` columns take the same `values` in every row."""
     if not rows:
         return
     arrow = pa.Table.from_pylist(rows, schema=SCHEMAS[table])  # noqa: F841 (read by DuckDB by name)
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM arrow")
+    more = "".join(f", ?::{_TYPES[c]} AS {c}" for c in extra)
+    con.execute(f"INSERT INTO {table} BY NAME SELECT *{more} FROM arrow", list(values))
+
+
+_TYPES = {"alert_id": "BIGINT", "created_at": "TIMESTAMP", "acknowledged_by": "VARCHAR", "acknowledged_at": "TIMESTAMP"}
+
+
+ACK_MATCH_S = 5.0  # an alert re-raised within this many seconds of a stored one is the same alert
+
+
+def _carry_acknowledgements(con: duckdb.DuckDBPyConnection, call_id: str, alerts: list[dict]) -> list[dict]:
+    """A live call is re-saved as it grows and finalised by a batch pass: an alert a supervisor has
+    already seen or acknowledged keeps its id, creation time and acknowledgement when it is raised
+    again (same speaker and kind, within ACK_MATCH_S)."""
+    old = con.execute("SELECT alert_id, speaker, kind, t_s, created_at, acknowledged_by, acknowledged_at "
+                      "FROM alerts WHERE call_id = ?", [call_id]).fetchall()
+    taken: set[int] = set()
+    out = []
+    for alert in alerts:
+        near = [o for o in old if o[0] not in taken and o[1] == alert["speaker"] and o[2] == alert["kind"]
+                and abs((o[3] or 0.0) - alert["t_s"]) <= ACK_MATCH_S]
+        if near:
+            o = min(near, key=lambda o: abs((o[3] or 0.0) - alert["t_s"]))
+            taken.add(o[0])
+            alert = {**alert, "alert_id": o[0], "created_at": o[4], "acknowledged_by": o[5], "acknowledged_at": o[6]}
+        out.append(alert)
+    return out
 
 
 def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
-    """Replace everything stored for this call with `record`, atomically."""
+    """Replace everything stored for this call with `record`, atomically (feedback and alert
+    acknowledgements survive)."""
     call_id = record.call["call_id"]
     columns = list(record.call)
     con.execute("BEGIN TRANSACTION")
     try:
+        alerts = _carry_acknowledgements(con, call_id, record.alerts)
         for table in CALL_TABLES:
             con.execute(f"DELETE FROM {table} WHERE call_id = ?", [call_id])
         con.execute(f"INSERT INTO calls ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
@@ -140,7 +170,10 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
         _insert(con, "emotion_scores", record.emotion_scores)
         _insert(con, "sarcasm", record.sarcasm)
         _insert(con, "risk_scores", record.risk_scores)
-        _insert(con, "alerts", record.alerts)
+        for alert in alerts:
+            carried = [c for c in ("alert_id", "created_at", "acknowledged_by", "acknowledged_at") if c in alert]
+            _insert(con, "alerts", [{k: v for k, v in alert.items() if k not in carried}], extra=carried,
+                    values=[alert[c] for c in carried])
         con.execute("COMMIT")
     except Exception as exc:
         con.execute("ROLLBACK")
