@@ -47,6 +47,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.call_id and len(args.calls) != 1:
+        print("error: --call-id names one recording; give exactly one", file=sys.stderr)
+        return 2
     errors: list[dict] = []
     durations: dict[str, float] = {}
     store = open_store(settings.db_path)  # through the service when it owns the file
@@ -78,7 +81,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 bar.update(min(seconds, cap or seconds) + base - bar.n)
 
             try:
-                result = analyze_and_store(analyzer, Path(call), store, roles=roles,
+                result = analyze_and_store(analyzer, Path(call), store, roles=roles, call_id=args.call_id,
                                            on_progress=progress, agent=args.agent,
                                            num_speakers=None if args.speakers is None else
                                            0 if args.speakers == "auto" else int(args.speakers),
@@ -137,6 +140,20 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         server.close()
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from emotivoice.serve import serve
+
+    settings = _settings(args)
+    cc = settings.connector
+    settings = replace(settings, connector=replace(
+        cc, sip_port=cc.sip_port if args.sip_port is None else args.sip_port,
+        audiosocket_port=cc.audiosocket_port if args.audiosocket_port is None else args.audiosocket_port,
+        websocket_port=cc.websocket_port if args.websocket_port is None else args.websocket_port))
+    return serve(settings, args.config, watch_inbox=not args.no_inbox)
 
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
@@ -224,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", help="spoken language (default: detect)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--skip-known", action="store_true", help="skip recordings already stored in the database")
+    p.add_argument("--call-id", help="store the (single) recording under this id, e.g. to supersede a live call's results")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("users", help="dashboard logins (passwords are stored hashed)")
@@ -237,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file")
     p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the folder")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("serve", help="live service: SIP/SIPREC and media-fork listeners, live analysis, "
+                                     "alerts, the recordings inbox; owns the database")
+    p.add_argument("--db", help="DuckDB file")
+    p.add_argument("--sip-port", type=int, help="SIP (UDP+TCP) port (default 5060 from config; 0: off)")
+    p.add_argument("--audiosocket-port", type=int, help="Asterisk AudioSocket TCP port (0: off)")
+    p.add_argument("--websocket-port", type=int, help="Twilio Media Streams / Genesys AudioHook port (0: off)")
+    p.add_argument("--no-inbox", action="store_true", help="do not watch the recordings inbox")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("prepare-models", help="unpack and check the offline models")
     p.set_defaults(func=cmd_prepare_models)

@@ -1,0 +1,133 @@
+"""One live call's state: its legs, its utterances as they are analysed, and its causal insight.
+
+Utterances are numbered in the order they finish, which is the order the insight stage (risk,
+sarcasm, alerts) sees them: an utterance is scored once its emotions and its transcript (or the
+decision to skip it) are in, and never before an earlier one, so live scores equal what the
+same stage gives a recording played in real time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from analysis.insight.risk import Alert
+from analysis.insight.stage import InsightState
+from analysis.live.endpoint import Endpointer
+from analysis.live.messages import CallStarted, LegInfo
+from analysis.live.recorder import CallRecorder
+from analysis.results import CallResult, Speaker, Utterance
+
+
+@dataclass
+class LiveUtterance:
+    """An utterance moving through the live stages; `utterance` exists once emotions are in."""
+
+    call_id: str
+    uid: int
+    leg: "LiveLeg"
+    start: float
+    end: float
+    clip: np.ndarray  # 16 kHz float32
+    end_wall: float  # when the speaker stopped (arrival of the last speech audio)
+    final: bool = True  # False: a rolling update of speech still going on
+    utterance: Utterance | None = None
+    emotion_at: float | None = None  # wall times: emotions computed, stored...
+    emotion_stored_at: float | None = None
+    transcript: str = "pending"  # pending | done | shed | off
+    transcript_at: float | None = None
+    transcript_stored_at: float | None = None
+    scored: bool = False  # the insight stage has seen it
+
+
+@dataclass
+class LiveLeg:
+    info: LegInfo
+    index: int
+    speaker: Speaker
+    endpointer: Endpointer
+    next_seq: int = 0
+    samples: int = 0  # audio received (and gap-filled), at the leg's rate
+    interim: LiveUtterance | None = None  # the latest rolling update, shown until the utterance ends
+
+
+@dataclass
+class LiveCall:
+    started: CallStarted
+    result: CallResult
+    legs: dict[str, LiveLeg]
+    insight: InsightState
+    recorder: CallRecorder | None = None
+    utterances: list[LiveUtterance] = field(default_factory=list)
+    ended: bool = False
+    ended_at: datetime | None = None
+    shed_transcripts: int = 0
+    dropped_frames: int = 0
+    lost_frames: int = 0  # seq gaps: lost before they reached us (network), filled with silence
+    next_uid: int = 0
+
+    @property
+    def call_id(self) -> str:
+        return self.started.call_id
+
+    def new_utterance(self, leg: LiveLeg, start: float, end: float, clip: np.ndarray, end_wall: float,
+                      final: bool) -> LiveUtterance:
+        if not final:
+            return LiveUtterance(self.call_id, -1, leg, start, end, clip, end_wall, final=False)
+        item = LiveUtterance(self.call_id, self.next_uid, leg, start, end, clip, end_wall)
+        self.next_uid += 1
+        self.utterances.append(item)
+        return item
+
+    def score_ready(self) -> list[tuple[LiveUtterance, Alert]]:
+        """Run the insight stage over every utterance now ready, in order; return new alerts."""
+        alerts = []
+        for i, item in enumerate(self.utterances):
+            if item.scored:
+                continue
+            if item.utterance is None or item.transcript == "pending":
+                break
+            item.scored = True
+            alert = self.insight.add(i, item.utterance)
+            if alert:
+                alerts.append((item, alert))
+        return alerts
+
+    def pending_work(self) -> bool:
+        return any(not u.scored for u in self.utterances)
+
+    def snapshot(self) -> CallResult:
+        """The call as it stands: finished utterances in order, then any rolling updates."""
+        r = self.result
+        done = [u.utterance for u in self.utterances if u.utterance is not None]
+        interim = [leg.interim.utterance for leg in self.legs.values()
+                   if leg.interim is not None and leg.interim.utterance is not None]
+        r.utterances = done + interim
+        r.duration_s = max((leg.samples / leg.info.sample_rate for leg in self.legs.values()), default=0.0)
+        r.alerts = list(self.insight.alerts)
+        for speaker in r.speakers:
+            speaker.talk_time_s = sum(u.end - u.start for u in done if u.speaker == speaker.label)
+        return r
+
+    def metadata(self) -> dict:
+        meta = {k: v for k, v in self.started.metadata.items() if k in ("agent_id", "customer_id", "team")}
+        meta["started_at"] = self.started.started_at.astimezone(timezone.utc).replace(tzinfo=None)
+        if self.ended_at:
+            meta["ended_at"] = self.ended_at.astimezone(timezone.utc).replace(tzinfo=None)
+        meta["dropped_frames"] = self.dropped_frames
+        return meta
+
+
+def speakers_for(legs: tuple[LegInfo, ...]) -> list[Speaker]:
+    """A speaker per leg, labelled by role when each role appears once (agent, customer)."""
+    roles = [leg.role for leg in legs]
+    out = []
+    for i, leg in enumerate(legs):
+        unique = leg.role in ("agent", "customer") and roles.count(leg.role) == 1
+        label = leg.role if unique else f"leg_{leg.leg}"
+        out.append(Speaker(label, leg.role if unique else "unknown", i,
+                           role_confidence=1.0 if unique else 0.0, role_source="leg" if unique else "unknown",
+                           role_reason=f"{leg.role} stream in the call's metadata" if unique else ""))
+    return out

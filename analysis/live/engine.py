@@ -1,0 +1,507 @@
+"""The live analysis service: frames in, per-speaker emotions, transcripts, risk and alerts out.
+
+Five threads, each with one job, so that the fast answer never waits on the slow one:
+
+- ingest: takes messages from the inbox, records each leg, runs VAD endpointing per leg;
+- emotion: base emotions (and their tiers) for every finished utterance, rolling updates for long
+  ones; its own single-threaded copy of the encoder, so a transcription never holds it up;
+- transcript: Whisper on finished utterances, several joined into one pass; niced, and when its
+  backlog passes `live.transcript_backlog_s` the oldest are left to the final pass (shed first,
+  emotions never) and counted on the call;
+- writer: stores each changed call through the store (the process that owns the file);
+- finalize: at hang-up, keeps the audio and hands it to the batch pass, which supersedes the
+  live results.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from analysis.audio import normalize, rms_dbfs
+from analysis.emotion.model import EmotionModel, load_emotion_model
+from analysis.emotion.tiers import complex_emotion, granular
+from analysis.insight.prosody import measure as measure_prosody
+from analysis.insight.stage import InsightState
+from analysis.live.alerts import AlertPublisher
+from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
+from analysis.live.endpoint import Endpointer, Speech, to_16k
+from analysis.live.inbox import FrameInbox
+from analysis.live.messages import CallEnded, CallStarted, Frame
+from analysis.live.recorder import CallRecorder, apply_retention
+from analysis.results import CallResult, Utterance
+from analysis.sink import to_record
+from analysis.transcription import transcribe_utterances
+from emotivoice.config import Settings
+from storage.db import StorageError
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_GAP_FRAMES = 250  # a seq jump beyond this (5 s) is a restarted stream, not loss to fill
+TRANSCRIBE_BATCH_S = 20.0  # audio joined into one Whisper pass (it always encodes 30 s windows)
+
+
+@dataclass(frozen=True)
+class FinishedCall:
+    """What the final batch pass needs: the kept audio and who is on which channel."""
+
+    call_id: str
+    audio: Path
+    channels: tuple[str, ...]  # role per channel, e.g. ("agent", "customer"); one entry: mono, diarize
+
+
+Finalizer = Callable[[FinishedCall], None]  # runs the batch pass and stores its result; raises on failure
+
+
+class LiveEngine:
+    def __init__(self, settings: Settings, store: Store, inbox: FrameInbox | None = None,
+                 emotion_model: EmotionModel | None = None, publisher: AlertPublisher | None = None,
+                 finalizer: Finalizer | None = None):
+        self.settings, self.store = settings, store
+        self.cfg = settings.live
+        self.inbox = inbox or FrameInbox(self.cfg.max_queued_frames)
+        tc = settings.transcription
+        # one thread each: the emotion thread and the transcript thread each own a core
+        self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
+                                                           tc.compute_type, 1)
+        self.publisher = publisher or AlertPublisher(self.cfg.webhook_url, self.cfg.webhook_retries,
+                                                     self.cfg.webhook_timeout_s)
+        self.finalizer = finalizer
+        self.calls: dict[str, LiveCall] = {}
+        self.latencies: list[dict] = []  # per final utterance: seconds from speech end to stored emotion/text
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._lock = threading.RLock()
+        self._save_lock = threading.Lock()  # the writer and the finaliser never store one call at once
+        self._saving: set[str] = set()  # calls the writer is storing right now
+        self._work = threading.Condition(self._lock)
+        self._emotion_queue: collections.deque[LiveUtterance] = collections.deque()
+        self._interims: dict[tuple[str, str], LiveUtterance] = {}
+        self._transcript_queue: collections.deque[LiveUtterance] = collections.deque()
+        self._dirty: set[str] = set()
+        self._finishing: collections.deque[str] = collections.deque()
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self._transcriber_ready = threading.Event()
+        self._transcriber_error: str | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LiveEngine:
+        self._running = True
+        apply_retention(self.cfg.audio_dir, self.cfg.retention_days)
+        for name, target in (("live-ingest", self._ingest), ("live-emotion", self._emotion_worker),
+                             ("live-transcript", self._transcript_worker), ("live-writer", self._writer),
+                             ("live-finalize", self._finalize_worker)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._transcriber_ready.wait(300)
+        if self._transcriber_error:
+            log.error("live transcription unavailable: emotions only", extra={"error": self._transcriber_error})
+        return self
+
+    def stop(self, wait_s: float = 30.0) -> None:
+        """End every open call (finalising it), drain the queues, stop the threads."""
+        with self._lock:
+            open_calls = [cid for cid, c in self.calls.items() if not c.ended]
+        for call_id in open_calls:
+            self.inbox.end(CallEnded(call_id, "service stopping"))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.calls and not self._dirty:
+                    break
+            time.sleep(0.1)
+        self._running = False
+        with self._work:
+            self._work.notify_all()
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        self.publisher.close()
+
+    def stats(self) -> dict:
+        """Load and health figures for logs and benchmarks."""
+        with self._lock:
+            return {"active_calls": sum(1 for c in self.calls.values() if not c.ended),
+                    "emotion_queue": len(self._emotion_queue),
+                    "transcript_backlog_s": round(sum(u.end - u.start for u in self._transcript_queue), 1),
+                    "dropped_frames": sum(self.inbox.dropped.values()), **self.counters}
+
+    # ---- ingest: messages -> legs -> endpointing ----------------------------------------------
+
+    def _ingest(self) -> None:
+        while self._running:
+            msg = self.inbox.get(timeout=0.2)
+            if msg is None:
+                continue
+            try:
+                if isinstance(msg, Frame):
+                    self._on_frame(msg)
+                elif isinstance(msg, CallStarted):
+                    self._on_start(msg)
+                elif isinstance(msg, CallEnded):
+                    self._on_end(msg)
+            except Exception:  # one bad message must not stop every call's analysis
+                log.exception("live message failed", extra={"call_id": getattr(msg, "call_id", None)})
+
+    def _on_start(self, started: CallStarted) -> None:
+        if started.call_id in self.calls:
+            log.warning("call started twice; ignoring the second start", extra={"call_id": started.call_id})
+            return
+        sc, ec = self.settings.segmentation, self.cfg
+        speakers = speakers_for(started.legs)
+        legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(
+            info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s))
+            for i, info in enumerate(started.legs)}
+        result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
+                            channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
+                            asr_model=f"faster-whisper:{self.settings.transcription.model}",
+                            emotion_model=self.emotion.name, emotion_provisional=self.emotion.provisional,
+                            speakers=speakers)
+        rates = {info.sample_rate for info in started.legs}
+        keep = self.cfg.keep_audio or (self.cfg.finalize == "batch" and self.finalizer is not None)
+        recorder = CallRecorder(self.cfg.audio_dir, started.call_id, list(legs), rates.pop()) \
+            if keep and len(rates) == 1 else None
+        call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
+        if keep and recorder is None:
+            result.warnings.append("legs at different sample rates: call audio not kept")
+        elif recorder.error:
+            result.warnings.append(recorder.error)
+        with self._lock:
+            self.calls[started.call_id] = call
+            self._mark_dirty(started.call_id)
+        log.info("live call started", extra={"call_id": started.call_id, "source": started.source,
+                                              "legs": [leg.leg for leg in started.legs], "remote": started.remote})
+
+    def _on_frame(self, frame: Frame) -> None:
+        call = self.calls.get(frame.call_id)
+        leg = call.legs.get(frame.leg) if call else None
+        if leg is None or call.ended:
+            self.counters["orphan_frames"] += 1
+            return
+        if frame.seq < leg.next_seq:
+            self.counters["late_frames"] += 1
+            return
+        pcm = np.frombuffer(frame.pcm, dtype="<i2")
+        gap = frame.seq - leg.next_seq
+        if 0 < gap <= MAX_GAP_FRAMES:  # keep leg time true: lost frames become silence
+            call.lost_frames += gap
+            self._feed(call, leg, np.zeros(gap * len(pcm), np.int16))
+        leg.next_seq = frame.seq + 1
+        self._feed(call, leg, pcm)
+
+    def _feed(self, call: LiveCall, leg: LiveLeg, pcm: np.ndarray) -> None:
+        leg.samples += len(pcm)
+        if call.recorder:
+            call.recorder.write(leg.info.leg, pcm.astype("<i2").tobytes())
+        for speech in leg.endpointer.feed(pcm):
+            self._enqueue(call, leg, speech)
+
+    def _enqueue(self, call: LiveCall, leg: LiveLeg, speech: Speech) -> None:
+        clip = to_16k(speech.clip, leg.info.sample_rate)
+        with self._work:
+            item = call.new_utterance(leg, speech.start, speech.end, clip, speech.end_wall, speech.final)
+            if speech.final:
+                self._emotion_queue.append(item)
+            else:
+                self._interims[(call.call_id, leg.info.leg)] = item  # only the newest update matters
+            self._work.notify_all()
+
+    def _on_end(self, ended: CallEnded) -> None:
+        call = self.calls.get(ended.call_id)
+        if call is None or call.ended:
+            return
+        for leg in call.legs.values():
+            for speech in leg.endpointer.flush():
+                self._enqueue(call, leg, speech)
+        with self._work:
+            call.ended, call.ended_at = True, datetime.now(timezone.utc)
+            self._finishing.append(call.call_id)
+            self._work.notify_all()
+        log.info("live call ended", extra={"call_id": ended.call_id, "reason": ended.reason})
+
+    # ---- emotion: first, always ---------------------------------------------------------------
+
+    def _emotion_worker(self) -> None:
+        ec = self.settings.emotion
+        while True:
+            with self._work:
+                while self._running and not self._emotion_queue and not self._interims:
+                    self._work.wait(0.5)
+                if not self._running and not self._emotion_queue:
+                    return
+                if self._emotion_queue:
+                    batch = [self._emotion_queue.popleft() for _ in range(min(4, len(self._emotion_queue)))]
+                else:
+                    batch = list(self._interims.values())[:4]
+                    for item in batch:
+                        self._interims.pop((item.call_id, item.leg.info.leg), None)
+            try:
+                probabilities = self.emotion.predict([item.clip for item in batch])
+            except Exception as exc:  # a dead model: report it, keep the calls (the final pass retries)
+                log.error("emotion model failed", extra={"error": str(exc), "utterances": len(batch)})
+                self.counters["emotion_failures"] += len(batch)
+                probabilities = [{} for _ in batch]
+            now = time.time()
+            for item, probs in zip(batch, probabilities):
+                item.utterance = self._utterance(item, probs, ec)
+                item.emotion_at = now
+            with self._work:
+                for item in batch:
+                    self._emotion_done(item)
+                self._work.notify_all()
+
+    def _utterance(self, item: LiveUtterance, probs: dict[str, float], ec) -> Utterance:
+        loudness = rms_dbfs(item.clip)
+        prosody = measure_prosody(item.clip, loudness, 0) if probs else None
+        return Utterance(call_id=item.call_id, leg=item.leg.index, speaker=item.leg.speaker.label,
+                         start=item.start, end=item.end, loudness_dbfs=loudness, emotions=probs,
+                         granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
+                         complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody,
+                         partial=not item.final)
+
+    def _emotion_done(self, item: LiveUtterance) -> None:
+        call_id = item.call_id
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        leg = item.leg
+        if not item.final:
+            if leg.interim is None or item.start >= leg.interim.start:
+                leg.interim = item
+            self._mark_dirty(call_id)
+            return
+        if leg.interim is not None and leg.interim.start < item.end:
+            leg.interim = None  # the finished utterance replaces its rolling updates
+        if self.cfg.transcribe and not self._transcriber_error:
+            self._transcript_queue.append(item)
+        else:
+            item.transcript = "off"
+            self._score(call)
+        self._mark_dirty(call_id)
+
+    # ---- transcript: as soon as there is time --------------------------------------------------
+
+    def _transcript_worker(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)  # Whisper's threads inherit it
+        except OSError:
+            pass
+        try:
+            from analysis.assets import whisper_model_dir
+            from analysis.whisper import WhisperRuntime
+
+            tc = self.settings.transcription
+            whisper = WhisperRuntime(whisper_model_dir(tc.model, self.settings.model_cache_dir), tc.compute_type, 1)
+        except Exception as exc:
+            self._transcriber_error = str(exc)
+            return
+        finally:
+            self._transcriber_ready.set()
+        while True:
+            with self._work:
+                while self._running and not self._transcript_queue:
+                    self._work.wait(0.5)
+                if not self._running and not self._transcript_queue:
+                    return
+                self._shed_backlog()
+                batch, total = [], 0.0
+                while self._transcript_queue and (not batch or total + self._transcript_queue[0].clip.size / 16000
+                                                  <= TRANSCRIBE_BATCH_S):
+                    item = self._transcript_queue.popleft()
+                    batch.append(item)
+                    total += item.clip.size / 16000
+            if not batch:
+                continue
+            try:
+                tc = self.settings.transcription
+                transcript = transcribe_utterances(whisper, [normalize(i.clip) for i in batch], [i.start for i in batch],
+                                                   tc.language, self.cfg.beam_size)
+                words = transcript.words
+                language = transcript.language
+            except Exception as exc:
+                log.error("live transcription failed", extra={"error": str(exc), "utterances": len(batch)})
+                words, language = [[] for _ in batch], ""
+            now = time.time()
+            with self._work:
+                for item, w in zip(batch, words):
+                    u = item.utterance
+                    u.words, u.text, u.language = w, "".join(x.word for x in w).strip(), language
+                    if u.prosody is not None:  # the speaking rate needed the words
+                        u.prosody = replace(u.prosody, rate_wps=len(w) / max(u.end - u.start, 0.25))
+                    item.transcript, item.transcript_at = "done", now
+                for call_id in {i.utterance.call_id for i in batch}:
+                    if call_id in self.calls:
+                        self._score(self.calls[call_id])
+                        self._mark_dirty(call_id)
+
+    def _shed_backlog(self) -> None:
+        """Beyond capacity, transcripts wait for the final pass so that emotions stay on time."""
+        backlog = sum(i.end - i.start for i in self._transcript_queue)
+        while self._transcript_queue and backlog > self.cfg.transcript_backlog_s:
+            item = self._transcript_queue.popleft()
+            backlog -= item.end - item.start
+            item.transcript = "shed"
+            self.counters["transcripts_shed"] += 1
+            call = self.calls.get(item.utterance.call_id)
+            if call:
+                call.shed_transcripts += 1
+                self._score(call)
+                self._mark_dirty(call.call_id)
+            if self.counters["transcripts_shed"] in (1, 10, 100) or self.counters["transcripts_shed"] % 1000 == 0:
+                log.warning("over capacity: live transcripts deferred to the final pass",
+                            extra={"shed": self.counters["transcripts_shed"], "backlog_s": round(backlog, 1)})
+
+    # ---- insight and alerts ---------------------------------------------------------------------
+
+    def _score(self, call: LiveCall) -> None:
+        for item, alert in call.score_ready():
+            speaker = next((s for s in call.result.speakers if s.label == alert.speaker), None)
+            self.counters["alerts"] += 1
+            self.publisher.publish({
+                "call_id": call.call_id, "speaker": alert.speaker, "role": speaker.role if speaker else None,
+                "t_s": round(alert.t_s, 2), "score": round(alert.score, 3), "factors": alert.factors,
+                "kind": alert.kind, "text": item.utterance.text,
+                "emotion": item.utterance.top_emotion[0], **{k: call.started.metadata.get(k)
+                                                             for k in ("agent_id", "customer_id", "team")},
+            })
+
+    # ---- writer ---------------------------------------------------------------------------------
+
+    def _mark_dirty(self, call_id: str) -> None:
+        self._dirty.add(call_id)
+        self._work.notify_all()
+
+    def _writer(self) -> None:
+        while True:
+            with self._work:
+                while self._running and not self._dirty:
+                    self._work.wait(0.5)
+                if not self._running and not self._dirty:
+                    return
+                call_id = self._dirty.pop()
+                call = self.calls.get(call_id)
+                if call is None:
+                    continue
+                self._saving.add(call_id)
+                call.dropped_frames = sum(self.inbox.drops(call_id).values())
+                self._note_load(call)
+                record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
+                shown = [(u, u.utterance is not None, u.transcript != "pending") for u in call.utterances]
+            try:
+                with self._save_lock:
+                    self.store.save_call(record)
+            except StorageError as exc:  # e.g. a full disk: keep everything in memory and try again
+                log.error("live call not stored, retrying", extra={"call_id": call_id, "error": str(exc)})
+                time.sleep(1.0)
+                with self._work:
+                    self._saving.discard(call_id)
+                    self._mark_dirty(call_id)
+                continue
+            self._stored(call, shown, time.time())
+            with self._work:
+                self._saving.discard(call_id)
+
+    def _note_load(self, call: LiveCall) -> None:
+        warnings = [w for w in call.result.warnings if not w.startswith(("live:", "call audio"))]
+        if call.shed_transcripts:
+            warnings.append(f"live: {call.shed_transcripts} transcripts deferred to the final pass (over capacity)")
+        if call.dropped_frames:
+            warnings.append(f"live: {call.dropped_frames} audio frames dropped (analysis inbox full)")
+        if call.recorder and call.recorder.error:
+            warnings.append(call.recorder.error)
+        call.result.warnings = warnings
+
+    def _stored(self, call: LiveCall, shown: list[tuple[LiveUtterance, bool, bool]], now: float) -> None:
+        with self._lock:
+            for item, had_emotion, had_text in shown:
+                first_emotion = had_emotion and item.emotion_stored_at is None
+                first_text = had_text and item.transcript_stored_at is None and item.transcript == "done"
+                if first_emotion:
+                    item.emotion_stored_at = now
+                if first_text:
+                    item.transcript_stored_at = now
+                if first_emotion or first_text:
+                    self._record_latency(call, item)
+
+    def _record_latency(self, call: LiveCall, item: LiveUtterance) -> None:
+        if item.transcript_stored_at is None and item.transcript == "pending":
+            return  # recorded once, when the transcript is stored as well (or known not to come)
+        self.latencies.append({
+            "call_id": call.call_id, "leg": item.leg.info.leg, "duration_s": round(item.end - item.start, 2),
+            "emotion_s": round(item.emotion_stored_at - item.end_wall, 3),
+            "emotion_compute_s": round(item.emotion_at - item.end_wall, 3),
+            "transcript_s": round(item.transcript_stored_at - item.end_wall, 3) if item.transcript_stored_at else None,
+            "transcript": item.transcript})
+
+    # ---- finalize -------------------------------------------------------------------------------
+
+    def _finalize_worker(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
+        except OSError:
+            pass
+        while True:
+            with self._work:
+                while self._running and not self._finishing:
+                    self._work.wait(0.5)
+                if not self._finishing:
+                    return
+                call_id = self._finishing.popleft()
+                call = self.calls[call_id]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # let its last utterances through the live stages
+                with self._lock:
+                    if not call.pending_work() and call_id not in self._dirty and call_id not in self._saving:
+                        break
+                time.sleep(0.05)
+            try:
+                self._finalize(call)
+            except Exception:
+                log.exception("call not finalised", extra={"call_id": call_id})
+            with self._lock:
+                self.calls.pop(call_id, None)
+                self._dirty.discard(call_id)
+            self.inbox.forget(call_id)
+
+    def _finalize(self, call: LiveCall) -> None:
+        roles = tuple(leg.speaker.role if leg.speaker.role in ("agent", "customer") else "unknown"
+                      for leg in call.legs.values())
+        meta = {**call.metadata(), "mode": "live"}
+        audio = call.recorder.finish(meta) if call.recorder else None
+        with self._lock:
+            call.dropped_frames = sum(self.inbox.drops(call.call_id).values())
+            self._note_load(call)
+            result = call.snapshot()
+        if audio:
+            result.source = str(audio)
+        final_pass = self.cfg.finalize == "batch" and audio is not None and self.finalizer is not None
+        if final_pass:
+            channels = roles if sorted(roles) == ["agent", "customer"] else (
+                ("agent", "customer") if len(roles) == 2 else ("mono",))
+            try:
+                t0 = time.perf_counter()
+                self.finalizer(FinishedCall(call.call_id, audio, channels))
+                log.info("live call finalised by the batch pass",
+                         extra={"call_id": call.call_id, "seconds": round(time.perf_counter() - t0, 1)})
+            except Exception as exc:
+                final_pass = False
+                result.warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
+                log.error("final batch pass failed; keeping the live results",
+                          extra={"call_id": call.call_id, "error": str(exc)})
+        if not final_pass:
+            with self._save_lock:
+                self.store.save_call(to_record(result, mode="live", metadata=call.metadata(), status="complete"))
+        if audio and not self.cfg.keep_audio:
+            audio.unlink(missing_ok=True)
+            audio.with_suffix(".json").unlink(missing_ok=True)
