@@ -116,8 +116,12 @@ class ConnectorConfig:
     auth_user: str = ""  # SIP digest authentication of callers; empty: off (the allowlist still applies)
     auth_password: str = ""
     auth_realm: str = "emotivoice"
-    max_calls: int = 64
-    audiosocket_port: int = 0  # Asterisk AudioSocket (TCP)
+    max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
+    siprec_agent_match: str = ""  # regex on a SIPREC participant's AOR or name marking the agent; empty: no roles
+    audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); the protocol has no authentication: keep it on a private net
+    audiosocket_host: str = "127.0.0.1"
+    audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in the order they connect
+    audiosocket_pair_wait_s: float = 1.0  # how long a call's first connection waits for the others before the call starts
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
     websocket_host: str = "127.0.0.1"
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
@@ -131,6 +135,7 @@ class LiveConfig:
     rolling_update_s: float = 2.5  # a long utterance gets an interim emotion this often
     endpoint_silence_s: float = 0.4  # silence that ends an utterance live (batch uses segmentation's)
     transcribe: bool = True  # transcripts follow emotions; they are the first work shed under load
+    beam_size: int = 1  # live transcripts decode greedily; the final pass uses transcription.beam_size
     transcript_backlog_s: float = 30.0  # shed transcripts beyond this much queued speech (done at finalise)
     finalize: str = "batch"  # "batch": re-analyse the recorded legs at hang-up and supersede live results
     keep_audio: bool = True  # keep each call's legs as a stereo WAV under audio_dir

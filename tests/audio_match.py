@@ -1,0 +1,37 @@
+"""Does received audio match what was sent? Compared by loudness envelope, so codecs, gain and
+small time shifts (a dropped or held frame, a resampler's delay) do not matter but content does."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def rms_envelope(samples: np.ndarray, rate: int, window_s: float = 0.1) -> np.ndarray:
+    """RMS per non-overlapping window of `window_s` seconds (a trailing partial window is dropped)."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    width = max(1, int(round(window_s * rate)))
+    n = len(x) // width
+    return np.sqrt(np.mean(np.square(x[: n * width]).reshape(n, width), axis=1)) if n else np.zeros(0)
+
+
+def envelope_correlation(a: np.ndarray, b: np.ndarray, rate: int, window_s: float = 0.1,
+                         max_lag_s: float = 0.5) -> float:
+    """Pearson correlation of two signals' RMS envelopes at the best lag within +-max_lag_s.
+
+    Both signals are at `rate` (int16 or float, any scale). Returns -1..1; 0 when either
+    envelope is flat or the overlap is under two windows.
+    """
+    env_a, env_b = rms_envelope(a, rate, window_s), rms_envelope(b, rate, window_s)
+    max_lag = int(round(max_lag_s / window_s))
+    best = -1.0
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (env_a[lag:], env_b) if lag >= 0 else (env_a, env_b[-lag:])
+        n = min(len(x), len(y))
+        if n < 2:
+            continue
+        x, y = x[:n], y[:n]
+        if x.std() == 0 or y.std() == 0:
+            best = max(best, 0.0)
+            continue
+        best = max(best, float(np.corrcoef(x, y)[0, 1]))
+    return best if best > -1.0 else 0.0
