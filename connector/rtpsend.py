@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Send pre-encoded G.711 u-law files as RTP streams in real time (20 ms packets), one per file.
+
+Standard library only and started by sipp's <exec> once a call is answered, with the RTP ports
+sipp read from our 200 OK, so every stream of every call (SIPREC has two) gets its own paced RTP:
+
+    rtpsend.py HOST PORT1:FILE1.ulaw [PORT2:FILE2.ulaw ...]
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+PTIME_S = 0.020
+SAMPLES = 160  # 20 ms at 8 kHz, one byte per sample in u-law
+
+
+def send(host: str, streams: list[tuple[int, bytes]]) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in streams]
+    ssrcs = [random.getrandbits(32) for _ in streams]
+    seq0 = [random.getrandbits(16) for _ in streams]
+    ts0 = [random.getrandbits(32) for _ in streams]
+    packets = max(len(data) for _, data in streams) // SAMPLES
+    start = time.monotonic()
+    for n in range(packets):
+        for i, (port, data) in enumerate(streams):
+            payload = data[n * SAMPLES:(n + 1) * SAMPLES]
+            if len(payload) < SAMPLES:
+                continue
+            header = struct.pack("!BBHII", 0x80, (0x80 if n == 0 else 0) | 0, (seq0[i] + n) & 0xFFFF,
+                                 (ts0[i] + n * SAMPLES) & 0xFFFFFFFF, ssrcs[i])
+            socks[i].sendto(header + payload, (host, port))
+        delay = start + (n + 1) * PTIME_S - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def main(argv: list[str]) -> None:
+    host, specs = argv[0], argv[1:]
+    streams = []
+    for spec in specs:
+        port, _, path = spec.partition(":")
+        streams.append((int(port), Path(path).read_bytes()))
+    send(host, streams)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

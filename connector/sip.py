@@ -1,0 +1,399 @@
+"""SIP and SIPREC calls in, 20 ms PCM frames per leg out, through pjsua2.
+
+One thread owns the pjsua2 Endpoint: it creates it, polls `libHandleEvents` (so every SIP callback
+runs there) and destroys it. Audio arrives on pjmedia's clock thread (the null sound device drives
+the conference bridge): each leg's stream feeds a `_LegPort` whose `onFrameReceived` copies the PCM
+through ctypes (a few microseconds, against ~100+ for `bytes(frame.buf)`) and hands it to the sink,
+which never blocks.
+
+A SIPREC INVITE (multipart SDP + rs-metadata) becomes one leg per audio m-line, named by its
+a=label and given the role/name of the participant sending it (connector/siprec.py). A plain INVITE
+(a PBX conferencing us in as a silent monitor) becomes one leg "inbound" with no role.
+
+With the pjsua2-python 2.15 fallback (no PJSUA_HAS_SIPREC) SIPREC INVITEs that carry
+`Require: siprec` are refused by pjsip with 420; those without it still work (the multipart SDP is
+read by pjsip either way). Calls are capped at 4 there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pjsua2 as pj
+
+from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
+from connector.access import DigestAuth, is_allowed, parse_allow
+from connector.siprec import InviteSummary, parse_sip, summarize_invite
+from emotivoice.config import ConnectorConfig
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+_MAX_CALLS_BUILT = 256 if hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL") else 4  # PJSUA_MAX_CALLS of the binding
+_SRTP = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL", "mandatory": "PJMEDIA_SRTP_MANDATORY"}
+
+
+def _vector_bytes(vector, size: int) -> bytes:
+    """Copy a SWIG std::vector<unsigned char> without per-element conversion: its first word is data()."""
+    data = ctypes.c_void_p.from_address(int(vector.this)).value
+    return ctypes.string_at(data, size) if data else b""
+
+
+@dataclass
+class _Leg:
+    info: LegInfo
+    port: "_LegPort | None" = None
+
+
+@dataclass
+class _CallState:
+    call_id: str
+    remote: str
+    summary: InviteSummary
+    legs: dict[int, _Leg] = field(default_factory=dict)  # media index -> leg
+    started: bool = False
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _LegPort(pj.AudioMediaPort):
+    """Receives one leg's audio from the conference bridge, one 20 ms frame per clock tick."""
+
+    def __init__(self, sink: LiveSink, state: _CallState, leg: str, sample_rate: int):
+        super().__init__()
+        self._sink, self._state, self._leg = sink, state, leg
+        self._seq = 0
+        self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
+        self._silence = bytes(self._frame_bytes)
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.clockRate = sample_rate
+        fmt.channelCount = 1
+        fmt.bitsPerSample = 16
+        fmt.frameTimeUsec = FRAME_MS * 1000
+        self.createPort(f"{state.call_id[:24]}/{leg}", fmt)
+
+    def onFrameReceived(self, frame) -> None:
+        size = frame.size
+        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes:
+            pcm = _vector_bytes(frame.buf, size)
+        else:
+            pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
+        with self._state.lock:
+            if self._state.ended:
+                return
+            self._sink.push(Frame(self._state.call_id, self._leg, self._seq, pcm))
+        self._seq += 1
+
+
+class _Call(pj.Call):
+    def __init__(self, owner: "SipConnector", account: pj.Account, call_index: int):
+        super().__init__(account, call_index)
+        self.owner = owner
+        self.state: _CallState | None = None
+
+    def onCallState(self, prm) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.owner._call_ended(self, f"{info.lastStatusCode} {info.lastReason}".strip())
+
+    def onCallMediaState(self, prm) -> None:
+        self.owner._media_ready(self)
+
+
+class _Account(pj.Account):
+    def __init__(self, owner: "SipConnector"):
+        super().__init__()
+        self.owner = owner
+
+    def onIncomingCall(self, prm) -> None:
+        self.owner._incoming(self, prm)
+
+
+class _LogWriter(pj.LogWriter):
+    def write(self, entry) -> None:
+        log.debug("pjsip", extra={"pj_level": entry.level, "pj_msg": entry.msg.strip()})
+
+
+class SipConnector:
+    """Answers SIP/SIPREC calls and feeds their audio to `sink`. start() returns once listening."""
+
+    def __init__(self, cfg: ConnectorConfig, sink: LiveSink):
+        self.cfg = cfg
+        self.sink = sink
+        self.port = 0  # bound UDP/TCP port, set by start()
+        self.tls_port = 0
+        self.native_siprec = hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL")
+        self._allow = parse_allow(cfg.allow)
+        self._auth = DigestAuth(cfg.auth_user, cfg.auth_password, cfg.auth_realm) if cfg.auth_user else None
+        self._max_calls = min(cfg.max_calls, _MAX_CALLS_BUILT)
+        self._calls: dict[int, _Call] = {}
+        self._done: list[_Call] = []  # disconnected, deleted by the event thread on its next turn
+        self._ports: list[_LegPort] = []
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._thread = threading.Thread(target=self._run, name="sip-connector", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError("SIP connector did not start in time")
+        if self._error:
+            raise RuntimeError(f"SIP connector failed to start: {self._error}") from self._error
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    @property
+    def active_calls(self) -> int:
+        return sum(1 for call in self._calls.values() if call.state and call.state.started and not call.state.ended)
+
+    def _run(self) -> None:
+        try:
+            self._setup()
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+            self._teardown()
+            return
+        self._ready.set()
+        log.info("SIP connector listening", extra={"host": self.cfg.sip_host, "port": self.port,
+                                                   "tls_port": self.tls_port, "native_siprec": self.native_siprec})
+        while not self._stopping.is_set():
+            self._ep.libHandleEvents(20)
+            self._reap()
+        self._shutdown_calls()
+        self._teardown()
+
+    def _setup(self) -> None:
+        self._ep = pj.Endpoint()
+        self._ep.libCreate()
+        ep_cfg = pj.EpConfig()
+        ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by this thread
+        ep_cfg.uaConfig.mainThreadOnly = False
+        ep_cfg.uaConfig.maxCalls = min(self._max_calls + 1, _MAX_CALLS_BUILT)  # +1: so we answer 486 ourselves
+        ep_cfg.uaConfig.userAgent = "EmotiVoice"
+        self._log_writer = _LogWriter()
+        ep_cfg.logConfig.writer = self._log_writer
+        ep_cfg.logConfig.level = 3 if log.isEnabledFor(logging.DEBUG) else 1
+        ep_cfg.logConfig.consoleLevel = ep_cfg.logConfig.level
+        ep_cfg.logConfig.msgLogging = 0
+        ep_cfg.medConfig.clockRate = 16000
+        ep_cfg.medConfig.sndClockRate = 16000
+        ep_cfg.medConfig.noVad = True
+        ep_cfg.medConfig.ecTailLen = 0
+        ep_cfg.medConfig.maxMediaPorts = 4 * ep_cfg.uaConfig.maxCalls + 16
+        self._ep.libInit(ep_cfg)
+        self._ep.audDevManager().setNullDev()
+        self._create_transports()
+        self._ep.libStart()
+        acc_cfg = pj.AccountConfig()
+        host = self.cfg.sip_host if self.cfg.sip_host not in ("", "0.0.0.0", "::") else "localhost"
+        acc_cfg.idUri = f"sip:emotivoice@{host}"
+        if self.native_siprec:
+            acc_cfg.callConfig.siprecUse = pj.PJSUA_SIP_SIPREC_OPTIONAL
+        acc_cfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
+        acc_cfg.mediaConfig.transportConfig.portRange = 0
+        if self.cfg.sip_host not in ("", "0.0.0.0", "::"):
+            acc_cfg.mediaConfig.transportConfig.boundAddress = self.cfg.sip_host
+        acc_cfg.mediaConfig.srtpUse = getattr(pj, _SRTP.get(self.cfg.srtp, "PJMEDIA_SRTP_OPTIONAL"))
+        acc_cfg.mediaConfig.srtpSecureSignaling = 0
+        self._account = _Account(self)
+        self._account.create(acc_cfg, True)
+
+    def _create_transports(self) -> None:
+        cfg = self.cfg
+        v6 = ":" in cfg.sip_host
+        bound = "" if cfg.sip_host in ("", "0.0.0.0", "::") else cfg.sip_host
+        kinds = ((pj.PJSIP_TRANSPORT_UDP6, pj.PJSIP_TRANSPORT_TCP6, pj.PJSIP_TRANSPORT_TLS6) if v6
+                 else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TLS))
+        for _attempt in range(20):  # port 0: UDP picks a port, TCP must get the same one
+            try:
+                port = cfg.sip_port or _free_port(bound or ("::" if v6 else "0.0.0.0"), v6)
+                self._ep.transportCreate(kinds[0], _transport_cfg(bound, port))
+            except (pj.Error, OSError):
+                if cfg.sip_port:
+                    raise
+                continue
+            self._ep.transportCreate(kinds[1], _transport_cfg(bound, port))
+            self.port = port
+            break
+        else:
+            raise RuntimeError("no free SIP port")
+        if cfg.sip_tls_port and cfg.tls_cert_file and cfg.tls_key_file:
+            tls = _transport_cfg(bound, cfg.sip_tls_port)
+            tls.tlsConfig.certFile = cfg.tls_cert_file
+            tls.tlsConfig.privKeyFile = cfg.tls_key_file
+            self._ep.transportCreate(kinds[2], tls)
+            self.tls_port = cfg.sip_tls_port
+
+    def _shutdown_calls(self) -> None:
+        try:
+            self._ep.hangupAllCalls()
+        except pj.Error:
+            pass
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(c.state and not c.state.ended for c in self._calls.values()):
+            self._ep.libHandleEvents(20)
+        for call in list(self._calls.values()):
+            self._finish(call, "shutdown")
+        self._reap()
+
+    def _teardown(self) -> None:
+        ep = getattr(self, "_ep", None)
+        if ep is None:
+            return
+        if getattr(self, "_account", None) is not None:
+            try:
+                self._account.shutdown()
+            except pj.Error:
+                pass
+            self._account = None
+        self._ports.clear()
+        self._calls.clear()
+        try:
+            ep.libDestroy()
+        except pj.Error:
+            pass
+        self._ep = None
+
+    # -- calls (all on the event thread) ---------------------------------------------------------
+
+    def _incoming(self, account: _Account, prm) -> None:
+        call = _Call(self, account, prm.callId)
+        raw = prm.rdata.wholeMsg
+        remote = prm.rdata.srcAddress
+        msg = parse_sip(raw)
+        sip_call_id = msg.header("call-id") or f"call-{prm.callId}"
+        if not is_allowed(remote, self._allow):
+            log.warning("SIP call refused: source not allowed", extra={"remote": remote, "call_id": sip_call_id})
+            return self._refuse(call, 403, "Forbidden")
+        if self._auth is not None:
+            credentials = msg.header("authorization")
+            if not credentials or not self._auth.verify("INVITE", credentials):
+                if credentials:
+                    log.warning("SIP call refused: bad credentials", extra={"remote": remote, "call_id": sip_call_id})
+                return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
+        if self.active_calls + sum(1 for c in self._calls.values() if c.state and not c.state.started) >= self._max_calls:
+            log.warning("SIP call refused: at max_calls", extra={"remote": remote, "max_calls": self._max_calls})
+            return self._refuse(call, 486, "Busy Here")
+        summary = summarize_invite(raw, self.cfg.siprec_agent_match)
+        if not summary.legs:
+            log.warning("SIP call refused: no audio stream", extra={"remote": remote, "call_id": sip_call_id})
+            return self._refuse(call, 488, "Not Acceptable Here")
+        call.state = _CallState(sip_call_id, remote, summary)
+        self._calls[prm.callId] = call
+        op = pj.CallOpParam(True)
+        op.statusCode = 200
+        op.opt.audioCount = sum(1 for _ in summary.legs)  # or pjsua refuses every stream after the first
+        op.opt.videoCount = 0
+        try:
+            call.answer(op)
+        except pj.Error as exc:
+            log.warning("SIP answer failed", extra={"call_id": sip_call_id, "error": exc.info()})
+
+    def _refuse(self, call: _Call, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
+        op = pj.CallOpParam()
+        op.statusCode = code
+        op.reason = reason
+        for name, value in headers:
+            header = pj.SipHeader()
+            header.hName, header.hValue = name, value
+            op.txOption.headers.append(header)
+        try:
+            call.hangup(op)
+        except pj.Error as exc:
+            log.warning("SIP refusal failed", extra={"code": code, "error": exc.info()})
+        self._done.append(call)
+
+    def _media_ready(self, call: _Call) -> None:
+        state = call.state
+        if state is None or state.ended:
+            return
+        info = call.getInfo()
+        by_index = {leg.index: leg for leg in state.summary.legs}
+        new_ports = []
+        for media in info.media:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.index in state.legs or media.index not in by_index:
+                continue
+            if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
+                continue  # send-only (SIPREC) streams report REMOTE_HOLD
+            if state.started:
+                continue  # a stream added by a re-INVITE is not announced; keep the legs fixed
+            rate = 16000 if call.getStreamInfo(media.index).codecClockRate >= 16000 else 8000
+            spec = by_index[media.index]
+            leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
+            info_leg = LegInfo(leg, spec.role, spec.name, rate)
+            port = _LegPort(self.sink, state, leg, rate)
+            state.legs[media.index] = _Leg(info_leg, port)
+            self._ports.append(port)
+            new_ports.append((call.getAudioMedia(media.index), port))
+        if new_ports and not state.started:
+            state.started = True
+            metadata = dict(state.summary.metadata, sip_call_id=state.call_id)
+            self.sink.start(CallStarted(state.call_id, "siprec" if state.summary.siprec else "sip",
+                                        tuple(leg.info for leg in state.legs.values()), state.remote, metadata))
+            log.info("SIP call started", extra={"call_id": state.call_id, "remote": state.remote,
+                                                "legs": [leg.info.leg for leg in state.legs.values()]})
+        for media, port in new_ports:
+            media.startTransmit(port)
+
+    def _call_ended(self, call: _Call, reason: str) -> None:
+        self._finish(call, reason)
+        self._done.append(call)
+
+    def _finish(self, call: _Call, reason: str) -> None:
+        state = call.state
+        if state is None:
+            return
+        with state.lock:
+            if state.ended:
+                return
+            state.ended = True
+        if state.started:
+            self.sink.end(CallEnded(state.call_id, reason))
+            log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
+
+    def _reap(self) -> None:
+        """Drop disconnected calls and their ports (outside their own callbacks, on this thread)."""
+        if not self._done:
+            return
+        done, self._done = self._done, []
+        for call in done:
+            for index, entry in [(i, c) for i, c in self._calls.items() if c is call]:
+                del self._calls[index]
+            if call.state:
+                gone = {id(leg.port) for leg in call.state.legs.values()}
+                self._ports = [p for p in self._ports if id(p) not in gone]
+                call.state.legs.clear()
+
+
+def _transport_cfg(bound: str, port: int) -> pj.TransportConfig:
+    tc = pj.TransportConfig()
+    tc.port = port
+    if bound:
+        tc.boundAddress = bound
+    return tc
+
+
+def _free_port(host: str, v6: bool) -> int:
+    """A port free for both UDP and TCP right now."""
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as tcp:
+        tcp.bind((host, 0))
+        port = tcp.getsockname()[1]
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, port))
+    return port
