@@ -64,7 +64,7 @@ def call_utterances(con: Con, call_id: str) -> pd.DataFrame:
         SELECT u.utterance_idx, u.speaker, u.start_s, u.end_s, u.text, u.base_emotion, u.base_confidence,
                list_transform(u.granular, lambda g: g.label) AS granular_labels, u.complex_emotion, u.loudness_dbfs,
                u.sentiment, s.is_sarcastic, s.confidence AS sarcasm_confidence, s.ambiguous AS sarcasm_ambiguous,
-               s.reason AS sarcasm_reason, r.score AS risk, r.factors AS risk_factors
+               s.reason AS sarcasm_reason, r.score AS risk, r.factors AS risk_factors, u.partial
         FROM utterances u
         LEFT JOIN sarcasm s USING (call_id, utterance_idx)
         LEFT JOIN risk_scores r ON r.call_id = u.call_id AND r.utterance_idx = u.utterance_idx

@@ -113,3 +113,24 @@ def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
             store.save_call(CallRecord({"call_id": "bad", "no_such_column": 1}))
         store.save_call(record("c1"))
         assert list(store.read("list_calls").call_id) == ["c1"]  # still serving, the good call stored
+
+
+def test_acknowledged_alert_survives_the_call_being_saved_again(tmp_path):
+    """A live call is re-saved as it grows and then finalised: a supervisor's acknowledgement stays."""
+    from storage.queries import writer
+
+    con = connect(tmp_path / "a.duckdb")
+
+    def with_alerts(*times):
+        rec = record(n=3)
+        rec.alerts = [{"call_id": "c1", "speaker": "customer", "t_s": t, "kind": "escalation", "score": 0.6,
+                       "factors": "{}", "utterance_idx": 1} for t in times]
+        return rec
+
+    save_call(con, with_alerts(12.0))
+    alert_id, created = con.execute("SELECT alert_id, created_at FROM alerts").fetchone()
+    writer("acknowledge_alert")(con, alert_id=alert_id, user="sup")
+    save_call(con, with_alerts(12.4, 40.0))  # the same alert, re-timed by the final pass, and a new one
+    rows = con.execute("SELECT alert_id, t_s, created_at, acknowledged_by FROM alerts ORDER BY t_s").fetchall()
+    assert rows[0] == (alert_id, 12.4, created, "sup")
+    assert rows[1][0] != alert_id and rows[1][3] is None

@@ -62,6 +62,7 @@ class LiveCall:
     recorder: CallRecorder | None = None
     utterances: list[LiveUtterance] = field(default_factory=list)
     ended: bool = False
+    finalizing: bool = False  # the finaliser owns it now: no more live saves
     ended_at: datetime | None = None
     shed_transcripts: int = 0
     dropped_frames: int = 0

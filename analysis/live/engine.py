@@ -111,12 +111,17 @@ class LiveEngine:
         return self
 
     def stop(self, wait_s: float = 30.0) -> None:
-        """End every open call (finalising it), drain the queues, stop the threads."""
+        """Take what is already in the inbox, end every open call (finalising it), drain the
+        queues, stop the threads."""
+        deadline = time.monotonic() + wait_s
+        while self.inbox.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
         with self._lock:
             open_calls = [cid for cid, c in self.calls.items() if not c.ended]
         for call_id in open_calls:
             self.inbox.end(CallEnded(call_id, "service stopping"))
-        deadline = time.monotonic() + wait_s
+        while self.inbox.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
         while time.monotonic() < deadline:
             with self._lock:
                 if not self.calls and not self._dirty:
@@ -175,7 +180,7 @@ class LiveEngine:
         call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
         if keep and recorder is None:
             result.warnings.append("legs at different sample rates: call audio not kept")
-        elif recorder.error:
+        elif recorder is not None and recorder.error:
             result.warnings.append(recorder.error)
         with self._lock:
             self.calls[started.call_id] = call
@@ -226,6 +231,9 @@ class LiveEngine:
                 self._enqueue(call, leg, speech)
         with self._work:
             call.ended, call.ended_at = True, datetime.now(timezone.utc)
+            for leg in call.legs.values():  # rolling updates end with the call
+                leg.interim = None
+                self._interims.pop((call.call_id, leg.info.leg), None)
             self._finishing.append(call.call_id)
             self._work.notify_all()
         log.info("live call ended", extra={"call_id": ended.call_id, "reason": ended.reason})
@@ -277,6 +285,8 @@ class LiveEngine:
             return
         leg = item.leg
         if not item.final:
+            if call.ended:
+                return
             if leg.interim is None or item.start >= leg.interim.start:
                 leg.interim = item
             self._mark_dirty(call_id)
@@ -379,6 +389,9 @@ class LiveEngine:
     # ---- writer ---------------------------------------------------------------------------------
 
     def _mark_dirty(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is None or call.finalizing:
+            return
         self._dirty.add(call_id)
         self._work.notify_all()
 
@@ -446,6 +459,21 @@ class LiveEngine:
 
     # ---- finalize -------------------------------------------------------------------------------
 
+    def _save_final(self, record, patience_s: float = 600.0) -> None:
+        """The call's last save: retried through a store outage (a full disk) rather than lost."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                with self._save_lock:
+                    self.store.save_call(record)
+                return
+            except StorageError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.error("finished call not stored, retrying", extra={"call_id": record.call["call_id"],
+                                                                        "error": str(exc)})
+                time.sleep(1.0)
+
     def _finalize_worker(self) -> None:
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
@@ -464,6 +492,11 @@ class LiveEngine:
                 with self._lock:
                     if not call.pending_work() and call_id not in self._dirty and call_id not in self._saving:
                         break
+                time.sleep(0.05)
+            with self._lock:  # from here on only the finaliser stores this call
+                call.finalizing = True
+                self._dirty.discard(call_id)
+            while call_id in self._saving:
                 time.sleep(0.05)
             try:
                 self._finalize(call)
@@ -500,8 +533,7 @@ class LiveEngine:
                 log.error("final batch pass failed; keeping the live results",
                           extra={"call_id": call.call_id, "error": str(exc)})
         if not final_pass:
-            with self._save_lock:
-                self.store.save_call(to_record(result, mode="live", metadata=call.metadata(), status="complete"))
+            self._save_final(to_record(result, mode="live", metadata=call.metadata(), status="complete"))
         if audio and not self.cfg.keep_audio:
             audio.unlink(missing_ok=True)
             audio.with_suffix(".json").unlink(missing_ok=True)

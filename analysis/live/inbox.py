@@ -60,6 +60,10 @@ class FrameInbox:
                 self._frames -= 1
         return msg
 
+    def pending(self) -> int:
+        """Messages not yet taken (approximate while producers run)."""
+        return self._queue.qsize()
+
     def drops(self, call_id: str) -> dict[str, int]:
         """Frames dropped for this call, per leg (legs with none are left out)."""
         with self._lock:
