@@ -116,8 +116,16 @@ class _Account(pj.Account):
 
 
 class _LogWriter(pj.LogWriter):
+    """pjsip's log into ours. Its errors and warnings (level 1-2: among them every request it drops,
+    for a syntax error or a missing Call-ID/From/To/Via/CSeq, with the packet) become warnings."""
+
     def write(self, entry) -> None:
-        log.debug("pjsip", extra={"pj_level": entry.level, "pj_msg": entry.msg.strip()})
+        text = entry.msg.strip()
+        if entry.level <= 2:
+            log.warning("pjsip: %s", text.split("\n", 1)[0][:300],
+                        extra={"pj_level": entry.level, "pj_msg": text[:2000]})
+        else:
+            log.debug("pjsip", extra={"pj_level": entry.level, "pj_msg": text})
 
 
 class SipConnector:
@@ -134,6 +142,7 @@ class SipConnector:
         self._max_calls = min(cfg.max_calls, _MAX_CALLS_BUILT)
         self._calls: dict[int, _Call] = {}
         self._done: list[_Call] = []  # disconnected, deleted by the event thread on its next turn
+        self._refusals: list[tuple[_Call, int, str, tuple]] = []  # answered by the event thread on its next turn
         self._ports: list[_LegPort] = []
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -173,6 +182,7 @@ class SipConnector:
                                                    "tls_port": self.tls_port, "native_siprec": self.native_siprec})
         while not self._stopping.is_set():
             self._ep.libHandleEvents(20)
+            self._send_refusals()
             self._reap()
         self._shutdown_calls()
         self._teardown()
@@ -187,7 +197,7 @@ class SipConnector:
         ep_cfg.uaConfig.userAgent = "EmotiVoice"
         self._log_writer = _LogWriter()
         ep_cfg.logConfig.writer = self._log_writer
-        ep_cfg.logConfig.level = 3 if log.isEnabledFor(logging.DEBUG) else 1
+        ep_cfg.logConfig.level = 3 if log.isEnabledFor(logging.DEBUG) else 2
         ep_cfg.logConfig.consoleLevel = ep_cfg.logConfig.level
         ep_cfg.logConfig.msgLogging = 0
         ep_cfg.medConfig.clockRate = 16000
@@ -240,6 +250,7 @@ class SipConnector:
             self.tls_port = cfg.sip_tls_port
 
     def _shutdown_calls(self) -> None:
+        self._send_refusals()
         try:
             self._ep.hangupAllCalls()
         except pj.Error:
@@ -305,6 +316,22 @@ class SipConnector:
             log.warning("SIP answer failed", extra={"call_id": sip_call_id, "error": exc.info()})
 
     def _refuse(self, call: _Call, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
+        """Queue a final error response, sent once onIncomingCall has returned.
+
+        Hanging up inside the callback is unsafe: pjsua defers it, sends the response without our
+        headers (a 401 without its WWW-Authenticate challenge), and for an INVITE without SDP it
+        resets the call before pjsua2 frees the cloned request, which aborts the process.
+        """
+        self._refusals.append((call, code, reason, tuple(headers)))
+
+    def _send_refusals(self) -> None:
+        if not self._refusals:
+            return
+        refusals, self._refusals = self._refusals, []
+        for call, code, reason, headers in refusals:
+            self._send_refusal(call, code, reason, headers)
+
+    def _send_refusal(self, call: _Call, code: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
         op = pj.CallOpParam()
         op.statusCode = code
         op.reason = reason

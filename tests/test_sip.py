@@ -6,6 +6,8 @@ Skipped when sipp or pjsua2 is missing, except under CI (env CI set), where that
 from __future__ import annotations
 
 import collections
+import json
+import logging
 import os
 import socket
 import threading
@@ -18,10 +20,12 @@ import pytest
 from connector.access import DigestAuth, is_allowed, parse_allow
 from connector.siprec import summarize_invite
 from connector.sipp import have_sipp, place_calls
+from tests.conftest import words
 from emotivoice.config import ConnectorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "assets" / "demo" / "demo_call.opus"
+DEMO_TURNS = json.loads((ROOT / "assets" / "demo" / "demo_call.json").read_text())["turns"]
 
 try:
     import pjsua2  # noqa: F401
@@ -186,24 +190,41 @@ def test_siprec_call_delivers_each_leg_to_its_own_role(demo_legs):
         assert aligned_corr(sent[other], got, lag) < 0.5
 
 
+def tone(seconds: float, hz: float = 300.0) -> np.ndarray:
+    return (6000 * np.sin(2 * np.pi * hz * np.arange(int(8000 * seconds)) / 8000)).astype(np.int16)
+
+
+def send_raw_invite(port: int, headers: list[str], body: str = "", timeout_s: float = 2.0) -> list[str]:
+    """Send one hand-made INVITE over UDP; the status lines answered to it (until a final one or timeout)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout_s)
+        s.bind(("127.0.0.1", 0))
+        via = f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};rport;branch=z9hG4bK{time.time_ns()}"
+        head = [f"INVITE sip:srs@127.0.0.1:{port} SIP/2.0", via, *headers, f"Content-Length: {len(body.encode())}"]
+        s.sendto(("\r\n".join(head) + "\r\n\r\n" + body).encode(), ("127.0.0.1", port))
+        statuses = []
+        try:
+            while not statuses or statuses[-1].split()[1].startswith("1"):
+                statuses.append(s.recv(65536).decode(errors="replace").split("\r\n", 1)[0])
+        except TimeoutError:
+            pass
+        return statuses
+
+
+def invite_headers(call_id: str | None = None, cseq: str = "1 INVITE", extra: tuple[str, ...] = ()) -> list[str]:
+    headers = ["From: <sip:src@127.0.0.1>;tag=raw1", "To: <sip:srs@127.0.0.1>",
+               f"Call-ID: {call_id or f'raw-{time.time_ns()}@127.0.0.1'}", f"CSeq: {cseq}",
+               "Contact: <sip:src@127.0.0.1>", "Max-Forwards: 70", *extra]
+    return [h for h in headers if not h.endswith(": -")]
+
+
 @needs_stack
 @pytest.mark.slow
-def test_plain_call_malformed_invite_and_allowlist():
+def test_plain_call_is_answered_as_one_inbound_leg():
     sink = CollectingSink()
     conn = connector(sink)
     try:
-        # a broken INVITE gets an error response and the connector keeps serving
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.settimeout(3)
-            s.bind(("127.0.0.1", 0))
-            via = f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};rport;branch=z9hG4bKbad\r\n".encode()
-            s.sendto(b"INVITE sip:x@127.0.0.1 SIP/2.0\r\n" + via +
-                     b"From: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCSeq: 1 INVITE\r\n"  # no Call-ID
-                     b"Content-Length: 0\r\n\r\n", ("127.0.0.1", conn.port))
-            reply = s.recv(4096).decode(errors="replace")
-        assert reply.startswith("SIP/2.0 4"), reply
-        tone = (6000 * np.sin(2 * np.pi * 300 * np.arange(8000 * 2) / 8000)).astype(np.int16)
-        result = place_calls("127.0.0.1", conn.port, [tone], siprec=False)
+        result = place_calls("127.0.0.1", conn.port, [tone(2)], siprec=False)
         assert result.invite_responses == [200], result.output
         assert wait_for(lambda: len(sink.ended) == 1)
     finally:
@@ -213,14 +234,65 @@ def test_plain_call_malformed_invite_and_allowlist():
     got = sink.pcm(call.call_id, "inbound")
     assert len(got) >= 0.9 * 2 * call.legs[0].sample_rate and np.abs(got).max() > 3000
 
-    refused = CollectingSink()
-    conn = connector(refused, allow="10.0.0.0/8")
+
+@needs_stack
+@pytest.mark.slow
+def test_caller_outside_the_allowlist_gets_403_and_no_call_reaches_the_sink():
+    sink = CollectingSink()
+    conn = connector(sink, allow="10.0.0.0/8")
     try:
-        result = place_calls("127.0.0.1", conn.port, [tone[:1600]], siprec=False)
-        assert result.invite_responses == [403]
+        result = place_calls("127.0.0.1", conn.port, [tone(0.2)], siprec=False)
+        assert result.invite_responses == [403], result.output
+        time.sleep(0.3)
     finally:
         conn.stop()
-    assert refused.started == [] and refused.ended == []
+    assert sink.started == [] and sink.ended == [] and not sink.frames
+
+
+SDP_OK = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+
+
+@needs_stack
+@pytest.mark.slow
+def test_malformed_invites_get_an_error_response_and_the_connector_keeps_serving(caplog):
+    """What pjsip can answer gets a 4xx; what it cannot (RFC 3261 lets it discard) is logged.
+
+    pjsip 2.17 drops, without a response, any request with a header syntax error (sip_transport.c:
+    "Dropping N bytes packet ... syntax error") and any without Call-ID/From/To/Via/CSeq
+    (PJSIP_EMISSINGHDR): there is no transaction to answer on. Both reach our log as warnings.
+    """
+    caplog.set_level(logging.WARNING, logger="connector.sip")
+    sink = CollectingSink()
+    conn = connector(sink)
+    try:
+        sdp = ["Content-Type: application/sdp"]
+        # a broken SDP body: pjsip's invite session refuses it before the call exists
+        assert send_raw_invite(conn.port, invite_headers(extra=(*sdp,)), "v=0\r\no=\r\ngarbage\r\n")[-1:] == [
+            "SIP/2.0 400 Bad SDP"]
+        # no SDP: our onIncomingCall path answers 488 (twice: hanging up an offer-less INVITE inside
+        # the callback used to abort the process); a SIPREC body offering only video: pjsua's 488
+        for _ in range(2):
+            assert send_raw_invite(conn.port, invite_headers())[-1:] == ["SIP/2.0 488 Not Acceptable Here"]
+        siprec_no_audio = ("--b1\r\nContent-Type: application/sdp\r\n\r\n" + SDP_OK.replace("m=audio", "m=video")
+                           + "--b1\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording "
+                           'xmlns="urn:ietf:params:xml:ns:recording:1"/>\r\n--b1--\r\n')
+        assert send_raw_invite(conn.port, invite_headers(extra=("Content-Type: multipart/mixed;boundary=b1",)),
+                               siprec_no_audio)[-1:] == ["SIP/2.0 488 Not Acceptable Here"]
+        # a garbled header, and a missing mandatory one (Call-ID; then a CSeq without a number): dropped, logged
+        assert send_raw_invite(conn.port, invite_headers(extra=("Max-Forwards: seventy", *sdp)), SDP_OK, 1.0) == []
+        assert send_raw_invite(conn.port, invite_headers(call_id="-", extra=(*sdp,)), SDP_OK, 1.0) == []
+        assert send_raw_invite(conn.port, invite_headers(cseq="one INVITE", extra=(*sdp,)), SDP_OK, 1.0) == []
+        assert wait_for(lambda: sum("syntax error" in r.getMessage() for r in caplog.records) >= 2)
+        assert any("Missing required header" in r.getMessage() for r in caplog.records)
+        assert sum("no audio stream" in r.getMessage() for r in caplog.records) == 2
+        assert sink.started == []
+        # and a good call right after is answered and delivered
+        result = place_calls("127.0.0.1", conn.port, [tone(1)], siprec=False)
+        assert result.invite_responses == [200], result.output
+        assert wait_for(lambda: len(sink.ended) == 1)
+    finally:
+        conn.stop()
+    assert len(sink.started) == 1 and np.abs(sink.pcm(sink.started[0].call_id, "inbound")).max() > 3000
 
 
 @needs_stack
@@ -228,13 +300,102 @@ def test_plain_call_malformed_invite_and_allowlist():
 def test_digest_auth_refuses_wrong_password_and_answers_right_one():
     sink = CollectingSink()
     conn = connector(sink, auth_user="rec", auth_password="s3cret")
-    tone = (6000 * np.sin(2 * np.pi * 300 * np.arange(8000) / 8000)).astype(np.int16)
     try:
-        wrong = place_calls("127.0.0.1", conn.port, [tone], siprec=False, auth_user="rec", auth_password="nope")
-        assert wrong.invite_responses == [401, 401], wrong.output
-        right = place_calls("127.0.0.1", conn.port, [tone], siprec=False, auth_user="rec", auth_password="s3cret")
+        wrong = place_calls("127.0.0.1", conn.port, [tone(1)], siprec=False, auth_user="rec", auth_password="nope")
+        assert wrong.invite_responses == [401, 401], wrong.output  # challenged, retried, refused: sipp gives up
+        assert sink.started == []
+        right = place_calls("127.0.0.1", conn.port, [tone(1)], siprec=False, auth_user="rec", auth_password="s3cret")
         assert right.invite_responses == [401, 200], right.output
         assert wait_for(lambda: len(sink.ended) == 1)
     finally:
         conn.stop()
-    assert len(sink.started) == 1
+    for result in (wrong, right):
+        assert 'WWW-Authenticate: Digest realm="emotivoice"' in result.messages  # the challenge carries its nonce
+        assert "CSeq: 2 INVITE" in result.messages and 'Authorization: Digest username="rec"' in result.messages
+    assert len(sink.started) == 1 and np.abs(sink.pcm(sink.started[0].call_id, "inbound")).max() > 3000
+
+
+class TeeSink:
+    """Records every frame the connector hands over, then passes everything on to `inner`."""
+
+    def __init__(self, inner):
+        self.inner, self.record = inner, CollectingSink()
+
+    def start(self, call):
+        self.record.start(call)
+        self.inner.start(call)
+
+    def push(self, frame):
+        self.record.push(frame)
+        return self.inner.push(frame)
+
+    def end(self, call):
+        self.record.end(call)
+        self.inner.end(call)
+
+
+@needs_stack
+@pytest.mark.slow
+def test_siprec_call_is_analysed_live_into_duckdb(tmp_path, demo_legs):
+    """sipp SIPREC call -> SipConnector -> LiveEngine (real models) -> StoreServer on a DuckDB file."""
+    from dataclasses import replace
+
+    from analysis.live.engine import LiveEngine
+    from emotivoice.config import load_settings
+    from storage.server import StoreServer
+    from tests.audio_match import envelope_correlation
+
+    base = load_settings(env={})
+    settings = replace(base, db_path=tmp_path / "live.duckdb",
+                       connector=replace(base.connector, siprec_agent_match="agent"),
+                       live=replace(base.live, audio_dir=tmp_path / "calls", finalize="none"))
+    server = StoreServer(settings.db_path).start()
+    engine = LiveEngine(settings, server).start()
+    tee = TeeSink(engine.inbox)
+    from connector.sip import SipConnector
+    conn = SipConnector(replace(settings.connector, sip_host="127.0.0.1", sip_port=0, rtp_port=0), tee)
+    conn.start()
+    statuses: list[str] = []
+    placing = threading.Event()
+
+    def watch():
+        while placing.is_set():
+            calls = server.read("list_calls")
+            if len(calls):
+                statuses.append(calls.status[0])
+            time.sleep(0.2)
+
+    try:
+        placing.set()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        result = place_calls("127.0.0.1", conn.port, demo_legs, siprec=True)
+        placing.clear()
+        watcher.join(5)
+        assert result.invite_responses == [200], result.output
+        assert wait_for(lambda: len(tee.record.ended) == 1)
+        engine.stop(wait_s=120)
+        calls = server.read("list_calls")
+        call_id = tee.record.started[0].call_id
+        utterances = server.read("call_utterances", call_id=call_id)
+    finally:
+        conn.stop()
+        engine.stop(wait_s=1)
+        server.close()
+
+    assert "live" in statuses, "the call never showed as live while it ran"
+    assert list(calls.call_id) == [call_id] and calls.status[0] == "complete" and calls["mode"][0] == "live"
+    assert set(utterances.speaker) == {"agent", "customer"}
+    assert utterances.base_emotion.notna().all() and utterances.text.str.strip().str.len().gt(0).all()
+    said = {"agent": " ".join(t["text"] for t in DEMO_TURNS if t["speaker"] == "agent" and t["start"] < 12),
+            "customer": " ".join(t["text"] for t in DEMO_TURNS if t["speaker"] == "customer" and t["start"] < 12)}
+    for speaker, text in said.items():
+        heard = " ".join(utterances.text[utterances.speaker == speaker]).lower()
+        assert len(set(words(heard)) & set(words(text))) >= 3, (speaker, heard, text)
+    # what the engine analysed is what was sent, leg by leg
+    legs = {leg.role: leg for leg in tee.record.started[0].legs}
+    for i, role in enumerate(("agent", "customer")):
+        got = tee.record.pcm(call_id, legs[role].leg)
+        assert envelope_correlation(demo_legs[i], got, 8000) >= 0.9
+        assert envelope_correlation(demo_legs[1 - i], got, 8000) < 0.5
+    assert engine.stats()["dropped_frames"] == 0
