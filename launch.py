@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Install what is missing, then run EmotiVoice.
 
-    python3 launch.py          install, analyse the demo call, serve the dashboard
+    python3 launch.py          install, analyse the demo recording, start the live service and the
+                               dashboard, and place a live demo call to the service with sipp
     python3 launch.py test     install, then run the whole test suite
     python3 launch.py install  install only
 
@@ -26,8 +27,9 @@ TORCH = "torch==2.13.0"  # the local CPU wheel; anything unpinned pulls a multi-
 # binary (or, for what has none, an absolute file path) -> Debian (bookworm) package. chromium and
 # chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) drive the dashboard browser tests; Selenium uses
 # them as installed and downloads nothing. The emoji font draws the dashboard's page icons in screenshots.
+# sipp (sip-tester) is the real SIP peer that places the demo call and the SIP tests' calls.
 APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
-                "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji"}
+                "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji", "sipp": "sip-tester"}
 DEMO_CALL = ROOT / "assets" / "demo" / "demo_call.opus"
 
 
@@ -89,38 +91,92 @@ def ensure_project() -> str:
     return "installed EmotiVoice and its pinned dependencies"
 
 
+def ensure_pjsua2() -> str:
+    """pjsua2 for the SIP connector: built once from Debian's pjproject source and cached as a wheel."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_pjsua2", ROOT / "connector" / "install_pjsua2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ensure_pjsua2(PY)
+
+
 def ensure_models() -> str:
     run([str(PY), "-m", "emotivoice.cli", "prepare-models"], stdout=subprocess.DEVNULL)
     return "offline models ready"
 
 
 def install() -> None:
-    steps = [("system packages (ffmpeg, chromium)", ensure_apt), ("virtual environment", ensure_venv),
+    steps = [("system packages (ffmpeg, chromium, sipp)", ensure_apt), ("virtual environment", ensure_venv),
              ("PyTorch CPU wheel", ensure_torch), ("Python dependencies", ensure_project),
+             ("pjsua2 for the SIP connector (first time: a ~2-6 min build, then cached)", ensure_pjsua2),
              ("offline models (Whisper base + tiny.en, emotion head)", ensure_models)]
     for i, (title, fn) in enumerate(steps, 1):
         started = step(i, len(steps), title)
         done(started, fn())
 
 
+def free_port(preferred: int) -> int:
+    """`preferred` when nothing listens there (UDP and TCP), else a free port the system picks."""
+    import socket
+
+    def usable(port: int) -> bool:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, socket.socket() as t:
+                u.bind(("0.0.0.0", port))
+                t.bind(("0.0.0.0", port))
+            return True
+        except OSError:
+            return False
+    if usable(preferred):
+        return preferred
+    while True:
+        with socket.socket() as t:
+            t.bind(("0.0.0.0", 0))
+            port = t.getsockname()[1]
+        if usable(port):
+            return port
+
+
 def start() -> int:
-    """The demo call first (skipped once stored), then the analysis service and the dashboard."""
+    """The demo recording first (skipped once stored), then the live service and the dashboard,
+    then a live demo call to the service from sipp, so the Live floor fills as in production."""
     print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
     run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--skip-known"])
     run([str(PY), "-m", "emotivoice.cli", "users", "init"])  # prints a first login once
-    service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "watch"])
+    sip_port = free_port(int(os.environ.get("EMOTIVOICE_CONNECTOR_SIP_PORT", "5060")))
+    service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "serve", "--sip-port", str(sip_port)])
     dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"])
+    caller = None
     try:
+        if wait_for_udp_listener(sip_port, service):
+            print(f"placing a live demo SIPREC call to sip:127.0.0.1:{sip_port} with sipp "
+                  "(open the dashboard's Live floor) ...", flush=True)
+            caller = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "place-call", str(DEMO_CALL),
+                                       "--to", f"127.0.0.1:{sip_port}"])
         while service.poll() is None and dashboard.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in (service, dashboard):
-            proc.terminate()
-        for proc in (service, dashboard):
-            proc.wait()
+        for proc in (caller, service, dashboard):
+            if proc and proc.poll() is None:
+                proc.terminate()
+        for proc in (caller, service, dashboard):
+            if proc:
+                proc.wait()
     return 0
+
+
+def wait_for_udp_listener(port: int, service: subprocess.Popen, timeout_s: float = 120.0) -> bool:
+    """True once something has bound UDP `port` (the service's SIP listener is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and service.poll() is None:
+        if free_port(port) != port:
+            return True
+        time.sleep(0.5)
+    print("warning: the live service's SIP listener did not come up; no demo call placed", file=sys.stderr)
+    return False
 
 
 def test(extra: list[str]) -> int:

@@ -156,6 +156,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings, args.config, watch_inbox=not args.no_inbox)
 
 
+def cmd_place_call(args: argparse.Namespace) -> int:
+    """Play a recording into a running service as a live call, from Debian's sipp."""
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    from analysis.audio import AudioError, load_audio, probe
+    from connector.sipp import have_sipp, place_calls
+
+    if not have_sipp():
+        print("error: sipp is not installed (apt-get install sip-tester, or run `python3 launch.py`)", file=sys.stderr)
+        return 2
+    host, _, port = args.to.rpartition(":")
+    try:
+        channels = 2 if probe(args.recording).channels >= 2 and not args.plain else 1
+        audio = load_audio(args.recording, channels)
+    except AudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    legs = [(np.clip(resample_poly(ch.astype(np.float64), 1, 2), -1, 1) * 32767).astype(np.int16) for ch in audio]
+    result = place_calls(host or "127.0.0.1", int(port), legs, siprec=not args.plain, calls=args.calls,
+                         auth_user=args.auth_user or "", auth_password=args.auth_password or "")
+    print(f"calls answered: {result.answered}/{args.calls} (INVITE answers {result.invite_responses}) "
+          f"in {result.elapsed_s:.1f} s")
+    return 0 if result.answered == args.calls else 1
+
+
 def cmd_prepare_models(args: argparse.Namespace) -> int:
     """Join and check every offline model, so the first analysis starts at once."""
     from analysis.assets import whisper_model_dir
@@ -264,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--websocket-port", type=int, help="Twilio Media Streams / Genesys AudioHook port (0: off)")
     p.add_argument("--no-inbox", action="store_true", help="do not watch the recordings inbox")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("place-call", help="play a recording into a running service as a live SIPREC call (sipp)")
+    p.add_argument("recording", help="stereo: left agent, right customer, one SIPREC stream each")
+    p.add_argument("--to", default="127.0.0.1:5060", help="HOST:PORT of the service's SIP listener")
+    p.add_argument("--plain", action="store_true", help="a plain call with one mixed stream instead of SIPREC")
+    p.add_argument("--calls", type=int, default=1, help="this many simultaneous calls")
+    p.add_argument("--auth-user", help="digest credentials, when the connector asks for them")
+    p.add_argument("--auth-password")
+    p.set_defaults(func=cmd_place_call)
 
     p = sub.add_parser("prepare-models", help="unpack and check the offline models")
     p.set_defaults(func=cmd_prepare_models)

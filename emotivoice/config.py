@@ -117,7 +117,7 @@ class ConnectorConfig:
     auth_password: str = ""
     auth_realm: str = "emotivoice"
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
-    siprec_agent_match: str = ""  # regex on a SIPREC participant's AOR or name marking the agent; empty: no roles
+    siprec_agent_match: str = "(?i)agent"  # regex on a SIPREC participant's AOR or name marking the agent (e.g. "^sip:1[0-9]{3}@" for agent extensions); empty: no roles
     audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); the protocol has no authentication: keep it on a private net
     audiosocket_host: str = "127.0.0.1"
     audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in the order they connect
