@@ -1,0 +1,175 @@
+"""Live capacity: N simultaneous SIPREC calls into the real connector and live engine.
+
+The benchmark process is the service (SIP connector on pjsua2, live engine, store service on a
+fresh DuckDB file); Debian's sipp places the calls over loopback, each sending both legs of the
+demo conversation, rotated by a different offset per call so that utterances do not all end at
+once. For each N it reports, over every utterance of every call:
+
+- utterance end -> base emotion stored (p50, p95): the real-time target is under 1 s; it
+  includes the 0.4 s of silence that tells the endpointer the speaker has stopped;
+- utterance end -> transcript stored (p50, p95), and transcripts shed to the final pass;
+- frames dropped (inbox full) and lost (gaps in a leg's sequence), CPU (cores used by the service
+  process, and by the whole machine including sipp and the RTP senders), peak memory.
+
+The largest N whose p95 base-emotion latency stays under 1 s is the capacity on this machine.
+The final batch pass is off here (`live.finalize=none`): it runs niced after each call and is
+measured by benchmarks/analyze_rtf.py.
+
+    python benchmarks/live.py [--levels 1,2,4,8,12,16] [--seconds 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
+DEMO = ROOT / "assets" / "demo" / "demo_call.opus"
+
+
+def demo_legs(seconds: float) -> list[np.ndarray]:
+    from scipy.signal import resample_poly
+
+    from analysis.audio import load_audio
+
+    audio = load_audio(DEMO, 2)
+    legs = [(resample_poly(audio[i].astype(np.float64), 1, 2) * 32767).astype(np.int16) for i in range(2)]
+    n = int(seconds * 8000)
+    return [np.resize(leg, n) for leg in legs]  # loops the 45 s demo when asked for longer
+
+
+def rotated(legs: list[np.ndarray], offset_s: float) -> list[np.ndarray]:
+    k = int(offset_s * 8000)
+    return [np.roll(leg, -k) for leg in legs]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
+    from connector.sipp import place_calls
+
+    engine.latencies.clear()
+    shed_before = engine.counters["transcripts_shed"]
+    drops_before = sum(engine.inbox.dropped.values())
+    cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
+    peak = [rss_mb()]
+    results = []
+
+    def one(i: int) -> None:
+        time.sleep(i * stagger_s)
+        results.append(place_calls("127.0.0.1", port, rotated(legs, 7.3 * i), siprec=True, calls=1))
+
+    def sample() -> None:
+        while len(results) < n:
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.5)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    sampler = threading.Thread(target=sample, daemon=True)
+    for t in threads + [sampler]:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # let the last utterances through
+        stats = engine.stats()
+        if stats["active_calls"] == 0 and stats["emotion_queue"] == 0 and not engine.calls:
+            break
+        time.sleep(0.2)
+    cpu1, wall1, busy1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
+    service_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    lat = list(engine.latencies)
+    emotion = [x["emotion_s"] for x in lat]
+    transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
+    return {
+        "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results), "utterances": len(lat),
+        "emotion_p50_s": pct(emotion, 50), "emotion_p95_s": pct(emotion, 95), "emotion_max_s": pct(emotion, 100),
+        "transcript_p50_s": pct(transcript, 50), "transcript_p95_s": pct(transcript, 95),
+        "transcripts_shed": engine.counters["transcripts_shed"] - shed_before,
+        "frames_dropped": sum(engine.inbox.dropped.values()) - drops_before,
+        "service_cores": round(service_cpu / (wall1 - wall0), 2),
+        "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
+        "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="1,2,4,8,12,16", help="simultaneous calls to try, in order")
+    parser.add_argument("--seconds", type=float, default=45.0, help="length of each call")
+    parser.add_argument("--stagger", type=float, default=0.25, help="seconds between call starts")
+    args = parser.parse_args()
+
+    from analysis.live.engine import LiveEngine
+    from connector.sip import SipConnector
+    from emotivoice.config import load_settings
+    from emotivoice.logs import setup_logging
+    from storage.server import StoreServer
+
+    setup_logging("ERROR")
+    tmp = Path(tempfile.mkdtemp(prefix="emotivoice-live-bench-"))
+    settings = load_settings(env={})
+    settings = replace(settings, db_path=tmp / "live.duckdb",
+                       live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=False),
+                       connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128))
+    store = StoreServer(settings.db_path).start()
+    engine = LiveEngine(settings, store).start()
+    engine.publisher.stdout = False
+    connector = SipConnector(settings.connector, engine.inbox)
+    connector.start()
+    legs = demo_legs(args.seconds)
+    levels = []
+    try:
+        for n in [int(x) for x in args.levels.split(",")]:
+            print(f"{n} simultaneous calls...", flush=True)
+            level = run_level(engine, connector.port, n, legs, args.stagger)
+            print(level, flush=True)
+            levels.append(level)
+            if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
+                break  # far past capacity: larger N only takes longer to say the same
+    finally:
+        connector.stop()
+        engine.stop()
+        store.close()
+    ok = [lv["calls"] for lv in levels if lv["emotion_p95_s"] is not None and lv["emotion_p95_s"] < 1.0
+          and lv["answered"] == lv["calls"]]
+    write_result("live", {
+        "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
+                  "rotated per call", "finalize": "none (measured separately)", "transcription": settings.transcription.model,
+                  "live_beam_size": settings.live.beam_size, "endpoint_silence_s": settings.live.endpoint_silence_s},
+        "levels": levels,
+        "capacity_calls": max(ok) if ok else 0,
+        "target": "p95 utterance-end -> base emotion stored < 1 s with >= 8 calls (16 legs)",
+    })
+
+
+if __name__ == "__main__":
+    main()
