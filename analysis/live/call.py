@@ -40,6 +40,7 @@ class LiveUtterance:
     transcript_at: float | None = None
     transcript_stored_at: float | None = None
     scored: bool = False  # the insight stage has seen it
+    latency: dict | None = None  # this utterance's entry in LiveEngine.latencies
 
 
 @dataclass

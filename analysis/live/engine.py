@@ -436,26 +436,22 @@ class LiveEngine:
         call.result.warnings = warnings
 
     def _stored(self, call: LiveCall, shown: list[tuple[LiveUtterance, bool, bool]], now: float) -> None:
+        """Note when each utterance's emotions, then its transcript, were first stored."""
         with self._lock:
             for item, had_emotion, had_text in shown:
-                first_emotion = had_emotion and item.emotion_stored_at is None
-                first_text = had_text and item.transcript_stored_at is None and item.transcript == "done"
-                if first_emotion:
+                if had_emotion and item.emotion_stored_at is None:
                     item.emotion_stored_at = now
-                if first_text:
+                    item.latency = {"call_id": call.call_id, "leg": item.leg.info.leg,
+                                    "duration_s": round(item.end - item.start, 2),
+                                    "emotion_s": round(now - item.end_wall, 3),
+                                    "emotion_compute_s": round(item.emotion_at - item.end_wall, 3),
+                                    "transcript_s": None, "transcript": item.transcript}
+                    self.latencies.append(item.latency)
+                if had_text and item.transcript_stored_at is None and item.latency is not None:
                     item.transcript_stored_at = now
-                if first_emotion or first_text:
-                    self._record_latency(call, item)
-
-    def _record_latency(self, call: LiveCall, item: LiveUtterance) -> None:
-        if item.transcript_stored_at is None and item.transcript == "pending":
-            return  # recorded once, when the transcript is stored as well (or known not to come)
-        self.latencies.append({
-            "call_id": call.call_id, "leg": item.leg.info.leg, "duration_s": round(item.end - item.start, 2),
-            "emotion_s": round(item.emotion_stored_at - item.end_wall, 3),
-            "emotion_compute_s": round(item.emotion_at - item.end_wall, 3),
-            "transcript_s": round(item.transcript_stored_at - item.end_wall, 3) if item.transcript_stored_at else None,
-            "transcript": item.transcript})
+                    item.latency["transcript"] = item.transcript
+                    if item.transcript == "done":
+                        item.latency["transcript_s"] = round(now - item.end_wall, 3)
 
     # ---- finalize -------------------------------------------------------------------------------
 
