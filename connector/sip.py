@@ -17,9 +17,12 @@ read by pjsip either way). Calls are capped at 4 there.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -115,6 +118,20 @@ class _Account(pj.Account):
         self.owner._incoming(self, prm)
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Send what C code writes to fd 1 to /dev/null for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 class _LogWriter(pj.LogWriter):
     """pjsip's log into ours. Its errors and warnings (level 1-2: among them every request it drops,
     for a syntax error or a missing Call-ID/From/To/Via/CSeq, with the packet) become warnings."""
@@ -189,7 +206,8 @@ class SipConnector:
 
     def _setup(self) -> None:
         self._ep = pj.Endpoint()
-        self._ep.libCreate()
+        with _quiet_stdout():  # pjlib prints its start-up chatter before our log config applies
+            self._ep.libCreate()
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by this thread
         ep_cfg.uaConfig.mainThreadOnly = False
