@@ -48,8 +48,9 @@ def floor() -> None:
         col.plotly_chart(emotion_timeline(scores, sp.speaker, f"{sp.speaker} ({sp.role})"),
                          key=f"live-{call_id}-{sp.speaker}")
     recent = db.read("call_utterances", call_id=call_id).tail(10)
-    for u in recent.itertuples():
-        st.markdown(f"`{clock(u.start_s)}` **{u.speaker}** ({u.base_emotion}): {u.text}")
+    for u in recent.itertuples():  # live: emotions come first, the words follow a moment later
+        words = u.text or ("*(still speaking…)*" if u.partial else "*(transcript to follow)*")
+        st.markdown(f"`{clock(u.start_s)}` **{u.speaker}** ({u.base_emotion}): {words}")
 
 
 floor()
