@@ -370,3 +370,35 @@ def test_stopping_the_servers_ends_open_calls_once(cfg, inbox):
                                                             "5a0d3b5e-3a4c-4f3e-9a55-0c1d2e3f4a5b"])
     assert sorted((e.call_id, e.reason) for e in got.ends) == sorted([
         (str(call_uuid), "shutdown"), ("CAopen", "shutdown"), ("5a0d3b5e-3a4c-4f3e-9a55-0c1d2e3f4a5b", "shutdown")])
+
+
+@pytest.mark.slow
+def test_audiohook_session_is_analysed_per_speaker_into_duckdb(settings, tmp_path, demo_legs):
+    """The same engine as SIP calls: a Genesys stereo session ends up as agent and customer rows."""
+    from dataclasses import replace
+
+    from analysis.live.engine import LiveEngine
+    from storage.server import StoreServer
+
+    s = replace(settings, db_path=tmp_path / "fork.duckdb",
+                live=replace(settings.live, audio_dir=tmp_path / "calls", finalize="none"))
+    store = StoreServer(s.db_path).start()
+    engine = LiveEngine(s, store).start()
+    server = ForkWebSocketServer(ConnectorConfig(websocket_port=0, audiohook_api_key=API_KEY), engine.inbox)
+    server.start()
+    conversation_id = str(uuid.uuid4())
+    try:
+        with AudioHookClient(server.port) as client:
+            run_audiohook_call(client, conversation_id, demo_legs)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (engine.calls or engine.inbox.pending()):
+            time.sleep(0.2)
+    finally:
+        server.stop()
+        engine.stop()
+    calls = store.read("list_calls")
+    utterances = store.read("call_utterances", call_id=conversation_id)
+    store.close()
+    assert list(calls.call_id) == [conversation_id] and calls.status[0] == "complete"
+    assert set(utterances.speaker) == {"agent", "customer"}
+    assert utterances.base_emotion.notna().all() and utterances.text.str.len().gt(0).all()
