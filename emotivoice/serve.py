@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 
-from analysis.live.engine import FinishedCall, LiveEngine
+from analysis.live.engine import LiveEngine
+from analysis.live.finalize import FinishedCall
 from emotivoice.config import Settings
 
 log = logging.getLogger(__name__)

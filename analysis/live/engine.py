@@ -10,7 +10,7 @@ Five threads, each with one job, so that the fast answer never waits on the slow
   emotions never) and counted on the call;
 - writer: stores each changed call through the store (the process that owns the file);
 - finalize: at hang-up, keeps the audio and hands it to the batch pass, which supersedes the
-  live results.
+  live results (analysis/live/finalize.py).
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from analysis.insight.stage import InsightState
 from analysis.live.alerts import AlertPublisher
 from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
 from analysis.live.endpoint import Endpointer, Speech, to_16k
+from analysis.live.finalize import Finalizer, finish_call
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
 from analysis.live.recorder import CallRecorder, apply_retention
@@ -49,18 +48,6 @@ log = logging.getLogger(__name__)
 
 MAX_GAP_FRAMES = 250  # a seq jump beyond this (5 s) is a restarted stream, not loss to fill
 TRANSCRIBE_BATCH_S = 20.0  # audio joined into one Whisper pass (it always encodes 30 s windows)
-
-
-@dataclass(frozen=True)
-class FinishedCall:
-    """What the final batch pass needs: the kept audio and who is on which channel."""
-
-    call_id: str
-    audio: Path
-    channels: tuple[str, ...]  # role per channel, e.g. ("agent", "customer"); one entry: mono, diarize
-
-
-Finalizer = Callable[[FinishedCall], None]  # runs the batch pass and stores its result; raises on failure
 
 
 class LiveEngine:
@@ -455,21 +442,6 @@ class LiveEngine:
 
     # ---- finalize -------------------------------------------------------------------------------
 
-    def _save_final(self, record, patience_s: float = 600.0) -> None:
-        """The call's last save: retried through a store outage (a full disk) rather than lost."""
-        deadline = time.monotonic() + patience_s
-        while True:
-            try:
-                with self._save_lock:
-                    self.store.save_call(record)
-                return
-            except StorageError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.error("finished call not stored, retrying", extra={"call_id": record.call["call_id"],
-                                                                        "error": str(exc)})
-                time.sleep(1.0)
-
     def _finalize_worker(self) -> None:
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
@@ -504,32 +476,7 @@ class LiveEngine:
             self.inbox.forget(call_id)
 
     def _finalize(self, call: LiveCall) -> None:
-        roles = tuple(leg.speaker.role if leg.speaker.role in ("agent", "customer") else "unknown"
-                      for leg in call.legs.values())
-        meta = {**call.metadata(), "mode": "live"}
-        audio = call.recorder.finish(meta) if call.recorder else None
         with self._lock:
             call.dropped_frames = sum(self.inbox.drops(call.call_id).values())
             self._note_load(call)
-            result = call.snapshot()
-        if audio:
-            result.source = str(audio)
-        final_pass = self.cfg.finalize == "batch" and audio is not None and self.finalizer is not None
-        if final_pass:
-            channels = roles if sorted(roles) == ["agent", "customer"] else (
-                ("agent", "customer") if len(roles) == 2 else ("mono",))
-            try:
-                t0 = time.perf_counter()
-                self.finalizer(FinishedCall(call.call_id, audio, channels))
-                log.info("live call finalised by the batch pass",
-                         extra={"call_id": call.call_id, "seconds": round(time.perf_counter() - t0, 1)})
-            except Exception as exc:
-                final_pass = False
-                result.warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
-                log.error("final batch pass failed; keeping the live results",
-                          extra={"call_id": call.call_id, "error": str(exc)})
-        if not final_pass:
-            self._save_final(to_record(result, mode="live", metadata=call.metadata(), status="complete"))
-        if audio and not self.cfg.keep_audio:
-            audio.unlink(missing_ok=True)
-            audio.with_suffix(".json").unlink(missing_ok=True)
+        finish_call(call, self.store, self.cfg, self.finalizer, self._save_lock)

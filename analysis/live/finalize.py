@@ -1,0 +1,84 @@
+"""A live call's end: keep its audio, let the full batch pass supersede the live results.
+
+The batch pass runs outside the engine (`Finalizer`, given by the process that wires things up:
+`emotivoice serve` runs `emotivoice analyze` niced in a child process), so a slow or failing
+pass never holds up live calls. If it fails, or is off, the live results are stored as final.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.live.call import LiveCall
+from analysis.sink import to_record
+from emotivoice.config import LiveConfig
+from storage.db import CallRecord, StorageError
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinishedCall:
+    """What the final batch pass needs: the kept audio and who is on which channel."""
+
+    call_id: str
+    audio: Path
+    channels: tuple[str, ...]  # role per channel, e.g. ("agent", "customer"); one entry: mono, diarize
+
+
+Finalizer = Callable[[FinishedCall], None]  # runs the batch pass and stores its result; raises on failure
+
+
+def channel_roles(call: LiveCall) -> tuple[str, ...]:
+    """Roles of the kept WAV's channels for the batch pass: agent/customer when the legs say so."""
+    roles = tuple(leg.speaker.role for leg in call.legs.values())
+    if sorted(roles) == ["agent", "customer"]:
+        return roles
+    return ("agent", "customer") if len(roles) == 2 else ("mono",)
+
+
+def save_retrying(store: Store, record: CallRecord, lock: threading.Lock, patience_s: float = 600.0) -> None:
+    """The call's last save: retried through a store outage (a full disk) rather than lost."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with lock:
+                store.save_call(record)
+            return
+        except StorageError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.error("finished call not stored, retrying", extra={"call_id": record.call["call_id"],
+                                                                    "error": str(exc)})
+            time.sleep(1.0)
+
+
+def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None,
+                save_lock: threading.Lock) -> None:
+    audio = call.recorder.finish({**call.metadata(), "mode": "live"}) if call.recorder else None
+    result = call.snapshot()
+    if audio:
+        result.source = str(audio)
+    final_pass = cfg.finalize == "batch" and audio is not None and finalizer is not None
+    if final_pass:
+        try:
+            t0 = time.perf_counter()
+            finalizer(FinishedCall(call.call_id, audio, channel_roles(call)))
+            log.info("live call finalised by the batch pass",
+                     extra={"call_id": call.call_id, "seconds": round(time.perf_counter() - t0, 1)})
+        except Exception as exc:
+            final_pass = False
+            result.warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
+            log.error("final batch pass failed; keeping the live results",
+                      extra={"call_id": call.call_id, "error": str(exc)})
+    if not final_pass:
+        save_retrying(store, to_record(result, mode="live", metadata=call.metadata(), status="complete"), save_lock)
+    if audio and not cfg.keep_audio:
+        audio.unlink(missing_ok=True)
+        audio.with_suffix(".json").unlink(missing_ok=True)
