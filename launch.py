@@ -27,9 +27,11 @@ TORCH = "torch==2.13.0"  # the local CPU wheel; anything unpinned pulls a multi-
 # binary (or, for what has none, an absolute file path) -> Debian (bookworm) package. chromium and
 # chromedriver (/usr/bin/chromium, /usr/bin/chromedriver) drive the dashboard browser tests; Selenium uses
 # them as installed and downloads nothing. The emoji font draws the dashboard's page icons in screenshots.
-# sipp (sip-tester) is the real SIP peer that places the demo call and the SIP tests' calls.
+# sipp (sip-tester) is the real SIP peer that places the demo call and the SIP tests' calls; baresip
+# places the TLS and SRTP test calls (sipp has neither), with a certificate made by openssl.
 APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
-                "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji", "sipp": "sip-tester"}
+                "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji", "sipp": "sip-tester",
+                "baresip": "baresip", "openssl": "openssl"}
 DEMO_CALL = ROOT / "assets" / "demo" / "demo_call.opus"
 
 
@@ -107,7 +109,7 @@ def ensure_models() -> str:
 
 
 def install() -> None:
-    steps = [("system packages (ffmpeg, chromium, sipp)", ensure_apt), ("virtual environment", ensure_venv),
+    steps = [("system packages (ffmpeg, chromium, sipp, baresip)", ensure_apt), ("virtual environment", ensure_venv),
              ("PyTorch CPU wheel", ensure_torch), ("Python dependencies", ensure_project),
              ("pjsua2 for the SIP connector (first time: a ~2-6 min build, then cached)", ensure_pjsua2),
              ("offline models (Whisper base + tiny.en, emotion head)", ensure_models)]

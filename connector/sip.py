@@ -149,6 +149,7 @@ class SipConnector:
     """Answers SIP/SIPREC calls and feeds their audio to `sink`. start() returns once listening."""
 
     def __init__(self, cfg: ConnectorConfig, sink: LiveSink):
+        _check_security(cfg)
         self.cfg = cfg
         self.sink = sink
         self.port = 0  # bound UDP/TCP port, set by start()
@@ -196,7 +197,8 @@ class SipConnector:
             return
         self._ready.set()
         log.info("SIP connector listening", extra={"host": self.cfg.sip_host, "port": self.port,
-                                                   "tls_port": self.tls_port, "native_siprec": self.native_siprec})
+                                                   "tls_port": self.tls_port, "srtp": self.cfg.srtp,
+                                                   "native_siprec": self.native_siprec})
         while not self._stopping.is_set():
             self._ep.libHandleEvents(20)
             self._send_refusals()
@@ -236,7 +238,7 @@ class SipConnector:
         acc_cfg.mediaConfig.transportConfig.portRange = 0
         if self.cfg.sip_host not in ("", "0.0.0.0", "::"):
             acc_cfg.mediaConfig.transportConfig.boundAddress = self.cfg.sip_host
-        acc_cfg.mediaConfig.srtpUse = getattr(pj, _SRTP.get(self.cfg.srtp, "PJMEDIA_SRTP_OPTIONAL"))
+        acc_cfg.mediaConfig.srtpUse = getattr(pj, _SRTP[self.cfg.srtp])
         acc_cfg.mediaConfig.srtpSecureSignaling = 0
         self._account = _Account(self)
         self._account.create(acc_cfg, True)
@@ -260,7 +262,7 @@ class SipConnector:
             break
         else:
             raise RuntimeError("no free SIP port")
-        if cfg.sip_tls_port and cfg.tls_cert_file and cfg.tls_key_file:
+        if cfg.sip_tls_port:
             tls = _transport_cfg(bound, cfg.sip_tls_port)
             tls.tlsConfig.certFile = cfg.tls_cert_file
             tls.tlsConfig.privKeyFile = cfg.tls_key_file
@@ -423,6 +425,24 @@ class SipConnector:
                 gone = {id(leg.port) for leg in call.state.legs.values()}
                 self._ports = [p for p in self._ports if id(p) not in gone]
                 call.state.legs.clear()
+
+
+def _check_security(cfg: ConnectorConfig) -> None:
+    """Refuse a configuration that asks for TLS or SRTP but would run without it.
+
+    pjsip starts a TLS listener on a missing certificate (every handshake then fails), and a
+    misspelt srtp value must not mean "optional"; both fail at construction instead.
+    """
+    if cfg.srtp not in _SRTP:
+        raise ValueError(f"connector.srtp must be one of {', '.join(_SRTP)}, not {cfg.srtp!r}")
+    if not cfg.sip_tls_port:
+        return
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(cfg, name)
+        if not path:
+            raise ValueError(f"connector.sip_tls_port is set but connector.{name} is not")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"connector.{name} {path!r} is missing or unreadable")
 
 
 def _transport_cfg(bound: str, port: int) -> pj.TransportConfig:
