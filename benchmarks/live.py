@@ -8,8 +8,10 @@ once. For each N it reports, over every utterance of every call:
 - utterance end -> base emotion stored (p50, p95): the real-time target is under 1 s; it
   includes the 0.4 s of silence that tells the endpointer the speaker has stopped;
 - utterance end -> transcript stored (p50, p95), and transcripts shed to the final pass;
-- frames dropped (inbox full) and lost (gaps in a leg's sequence), CPU (cores used by the service
-  process, and by the whole machine including sipp and the RTP senders), peak memory.
+- frames dropped (the inbox was full) and frames missing at the source (ticks without network
+  audio, or that the media clock never delivered because the process fell behind), CPU (cores
+  used by the service process, and by the whole machine including sipp and the RTP senders),
+  peak memory.
 
 The largest N whose p95 base-emotion latency stays under 1 s is the capacity on this machine.
 The final batch pass is off here (`live.finalize=none`): it runs niced after each call and is
@@ -79,6 +81,7 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
     engine.latencies.clear()
     shed_before = engine.counters["transcripts_shed"]
     drops_before = sum(engine.inbox.dropped.values())
+    missing_before = engine.counters["missing_frames"]
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     peak = [rss_mb()]
     results = []
@@ -115,6 +118,8 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
         "transcript_p50_s": pct(transcript, 50), "transcript_p95_s": pct(transcript, 95),
         "transcripts_shed": engine.counters["transcripts_shed"] - shed_before,
         "frames_dropped": sum(engine.inbox.dropped.values()) - drops_before,
+        "frames_missing_at_source": engine.counters["missing_frames"] - missing_before,
+        "frames_per_leg": int(legs[0].size / 160),
         "service_cores": round(service_cpu / (wall1 - wall0), 2),
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),

@@ -73,6 +73,8 @@ class _LegPort(pj.AudioMediaPort):
         self._seq = 0
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
         self._silence = bytes(self._frame_bytes)
+        self.empty_frames = 0  # ticks with no audio from the network
+        self.first_tick: float | None = None  # monotonic time of the first frame
         fmt = pj.MediaFormatAudio()
         fmt.type = pj.PJMEDIA_TYPE_AUDIO
         fmt.clockRate = sample_rate
@@ -81,12 +83,22 @@ class _LegPort(pj.AudioMediaPort):
         fmt.frameTimeUsec = FRAME_MS * 1000
         self.createPort(f"{state.call_id[:24]}/{leg}", fmt)
 
+    def missing_frames(self) -> int:
+        """Ticks without network audio, plus ticks the media clock never delivered (it fell behind)."""
+        if self.first_tick is None:
+            return 0
+        expected = int((time.monotonic() - self.first_tick) * 1000 / FRAME_MS)
+        return self.empty_frames + max(0, expected - self._seq - 1)
+
     def onFrameReceived(self, frame) -> None:
         size = frame.size
+        if self.first_tick is None:
+            self.first_tick = time.monotonic()
         if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes:
             pcm = _vector_bytes(frame.buf, size)
         else:
             pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
+            self.empty_frames += 1
         with self._state.lock:
             if self._state.ended:
                 return
@@ -410,7 +422,8 @@ class SipConnector:
                 return
             state.ended = True
         if state.started:
-            self.sink.end(CallEnded(state.call_id, reason))
+            self.sink.end(CallEnded(state.call_id, reason, {leg.info.leg: leg.port.missing_frames()
+                                                            for leg in state.legs.values() if leg.port}))
             log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
 
     def _reap(self) -> None:

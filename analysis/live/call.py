@@ -68,6 +68,7 @@ class LiveCall:
     shed_transcripts: int = 0
     dropped_frames: int = 0
     lost_frames: int = 0  # seq gaps: lost before they reached us (network), filled with silence
+    missing_frames: int = 0  # what the connector reported it never had (CallEnded.missing_frames)
     next_uid: int = 0
 
     @property

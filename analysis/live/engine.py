@@ -216,6 +216,8 @@ class LiveEngine:
         for leg in call.legs.values():
             for speech in leg.endpointer.flush():
                 self._enqueue(call, leg, speech)
+        call.missing_frames = sum(ended.missing_frames.values())
+        self.counters["missing_frames"] += call.missing_frames
         with self._work:
             call.ended, call.ended_at = True, datetime.now(timezone.utc)
             for leg in call.legs.values():  # rolling updates end with the call
@@ -418,6 +420,9 @@ class LiveEngine:
             warnings.append(f"live: {call.shed_transcripts} transcripts deferred to the final pass (over capacity)")
         if call.dropped_frames:
             warnings.append(f"live: {call.dropped_frames} audio frames dropped (analysis inbox full)")
+        if call.missing_frames:
+            warnings.append(f"live: {call.missing_frames * 0.02:.1f} s of leg audio never arrived from the source "
+                            "(network loss or jitter), analysed as silence")
         if call.recorder and call.recorder.error:
             warnings.append(call.recorder.error)
         call.result.warnings = warnings

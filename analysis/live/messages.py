@@ -45,6 +45,9 @@ class Frame:
 class CallEnded:
     call_id: str
     reason: str = "hangup"
+    # per leg: 20 ms frames the source did not deliver in real time (network loss, jitter, or a
+    # connector falling behind), sent as silence or not at all; reported with the call
+    missing_frames: dict[str, int] = field(default_factory=dict)
 
 
 Message = CallStarted | Frame | CallEnded
