@@ -75,12 +75,18 @@ def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
+def stored_utterances(store) -> int:
+    calls = store.read("list_calls", limit=100_000)
+    return int(calls.utterances.sum()) if len(calls) else 0
+
+
 def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
     from connector.sipp import place_calls
 
+    stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
     shed_before = engine.counters["transcripts_shed"]
-    drops_before = sum(engine.inbox.dropped.values())
+    drops_before = engine.inbox.total_dropped
     missing_before = engine.counters["missing_frames"]
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     peak = [rss_mb()]
@@ -114,10 +120,11 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
     transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
     return {
         "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results), "utterances": len(lat),
+        "utterances_stored": stored_utterances(engine.store) - stored_before,
         "emotion_p50_s": pct(emotion, 50), "emotion_p95_s": pct(emotion, 95), "emotion_max_s": pct(emotion, 100),
         "transcript_p50_s": pct(transcript, 50), "transcript_p95_s": pct(transcript, 95),
         "transcripts_shed": engine.counters["transcripts_shed"] - shed_before,
-        "frames_dropped": sum(engine.inbox.dropped.values()) - drops_before,
+        "frames_dropped": engine.inbox.total_dropped - drops_before,
         "frames_missing_at_source": engine.counters["missing_frames"] - missing_before,
         "frames_per_leg": int(legs[0].size / 160),
         "service_cores": round(service_cpu / (wall1 - wall0), 2),

@@ -127,7 +127,7 @@ class LiveEngine:
             return {"active_calls": sum(1 for c in self.calls.values() if not c.ended),
                     "emotion_queue": len(self._emotion_queue),
                     "transcript_backlog_s": round(sum(u.end - u.start for u in self._transcript_queue), 1),
-                    "dropped_frames": sum(self.inbox.dropped.values()), **self.counters}
+                    "dropped_frames": self.inbox.total_dropped, **self.counters}
 
     # ---- ingest: messages -> legs -> endpointing ----------------------------------------------
 
@@ -421,8 +421,8 @@ class LiveEngine:
         if call.dropped_frames:
             warnings.append(f"live: {call.dropped_frames} audio frames dropped (analysis inbox full)")
         if call.missing_frames:
-            warnings.append(f"live: {call.missing_frames * 0.02:.1f} s of leg audio never arrived from the source "
-                            "(network loss or jitter), analysed as silence")
+            warnings.append(f"live: {call.missing_frames} frames ({call.missing_frames * 0.02:.2f} s) of leg audio "
+                            "never arrived from the source (network loss or jitter), analysed as silence")
         if call.recorder and call.recorder.error:
             warnings.append(call.recorder.error)
         call.result.warnings = warnings

@@ -26,7 +26,8 @@ class FrameInbox:
         self._queue: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._frames = 0
         self._lock = threading.Lock()
-        self.dropped: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.dropped: collections.Counter[tuple[str, str]] = collections.Counter()  # open calls, per leg
+        self.total_dropped = 0  # since start, finished calls included
         self.received: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def start(self, call: CallStarted) -> None:
@@ -41,6 +42,7 @@ class FrameInbox:
             self.received[key] += 1
             if self._frames >= self.max_frames:
                 self.dropped[key] += 1
+                self.total_dropped += 1
                 if self.dropped[key] in (1, 50, 500) or self.dropped[key] % 5000 == 0:
                     log.warning("live inbox full, dropping frames",
                                 extra={"call_id": frame.call_id, "leg": frame.leg, "dropped": self.dropped[key]})
