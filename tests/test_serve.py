@@ -24,6 +24,8 @@ from storage.store import open_store
 from tests.conftest import DEMO
 from tests.test_dashboard import APP
 
+ROOT = DEMO.parent.parent.parent
+
 pytestmark = pytest.mark.slow
 if not have_sipp() and not os.environ.get("CI"):
     pytest.skip("sipp not installed (python3 launch.py installs it)", allow_module_level=True)
@@ -35,26 +37,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_finishes_it(tmp_path, monkeypatch):
-    excerpt = tmp_path / "excerpt.wav"
-    audio = load_audio(DEMO, 2)[:, : 20 * 16000]
-    with wave.open(str(excerpt), "wb") as w:
+def demo_excerpt(path, seconds: float):
+    """The demo call's first seconds as a stereo 16 kHz WAV (agent left, customer right)."""
+    audio = load_audio(DEMO, 2)[:, : int(seconds * 16000)]
+    with wave.open(str(path), "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes((audio.T * 32767).astype("<i2").tobytes())
+    return path
+
+
+def start_service(port: int, env: dict) -> subprocess.Popen:
+    service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "serve", "--sip-port", str(port), "--no-inbox"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in service.stdout:  # wait for the listener
+        lines.append(line)
+        if line.startswith("live service:"):
+            break
+    assert any(f"SIP listening on port {port}" in line for line in lines), "".join(lines)
+    return service
+
+
+def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_finishes_it(tmp_path, monkeypatch):
+    excerpt = demo_excerpt(tmp_path / "excerpt.wav", 20)
     port = free_port()
     env = dict(os.environ, EMOTIVOICE_DATA_DIR=str(tmp_path / "data"), EMOTIVOICE_DASHBOARD_USERS="",
                EMOTIVOICE_CONFIG=str(tmp_path / "none.toml"))
-    service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "serve", "--sip-port", str(port), "--no-inbox"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    service = start_service(port, env)
     try:
-        lines = []
-        for line in service.stdout:  # wait for the listener
-            lines.append(line)
-            if line.startswith("live service:"):
-                break
-        assert any(f"SIP listening on port {port}" in line for line in lines), "".join(lines)
         caller = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "place-call", str(excerpt),
                                    "--to", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
         db = tmp_path / "data" / "emotivoice.duckdb"
@@ -97,3 +109,43 @@ def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_f
     speakers = {r[0] for r in con.execute("SELECT DISTINCT speaker FROM utterances").fetchall()}
     assert speakers == {"agent", "customer"}
     assert np.isfinite(con.execute("SELECT max(score) FROM risk_scores").fetchone()[0])
+
+
+def test_a_supervisor_watches_a_live_sip_call_and_its_alert_in_the_browser(tmp_path):
+    """The Live floor in headless Chromium while sipp's call is going on: the call, its rolling
+    transcript and the customer's alert appear without reloading the page (README screenshot)."""
+    from browser import (browser_missing, headless_chrome, login, page_text, screenshot, start_dashboard_server,
+                         stop_dashboard_server, wait_for_text, wait_until_idle)
+
+    if browser_missing() and not os.environ.get("CI"):
+        pytest.skip(browser_missing())
+    excerpt = demo_excerpt(tmp_path / "excerpt.wav", 31)  # up to the customer's angry "It's 11 o'clock!"
+    port = free_port()
+    env = dict(os.environ, EMOTIVOICE_DATA_DIR=str(tmp_path / "data"), EMOTIVOICE_CONFIG=str(tmp_path / "none.toml"),
+               EMOTIVOICE_DASHBOARD_USERS=f"sam:{hash_password('pw-for-the-test')}")
+    service = start_service(port, env)
+    dashboard, driver, caller = None, None, None
+    try:
+        dashboard, url = start_dashboard_server(tmp_path / "data" / "emotivoice.duckdb", env)
+        driver = headless_chrome()
+        login(driver, url, "sam", "pw-for-the-test")
+        caller = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "place-call", str(excerpt),
+                                   "--to", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
+        wait_for_text(driver, "agent-1001", timeout=60)  # the call is on the floor while it runs
+        assert "live" in page_text(driver)
+        wait_for_text(driver, "1 open alert", timeout=60)
+        wait_until_idle(driver)
+        text = page_text(driver)
+        assert "negative emotion" in text  # the alert names its top factors
+        assert "customer" in text and "Acknowledge" in text
+        screenshot(driver, ROOT / "docs" / "screenshots" / "live-call.png")
+        assert "calls answered: 1/1" in caller.communicate(timeout=60)[0]
+    finally:
+        if caller and caller.poll() is None:
+            caller.kill()
+        if driver:
+            driver.quit()
+        if dashboard:
+            stop_dashboard_server(dashboard)
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
