@@ -109,6 +109,9 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
+        print("live service: stopping (open calls are finalised first)", flush=True)
         for listener in listeners:
             try:
                 listener.stop()

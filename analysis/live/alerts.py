@@ -33,9 +33,11 @@ class AlertPublisher:
 
     def publish(self, alert: dict) -> None:
         """`alert`: call_id, speaker, role, t_s, score, factors, kind, text, agent_id, customer_id."""
-        log.warning("escalation alert", extra={"alert": alert})
-        if self.stdout:
+        if self.stdout:  # one line per alert on the console: the ALERT line, or the log when it is off
+            log.info("escalation alert", extra={"alert": alert})
             print("ALERT " + json.dumps(alert, default=str), flush=True)
+        else:
+            log.warning("escalation alert", extra={"alert": alert})
         if self._thread:
             self._queue.put(alert)
 
