@@ -7,8 +7,8 @@ pjproject (2.17) answers SIPREC natively and is built here for 256 calls against
 OpenSSL and libsrtp2. The finished wheel is cached under ~/.cache/emotivoice/wheels/, keyed by
 pjproject version and a hash of the build configuration, so a second install takes seconds.
 If the build fails, the PyPI wheel `pjsua2-python==2.15.1.post1` is installed instead: it is
-capped at 4 simultaneous calls, has no native SIPREC (the connector then answers SIPREC calls
-itself, see connector/sip.py) and carries an old OpenSSL.
+capped at 4 simultaneous calls, has no native SIPREC (INVITEs with `Require: siprec` get 420;
+those that only offer it still work, see connector/sip.py) and carries an old OpenSSL.
 
     python3 connector/install_pjsua2.py [path/to/python]
 """
