@@ -184,3 +184,40 @@ def test_retention_deletes_kept_audio_older_than_its_days(tmp_path):
     assert apply_retention(tmp_path, days=30) == 2
     assert not old_day.exists() and (new_day / "c.wav").exists()
     assert apply_retention(tmp_path, days=0) == 0  # 0 keeps everything
+
+
+@pytest.mark.slow
+def test_long_speech_is_stored_as_rolling_updates_then_replaced_by_the_finished_utterance(settings, tmp_path,
+                                                                                        demo_legs):
+    customer = demo_legs["customer"]
+    endpointer = Endpointer(RATE)
+    speech = [s.clip for s in endpointer.feed(customer) + endpointer.flush()][:5]
+    long_turn = np.concatenate([np.concatenate([c, np.zeros(int(0.15 * RATE), np.int16)]) for c in speech])
+    legs = {"customer": np.concatenate([np.zeros(RATE, np.int16), long_turn, np.zeros(2 * RATE, np.int16)])}
+    s = live_settings(settings, tmp_path, finalize="none", keep_audio=False)
+    store = StoreServer(s.db_path).start()
+    engine = LiveEngine(s, store).start()
+    partial_seen = []
+
+    def watch():
+        while not partial_seen:
+            try:
+                rows = store.read("call_utterances", call_id="long")
+            except StorageError:
+                rows = None
+            if rows is not None and len(rows) and rows.partial.any():
+                partial_seen.append(rows)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    replay(engine.inbox, "long", legs, RATE, roles={"customer": "customer"}, speed=1.0)
+    watcher.join(5)
+    engine.stop(wait_s=60)
+    final = store.read("call_utterances", call_id="long")
+    store.close()
+    assert partial_seen, "no rolling update was stored while the customer was still speaking"
+    interim = partial_seen[0][partial_seen[0].partial]
+    assert interim.base_emotion.notna().all()
+    assert len(final) == 1 and not final.partial.any()
+    assert final.end_s.iloc[0] - final.start_s.iloc[0] > interim.end_s.iloc[0] - interim.start_s.iloc[0]
