@@ -175,7 +175,8 @@ def main() -> None:
           and lv["answered"] == lv["calls"]]
     write_result("live", {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
-                  "rotated per call", "finalize": "none (measured separately)", "transcription": settings.transcription.model,
+                  "rotated per call", "finalize": "none (measured separately)",
+                  "transcription": settings.transcription.model,
                   "live_beam_size": settings.live.beam_size, "endpoint_silence_s": settings.live.endpoint_silence_s},
         "levels": levels,
         "capacity_calls": max(ok) if ok else 0,

@@ -203,7 +203,9 @@ class AudioHookRoute:
         if conversation_id in ("", NULL_UUID):
             log.info("audiohook connection probe answered", extra={"remote": session.remote})
             return
-        call_id = conversation_id if conversation_id not in self._open_calls else f"{conversation_id}/{session.session_id}"
+        call_id = conversation_id
+        if conversation_id in self._open_calls:  # a second session for one conversation: its own call
+            call_id = f"{conversation_id}/{session.session_id}"
         self._open_calls.add(call_id)
         session.call_id = call_id
         participant = params.get("participant") if isinstance(params.get("participant"), dict) else {}

@@ -17,7 +17,8 @@ The protocol says nothing about calls with two parties, so this receiver decides
 * The call starts (CallStarted) once every expected leg has connected and sent its first
   audio frame (which fixes its sample rate), or `audiosocket_pair_wait_s` after the first
   connection, or once a leg has 5 s of audio held, whichever comes first; frames that arrive
-  before then are held and handed on in order. A connection for a call that has already started is refused (closed, logged):
+  before then are held and handed on in order. A connection for a call that has already started is
+  refused (closed, logged):
   CallStarted lists a call's legs once.
 * The call ends (CallEnded, exactly once) when every leg has hung up, errored or dropped.
   Its reason is "hangup" when every leg ended cleanly (hangup frame, or socket closed at a
@@ -282,4 +283,5 @@ class AudioSocketServer:
         reasons = [other.ended for other in call.legs if other.ended != "hangup"]
         self.sink.end(CallEnded(call.call_id, reason=reasons[0] if reasons else "hangup"))
         self._calls.pop(call.call_id, None)
-        log.info("audiosocket call ended", extra={"call_id": call.call_id, "reason": reasons[0] if reasons else "hangup"})
+        log.info("audiosocket call ended",
+                 extra={"call_id": call.call_id, "reason": reasons[0] if reasons else "hangup"})

@@ -329,7 +329,8 @@ class SipConnector:
                 if credentials:
                     log.warning("SIP call refused: bad credentials", extra={"remote": remote, "call_id": sip_call_id})
                 return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
-        if self.active_calls + sum(1 for c in self._calls.values() if c.state and not c.state.started) >= self._max_calls:
+        starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)
+        if self.active_calls + starting >= self._max_calls:
             log.warning("SIP call refused: at max_calls", extra={"remote": remote, "max_calls": self._max_calls})
             return self._refuse(call, 486, "Busy Here")
         summary = summarize_invite(raw, self.cfg.siprec_agent_match)

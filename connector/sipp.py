@@ -97,7 +97,8 @@ def _metadata(participants: tuple[tuple[str, str], ...]) -> str:
     out = ['<?xml version="1.0" encoding="UTF-8"?>', '<recording xmlns="urn:ietf:params:xml:ns:recording:1">',
            "<datamode>complete</datamode>", '<session session_id="c2lwcC1zZXNzaW9u"></session>']
     for i, (name, aor) in enumerate(participants):
-        out.append(f'<participant participant_id="cD{i}"><nameID aor="{aor}"><name>{name}</name></nameID></participant>')
+        out.append(f'<participant participant_id="cD{i}"><nameID aor="{aor}"><name>{name}</name></nameID>'
+                   '</participant>')
     for i in range(n):
         out.append(f'<stream stream_id="c3{i}" session_id="c2lwcC1zZXNzaW9u"><label>{i + 1}</label></stream>')
     for i in range(n):
@@ -203,7 +204,8 @@ def scenario_xml(plan: CallPlan, ulaw: list[Path], duration_s: float) -> str:
     n = len(plan.legs)
     parts = ['<?xml version="1.0" encoding="ISO-8859-1" ?>', '<scenario name="emotivoice">',
              f'<send retrans="500" start_txn="invite"><![CDATA[\n{_invite(plan, 1, False)}]]></send>']
-    parts += [_finals("refused1", "invite", "challenged" if auth else ""), _answered(n, ulaw, duration_s, plan.tail_s, "invite")]
+    parts += [_finals("refused1", "invite", "challenged" if auth else ""),
+              _answered(n, ulaw, duration_s, plan.tail_s, "invite")]
     if auth:
         parts += ['<label id="challenged"/>', _ack(1, "invite"),
                   f'<send retrans="500" start_txn="invite2"><![CDATA[\n{_invite(plan, 2, True)}]]></send>',

@@ -195,7 +195,8 @@ def parse_metadata(xml_text: str) -> RecordingMetadata:
             info["sends"] += [(sub.text or "").strip() for sub in el if _local(sub.tag) == "send"]
     return RecordingMetadata(
         session_id,
-        tuple(Participant(pid, i["aor"], i["name"], tuple(dict.fromkeys(i["sends"]))) for pid, i in participants.items()),
+        tuple(Participant(pid, i["aor"], i["name"], tuple(dict.fromkeys(i["sends"])))
+              for pid, i in participants.items()),
         labels)
 
 

@@ -215,7 +215,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         if load_users(settings):
             return 0
         password = secrets.token_urlsafe(12)
-        path = add_user(settings, "supervisor", password)
+        add_user(settings, "supervisor", password)
         note = settings.data_dir / "dashboard-initial-password.txt"
         note.write_text(f"user: supervisor\npassword: {password}\n")
         note.chmod(0o600)
@@ -225,7 +225,10 @@ def cmd_users(args: argparse.Namespace) -> int:
     if not args.name:
         print("error: users add needs a NAME", file=sys.stderr)
         return 2
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"password for {args.name}: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
     if len(password) < 8:
         print("error: use a password of at least 8 characters", file=sys.stderr)
         return 2
@@ -267,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", help="spoken language (default: detect)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.add_argument("--skip-known", action="store_true", help="skip recordings already stored in the database")
-    p.add_argument("--call-id", help="store the (single) recording under this id, e.g. to supersede a live call's results")
+    p.add_argument("--call-id", help="store the (single) recording under this id, "
+                                     "e.g. to supersede a live call's results")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("users", help="dashboard logins (passwords are stored hashed)")

@@ -117,11 +117,13 @@ class ConnectorConfig:
     auth_password: str = ""
     auth_realm: str = "emotivoice"
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
-    siprec_agent_match: str = "(?i)agent"  # regex on a SIPREC participant's AOR or name marking the agent (e.g. "^sip:1[0-9]{3}@" for agent extensions); empty: no roles
-    audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); the protocol has no authentication: keep it on a private net
+    # regex on a SIPREC participant's AOR or name marking the agent (e.g. "^sip:1[0-9]{3}@" for agent
+    # extensions); the other participants are customers; empty: no roles
+    siprec_agent_match: str = "(?i)agent"
+    audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); no authentication in the protocol: keep it private
     audiosocket_host: str = "127.0.0.1"
-    audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in the order they connect
-    audiosocket_pair_wait_s: float = 1.0  # how long a call's first connection waits for the others before the call starts
+    audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in connection order
+    audiosocket_pair_wait_s: float = 1.0  # how long a call's first connection waits for the others to join
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
     websocket_host: str = "127.0.0.1"
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.audio import load_audio
-from analysis.synth import Turn, assemble, write_audio
+from analysis.synth import write_audio
 from conftest import DEMO, DEMO_TRUTH, run_cli, word_error_rate
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.auth import authenticate, hash_password, verify_password
+from dashboard.auth import hash_password, verify_password
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PASSWORD = "correct horse battery"

@@ -56,7 +56,6 @@ def test_missing_model_is_a_clear_error(tmp_path):
 def test_train_a_head_on_hubert_features_and_serve_it(tiny_hubert, tmp_path, manifest, settings):
     """`train emotion --backbone hubert --model-dir DIR` end to end, on 10 CREMA-D actors."""
     import csv
-    import json
     from dataclasses import replace
 
     from conftest import run_cli

@@ -1,7 +1,6 @@
 """The inbox analysis service: picks up finished recordings once, survives bad ones, and owns
 the database while other processes read and write through it."""
 
-import json
 import shutil
 import subprocess
 import sys

@@ -141,10 +141,10 @@ Content-Type: application/rs-metadata+xml\r
 def test_siprec_invite_is_read_into_labelled_legs_with_roles():
     summary = summarize_invite(SIPREC_INVITE, agent_match="agent")
     assert summary.siprec
-    assert [(l.leg, l.role, l.name, l.clock_rates) for l in summary.legs] == [
+    assert [(leg.leg, leg.role, leg.name, leg.clock_rates) for leg in summary.legs] == [
         ("in", "customer", "Carol", (16000, 8000)), ("out", "agent", "sip:agent7@cc", (8000,))]
     assert summary.metadata["agent_id"] == "agent7" and summary.metadata["customer_id"] == "+1555"
-    assert all(l.role is None for l in summarize_invite(SIPREC_INVITE).legs)  # no rule, no roles
+    assert all(leg.role is None for leg in summarize_invite(SIPREC_INVITE).legs)  # no rule, no roles
 
 
 def test_allowlist_and_digest():
@@ -156,7 +156,8 @@ def test_allowlist_and_digest():
     import hashlib
     md5 = lambda s: hashlib.md5(s.encode()).hexdigest()  # noqa: E731
     resp = md5(f"{md5('u:r:pw')}:{nonce}:00000001:c:auth:{md5('INVITE:sip:x')}")
-    header = f'Digest username="u", realm="r", nonce="{nonce}", uri="sip:x", response="{resp}", qop=auth, nc=00000001, cnonce="c"'
+    header = (f'Digest username="u", realm="r", nonce="{nonce}", uri="sip:x", response="{resp}", '
+              'qop=auth, nc=00000001, cnonce="c"')
     assert auth.verify("INVITE", header)
     assert not auth.verify("INVITE", header)  # replayed
     assert not auth.verify("INVITE", header.replace(resp, "0" * 32))
@@ -234,7 +235,7 @@ def test_plain_call_is_answered_as_one_inbound_leg():
     finally:
         conn.stop()
     call = sink.started[0]
-    assert call.source == "sip" and [(l.leg, l.role) for l in call.legs] == [("inbound", None)]
+    assert call.source == "sip" and [(leg.leg, leg.role) for leg in call.legs] == [("inbound", None)]
     got = sink.pcm(call.call_id, "inbound")
     assert len(got) >= 0.9 * 2 * call.legs[0].sample_rate and np.abs(got).max() > 3000
 

@@ -1,6 +1,5 @@
 """DuckDB store: migrations, atomic per-call writes, and feedback that survives re-analysis."""
 
-import duckdb
 import pytest
 
 from storage.db import CallRecord, StorageError, connect, migrate, migrations, save_call

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.emotion.prosody import LOUDNESS, PITCH_MEAN, PITCH_RANGE, egemaps
+from analysis.emotion.prosody import PITCH_MEAN, PITCH_RANGE, egemaps
 
 FEATURES = ("pitch_st", "pitch_range_st", "loudness_dbfs", "rate_wps")
 # Spreads assumed before a speaker has said enough to measure their own (typical within-speaker SDs).

@@ -324,8 +324,8 @@ class LiveEngine:
                 continue
             try:
                 tc = self.settings.transcription
-                transcript = transcribe_utterances(whisper, [normalize(i.clip) for i in batch], [i.start for i in batch],
-                                                   tc.language, self.cfg.beam_size)
+                clips, starts = [normalize(i.clip) for i in batch], [i.start for i in batch]
+                transcript = transcribe_utterances(whisper, clips, starts, tc.language, self.cfg.beam_size)
                 words = transcript.words
                 language = transcript.language
             except Exception as exc:
