@@ -173,7 +173,8 @@ def main() -> None:
         store.close()
     ok = [lv["calls"] for lv in levels if lv["emotion_p95_s"] is not None and lv["emotion_p95_s"] < 1.0
           and lv["answered"] == lv["calls"]]
-    write_result("live", {
+    name = "live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s"  # longer calls: their own file
+    write_result(name, {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
                   "rotated per call", "finalize": "none (measured separately)",
                   "transcription": settings.transcription.model,
