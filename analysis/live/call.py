@@ -37,7 +37,6 @@ class LiveUtterance:
     emotion_at: float | None = None  # wall times: emotions computed, stored...
     emotion_stored_at: float | None = None
     transcript: str = "pending"  # pending | done | shed | off
-    transcript_at: float | None = None
     transcript_stored_at: float | None = None
     scored: bool = False  # the insight stage has seen it
     latency: dict | None = None  # this utterance's entry in LiveEngine.latencies
@@ -67,7 +66,7 @@ class LiveCall:
     ended_at: datetime | None = None
     shed_transcripts: int = 0
     dropped_frames: int = 0
-    lost_frames: int = 0  # seq gaps: lost before they reached us (network), filled with silence
+    lost_frames: int = 0  # gaps in frame numbers (inbox drops, or loss upstream), filled with silence
     missing_frames: int = 0  # what the connector reported it never had (CallEnded.missing_frames)
     next_uid: int = 0
 

@@ -68,8 +68,9 @@ class LiveEngine:
         self.latencies: list[dict] = []  # per final utterance: seconds from speech end to stored emotion/text
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.RLock()
-        self._save_lock = threading.Lock()  # the writer and the finaliser never store one call at once
-        self._saving: set[str] = set()  # calls the writer is storing right now
+        # calls the writer is storing right now: the finaliser waits for them, then marks the call
+        # finalizing, after which only it stores the call
+        self._saving: set[str] = set()
         self._work = threading.Condition(self._lock)
         self._emotion_queue: collections.deque[LiveUtterance] = collections.deque()
         self._interims: dict[tuple[str, str], LiveUtterance] = {}
@@ -331,14 +332,13 @@ class LiveEngine:
             except Exception as exc:
                 log.error("live transcription failed", extra={"error": str(exc), "utterances": len(batch)})
                 words, language = [[] for _ in batch], ""
-            now = time.time()
             with self._work:
                 for item, w in zip(batch, words):
                     u = item.utterance
                     u.words, u.text, u.language = w, "".join(x.word for x in w).strip(), language
                     if u.prosody is not None:  # the speaking rate needed the words
                         u.prosody = replace(u.prosody, rate_wps=len(w) / max(u.end - u.start, 0.25))
-                    item.transcript, item.transcript_at = "done", now
+                    item.transcript = "done"
                 for call_id in {i.utterance.call_id for i in batch}:
                     if call_id in self.calls:
                         self._score(self.calls[call_id])
@@ -401,8 +401,7 @@ class LiveEngine:
                 record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
                 shown = [(u, u.utterance is not None, u.transcript != "pending") for u in call.utterances]
             try:
-                with self._save_lock:
-                    self.store.save_call(record)
+                self.store.save_call(record)
             except StorageError as exc:  # e.g. a full disk: keep everything in memory and try again
                 log.error("live call not stored, retrying", extra={"call_id": call_id, "error": str(exc)})
                 time.sleep(1.0)
@@ -420,8 +419,10 @@ class LiveEngine:
             warnings.append(f"live: {call.shed_transcripts} transcripts deferred to the final pass (over capacity)")
         if call.dropped_frames:
             warnings.append(f"live: {call.dropped_frames} audio frames dropped (analysis inbox full)")
-        if call.missing_frames:
-            warnings.append(f"live: {call.missing_frames} frames ({call.missing_frames * 0.02:.2f} s) of leg audio "
+        # gaps in a leg's frame numbers that the inbox's own drops do not explain were lost upstream
+        missing = call.missing_frames + max(0, call.lost_frames - call.dropped_frames)
+        if missing:
+            warnings.append(f"live: {missing} frames ({missing * 0.02:.2f} s) of leg audio "
                             "never arrived from the source (network loss or jitter), analysed as silence")
         if call.recorder and call.recorder.error:
             warnings.append(call.recorder.error)
@@ -484,4 +485,4 @@ class LiveEngine:
         with self._lock:
             call.dropped_frames = sum(self.inbox.drops(call.call_id).values())
             self._note_load(call)
-        finish_call(call, self.store, self.cfg, self.finalizer, self._save_lock)
+        finish_call(call, self.store, self.cfg, self.finalizer)

@@ -8,7 +8,6 @@ pass never holds up live calls. If it fails, or is off, the live results are sto
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,13 +42,12 @@ def channel_roles(call: LiveCall) -> tuple[str, ...]:
     return ("agent", "customer") if len(roles) == 2 else ("mono",)
 
 
-def save_retrying(store: Store, record: CallRecord, lock: threading.Lock, patience_s: float = 600.0) -> None:
+def save_retrying(store: Store, record: CallRecord, patience_s: float = 600.0) -> None:
     """The call's last save: retried through a store outage (a full disk) rather than lost."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            with lock:
-                store.save_call(record)
+            store.save_call(record)
             return
         except StorageError as exc:
             if time.monotonic() > deadline:
@@ -59,8 +57,7 @@ def save_retrying(store: Store, record: CallRecord, lock: threading.Lock, patien
             time.sleep(1.0)
 
 
-def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None,
-                save_lock: threading.Lock) -> None:
+def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> None:
     audio = call.recorder.finish({**call.metadata(), "mode": "live"}) if call.recorder else None
     result = call.snapshot()
     if audio:
@@ -78,7 +75,7 @@ def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finali
             log.error("final batch pass failed; keeping the live results",
                       extra={"call_id": call.call_id, "error": str(exc)})
     if not final_pass:
-        save_retrying(store, to_record(result, mode="live", metadata=call.metadata(), status="complete"), save_lock)
+        save_retrying(store, to_record(result, mode="live", metadata=call.metadata(), status="complete"))
     if audio and not cfg.keep_audio:
         audio.unlink(missing_ok=True)
         audio.with_suffix(".json").unlink(missing_ok=True)

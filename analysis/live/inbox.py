@@ -28,7 +28,6 @@ class FrameInbox:
         self._lock = threading.Lock()
         self.dropped: collections.Counter[tuple[str, str]] = collections.Counter()  # open calls, per leg
         self.total_dropped = 0  # since start, finished calls included
-        self.received: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def start(self, call: CallStarted) -> None:
         self._queue.put(call)
@@ -39,7 +38,6 @@ class FrameInbox:
     def push(self, frame: Frame) -> bool:
         key = (frame.call_id, frame.leg)
         with self._lock:
-            self.received[key] += 1
             if self._frames >= self.max_frames:
                 self.dropped[key] += 1
                 self.total_dropped += 1
@@ -73,6 +71,5 @@ class FrameInbox:
 
     def forget(self, call_id: str) -> None:
         with self._lock:
-            for key in [k for k in self.received if k[0] == call_id]:
-                self.received.pop(key, None)
-                self.dropped.pop(key, None)
+            for key in [k for k in self.dropped if k[0] == call_id]:
+                del self.dropped[key]
