@@ -108,6 +108,14 @@ def load_audio(path: Path | str, channels: int | None = None) -> np.ndarray:
     return np.concatenate(blocks, axis=0).T.copy()
 
 
+def to_8k_pcm16(samples: np.ndarray) -> np.ndarray:
+    """16 kHz float audio as a telephone leg carries it: 8 kHz signed 16-bit (low-passed, clipped)."""
+    from scipy.signal import resample_poly
+
+    narrow = resample_poly(np.asarray(samples, dtype=np.float64), 1, 2) * 32767
+    return np.clip(narrow, -32768, 32767).astype(np.int16)
+
+
 def rms_dbfs(samples: np.ndarray) -> float:
     """Loudness of a clip in dB relative to full scale (-120 for digital silence)."""
     if samples.size == 0:

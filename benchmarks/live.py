@@ -42,12 +42,10 @@ DEMO = ROOT / "assets" / "demo" / "demo_call.opus"
 
 
 def demo_legs(seconds: float) -> list[np.ndarray]:
-    from scipy.signal import resample_poly
-
-    from analysis.audio import load_audio
+    from analysis.audio import load_audio, to_8k_pcm16
 
     audio = load_audio(DEMO, 2)
-    legs = [(resample_poly(audio[i].astype(np.float64), 1, 2) * 32767).astype(np.int16) for i in range(2)]
+    legs = [to_8k_pcm16(audio[i]) for i in range(2)]
     n = int(seconds * 8000)
     return [np.resize(leg, n) for leg in legs]  # loops the 45 s demo when asked for longer
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from connector.mulaw import pcm16_to_mulaw
+
 RTPSEND = Path(__file__).resolve().parent / "rtpsend.py"
 DEFAULT_PARTICIPANTS = (("Agent Alice", "sip:agent-1001@contact.example"),
                         ("Customer Bob", "sip:+15550100@pstn.example"))
@@ -59,23 +61,12 @@ def have_sipp() -> bool:
     return shutil.which("sipp") is not None
 
 
-def ulaw_encode(pcm: np.ndarray) -> bytes:
-    """G.711 u-law of int16 samples."""
-    s = pcm.astype(np.int32)
-    sign = (s < 0).astype(np.int32)
-    mag = np.minimum(np.abs(s), 32635) + 0x84
-    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~((sign << 7) | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
-
-
 def _leg_pcm(leg) -> np.ndarray:
     if isinstance(leg, np.ndarray):
         return leg.astype(np.int16)
-    from analysis.audio import load_audio  # 16 kHz float; halve it with a low-pass first
-    from scipy.signal import resample_poly
-    audio = load_audio(leg, channels=1)[0]
-    return np.clip(resample_poly(audio, 1, 2) * 32767, -32768, 32767).astype(np.int16)
+    from analysis.audio import load_audio, to_8k_pcm16
+
+    return to_8k_pcm16(load_audio(leg, channels=1)[0])
 
 
 def _free_udp_port() -> int:
@@ -237,7 +228,7 @@ def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: in
         ulaw = []
         for i, samples in enumerate(pcm):
             ulaw.append(work / f"leg{i}.ulaw")
-            ulaw[-1].write_bytes(ulaw_encode(samples))
+            ulaw[-1].write_bytes(pcm16_to_mulaw(samples))
         scenario = work / "scenario.xml"
         scenario.write_text(scenario_xml(plan, ulaw, duration_s))
         message_log = work / "messages.log"

@@ -158,10 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_place_call(args: argparse.Namespace) -> int:
     """Play a recording into a running service as a live call, from Debian's sipp."""
-    import numpy as np
-    from scipy.signal import resample_poly
-
-    from analysis.audio import AudioError, load_audio, probe
+    from analysis.audio import AudioError, load_audio, probe, to_8k_pcm16
     from connector.sipp import have_sipp, place_calls
 
     if not have_sipp():
@@ -174,7 +171,7 @@ def cmd_place_call(args: argparse.Namespace) -> int:
     except AudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    legs = [(np.clip(resample_poly(ch.astype(np.float64), 1, 2), -1, 1) * 32767).astype(np.int16) for ch in audio]
+    legs = [to_8k_pcm16(ch) for ch in audio]
     result = place_calls(host or "127.0.0.1", int(port), legs, siprec=not args.plain, calls=args.calls,
                          auth_user=args.auth_user or "", auth_password=args.auth_password or "")
     print(f"calls answered: {result.answered}/{args.calls} (INVITE answers {result.invite_responses}) "

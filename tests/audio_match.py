@@ -1,9 +1,39 @@
 """Does received audio match what was sent? Compared by loudness envelope, so codecs, gain and
-small time shifts (a dropped or held frame, a resampler's delay) do not matter but content does."""
+small time shifts (a dropped or held frame, a resampler's delay) do not matter but content does.
+`CollectingSink` keeps what a connector delivers, for the comparison."""
 
 from __future__ import annotations
 
+import collections
+import threading
+
 import numpy as np
+
+
+class CollectingSink:
+    """A LiveSink that keeps every call start, frame and end a connector hands it."""
+
+    def __init__(self):
+        self.started, self.ended = [], []
+        self.frames = collections.defaultdict(list)
+        self.lock = threading.Lock()
+
+    def start(self, call):
+        self.started.append(call)
+
+    def push(self, frame):
+        with self.lock:
+            self.frames[(frame.call_id, frame.leg)].append(frame)
+        return True
+
+    def end(self, call):
+        self.ended.append(call)
+
+    def pcm(self, call_id, leg):
+        """One leg's audio, asserting no frame is missing from its sequence."""
+        frames = self.frames[(call_id, leg)]
+        assert [f.seq for f in frames] == list(range(len(frames))), "frame sequence has gaps"
+        return np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
 
 
 def rms_envelope(samples: np.ndarray, rate: int, window_s: float = 0.1) -> np.ndarray:

@@ -14,9 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
 
-from analysis.audio import load_audio
+from analysis.audio import load_audio, to_8k_pcm16
 from analysis.live.endpoint import Endpointer
 from analysis.live.engine import LiveEngine
 from analysis.live.recorder import apply_retention
@@ -33,8 +32,7 @@ RATE = 8000
 def demo_legs() -> dict[str, np.ndarray]:
     """The demo call's two channels as 8 kHz int16 legs, as a SIP connector delivers them."""
     audio = load_audio(DEMO, 2)
-    return {role: (resample_poly(audio[i].astype(np.float64), 1, 2) * 32767).astype(np.int16)
-            for i, role in enumerate(DEMO_TRUTH["channels"])}
+    return {role: to_8k_pcm16(audio[i]) for i, role in enumerate(DEMO_TRUTH["channels"])}
 
 
 def live_settings(settings, tmp_path, **live):

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from analysis.audio import load_audio
+from analysis.audio import load_audio, to_8k_pcm16
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
 from connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, encode_frame
@@ -39,11 +38,7 @@ API_KEY = "s3cret-key"
 def demo_legs() -> dict[str, np.ndarray]:
     """The demo call's first seconds at 8 kHz int16, by role."""
     stereo = load_audio(DEMO, channels=2)[:, : int(SECONDS * 16000)]
-    legs = {}
-    for index, role in enumerate(DEMO_TRUTH["channels"]):
-        pcm = resample_poly(stereo[index].astype(np.float64), 1, 2)
-        legs[role] = np.clip(pcm * 32767, -32768, 32767).astype(np.int16)
-    return legs
+    return {role: to_8k_pcm16(stereo[index]) for index, role in enumerate(DEMO_TRUTH["channels"])}
 
 
 @dataclass

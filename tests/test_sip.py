@@ -5,7 +5,6 @@ Skipped when sipp or pjsua2 is missing, except under CI (env CI set), where that
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ import pytest
 from connector.access import DigestAuth, is_allowed, parse_allow
 from connector.siprec import summarize_invite
 from connector.sipp import have_sipp, place_calls
+from tests.audio_match import CollectingSink, rms_envelope
 from tests.conftest import words
 from emotivoice.config import ConnectorConfig
 
@@ -39,35 +39,6 @@ if _missing and os.environ.get("CI"):
 needs_stack = pytest.mark.skipif(bool(_missing), reason=f"missing {', '.join(_missing)}")
 
 
-class CollectingSink:
-    def __init__(self):
-        self.started, self.ended = [], []
-        self.frames = collections.defaultdict(list)
-        self.lock = threading.Lock()
-
-    def start(self, call):
-        self.started.append(call)
-
-    def push(self, frame):
-        with self.lock:
-            self.frames[(frame.call_id, frame.leg)].append(frame)
-        return True
-
-    def end(self, call):
-        self.ended.append(call)
-
-    def pcm(self, call_id, leg):
-        frames = self.frames[(call_id, leg)]
-        assert [f.seq for f in frames] == list(range(len(frames))), "frame sequence has gaps"
-        return np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
-
-
-def envelope(pcm: np.ndarray, rate: int) -> np.ndarray:
-    win = rate // 10
-    n = len(pcm) // win
-    return np.sqrt(np.mean(pcm[: n * win].astype(np.float64).reshape(n, win) ** 2, axis=1))
-
-
 def aligned_corr(sent: np.ndarray, got: np.ndarray, lag: int) -> float:
     got = got[lag: lag + len(sent)]
     n = min(len(sent), len(got))
@@ -80,10 +51,9 @@ def best_lag(sent: np.ndarray, got: np.ndarray, max_lag: int = 30) -> int:
 
 @pytest.fixture(scope="module")
 def demo_legs():
-    from analysis.audio import load_audio
-    from scipy.signal import resample_poly
+    from analysis.audio import load_audio, to_8k_pcm16
     stereo = load_audio(DEMO, channels=2)[:, : 16000 * 12]  # agent, customer; 12 s
-    return [np.clip(resample_poly(ch, 1, 2) * 32767, -32768, 32767).astype(np.int16) for ch in stereo]
+    return [to_8k_pcm16(ch) for ch in stereo]
 
 
 def connector(sink, **overrides):
@@ -182,10 +152,10 @@ def test_siprec_call_delivers_each_leg_to_its_own_role(demo_legs):
     assert call.source == "siprec" and sink.ended[0].call_id == call.call_id
     roles = {leg.role: leg for leg in call.legs}
     assert set(roles) == {"agent", "customer"} and roles["agent"].name == "Agent Alice"
-    sent = {"agent": envelope(demo_legs[0], 8000), "customer": envelope(demo_legs[1], 8000)}
+    sent = {"agent": rms_envelope(demo_legs[0], 8000), "customer": rms_envelope(demo_legs[1], 8000)}
     for role, other in (("agent", "customer"), ("customer", "agent")):
         leg = roles[role]
-        got = envelope(sink.pcm(call.call_id, leg.leg), leg.sample_rate)
+        got = rms_envelope(sink.pcm(call.call_id, leg.leg), leg.sample_rate)
         lag = best_lag(sent[role], got)
         assert aligned_corr(sent[role], got, lag) >= 0.9
         assert aligned_corr(sent[other], got, lag) < 0.5

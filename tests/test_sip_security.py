@@ -12,13 +12,11 @@ failure.
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import wave
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ import numpy as np
 import pytest
 
 from emotivoice.config import ConnectorConfig
-from tests.audio_match import envelope_correlation
+from tests.audio_match import CollectingSink, envelope_correlation
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "assets" / "demo" / "demo_call.opus"
@@ -46,29 +44,6 @@ _missing = [name for name, ok in (("baresip", shutil.which("baresip") is not Non
 if _missing and os.environ.get("CI"):
     raise RuntimeError(f"CI needs {', '.join(_missing)} for tests/test_sip_security.py")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_missing), reason=f"missing {', '.join(_missing)}")]
-
-
-class CollectingSink:
-    def __init__(self):
-        self.started, self.ended = [], []
-        self.frames = collections.defaultdict(list)
-        self.lock = threading.Lock()
-
-    def start(self, call):
-        self.started.append(call)
-
-    def push(self, frame):
-        with self.lock:
-            self.frames[(frame.call_id, frame.leg)].append(frame)
-        return True
-
-    def end(self, call):
-        self.ended.append(call)
-
-    def pcm(self, call_id, leg):
-        frames = self.frames[(call_id, leg)]
-        assert [f.seq for f in frames] == list(range(len(frames))), "frame sequence has gaps"
-        return np.frombuffer(b"".join(f.pcm for f in frames), dtype=np.int16)
 
 
 @dataclass
@@ -113,10 +88,8 @@ def tls_cert(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech():
     """4 s of the demo agent's speech, 8 kHz int16 (what PCMU carries)."""
-    from analysis.audio import load_audio
-    from scipy.signal import resample_poly
-    audio = load_audio(DEMO, channels=2)[0, : 16000 * 4]
-    return np.clip(resample_poly(audio, 1, 2) * 32767, -32768, 32767).astype(np.int16)
+    from analysis.audio import load_audio, to_8k_pcm16
+    return to_8k_pcm16(load_audio(DEMO, channels=2)[0, : 16000 * 4])
 
 
 def connector(sink, **overrides):
