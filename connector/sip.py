@@ -167,6 +167,7 @@ class SipConnector:
         self.port = 0  # bound UDP/TCP port, set by start()
         self.tls_port = 0
         self.native_siprec = hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL")
+        self._bound = "" if cfg.sip_host in ("", "0.0.0.0", "::") else cfg.sip_host  # "": every address
         self._allow = parse_allow(cfg.allow)
         self._auth = DigestAuth(cfg.auth_user, cfg.auth_password, cfg.auth_realm) if cfg.auth_user else None
         self._max_calls = min(cfg.max_calls, _MAX_CALLS_BUILT)
@@ -242,14 +243,13 @@ class SipConnector:
         self._create_transports()
         self._ep.libStart()
         acc_cfg = pj.AccountConfig()
-        host = self.cfg.sip_host if self.cfg.sip_host not in ("", "0.0.0.0", "::") else "localhost"
-        acc_cfg.idUri = f"sip:emotivoice@{host}"
+        acc_cfg.idUri = f"sip:emotivoice@{self._bound or 'localhost'}"
         if self.native_siprec:
             acc_cfg.callConfig.siprecUse = pj.PJSUA_SIP_SIPREC_OPTIONAL
         acc_cfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
         acc_cfg.mediaConfig.transportConfig.portRange = 0
-        if self.cfg.sip_host not in ("", "0.0.0.0", "::"):
-            acc_cfg.mediaConfig.transportConfig.boundAddress = self.cfg.sip_host
+        if self._bound:
+            acc_cfg.mediaConfig.transportConfig.boundAddress = self._bound
         acc_cfg.mediaConfig.srtpUse = getattr(pj, _SRTP[self.cfg.srtp])
         acc_cfg.mediaConfig.srtpSecureSignaling = 0
         self._account = _Account(self)
@@ -258,7 +258,7 @@ class SipConnector:
     def _create_transports(self) -> None:
         cfg = self.cfg
         v6 = ":" in cfg.sip_host
-        bound = "" if cfg.sip_host in ("", "0.0.0.0", "::") else cfg.sip_host
+        bound = self._bound
         kinds = ((pj.PJSIP_TRANSPORT_UDP6, pj.PJSIP_TRANSPORT_TCP6, pj.PJSIP_TRANSPORT_TLS6) if v6
                  else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TLS))
         for _attempt in range(20):  # port 0: UDP picks a port, TCP must get the same one
