@@ -170,6 +170,19 @@ def test_a_full_inbox_drops_and_counts_frames_and_a_store_outage_loses_nothing(s
     assert store.failures == 0  # the writer retried through the outage and stored the call
 
 
+def test_a_call_that_ends_before_any_audio_is_stored_complete_and_says_so(settings, tmp_path):
+    s = live_settings(settings, tmp_path, finalize="none")
+    store = StoreServer(s.db_path).start()
+    engine = LiveEngine(s, store).start()
+    replay(engine.inbox, "empty", {"agent": np.zeros(0, np.int16), "customer": np.zeros(0, np.int16)}, RATE,
+           roles={"agent": "agent", "customer": "customer"})
+    engine.stop(wait_s=30)
+    status, warnings = store.con.execute("SELECT status, warnings FROM calls WHERE call_id = 'empty'").fetchone()
+    store.close()
+    assert status == "complete" and "no audio received from the source" in warnings
+    assert not list((tmp_path / "calls").rglob("empty.wav"))  # nothing to keep
+
+
 def test_retention_deletes_kept_audio_older_than_its_days(tmp_path):
     old_day, new_day = tmp_path / "2026-01-01", tmp_path / "2026-11-25"
     for day in (old_day, new_day):

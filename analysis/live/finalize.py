@@ -60,6 +60,8 @@ def save_retrying(store: Store, record: CallRecord, patience_s: float = 600.0) -
 def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> None:
     audio = call.recorder.finish({**call.metadata(), "mode": "live"}) if call.recorder else None
     result = call.snapshot()
+    if result.duration_s == 0.0:  # answered, then hung up before any audio: say so on the call
+        result.warnings.append("no audio received from the source")
     if audio:
         result.source = str(audio)
     final_pass = cfg.finalize == "batch" and audio is not None and finalizer is not None
