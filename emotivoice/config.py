@@ -99,6 +99,12 @@ class DashboardConfig:
     port: int = 2024  # the seed's address; a busy port falls back to a free one
     users: str = ""  # "name:pbkdf2_sha256$...,..." beside <data_dir>/dashboard_users.json
     refresh_s: float = 1.5  # how often the live floor looks for new calls and alerts (alerts show within 2 s)
+    min_password_length: int = 12  # new passwords shorter than this are refused (NIST SP 800-63B asks for 8+)
+    login_free_failures: int = 5  # wrong passwords allowed per user and per client before back-off starts
+    login_backoff_s: float = 2.0  # first back-off; it doubles with every further failure
+    login_backoff_max_s: float = 900.0  # back-off never grows beyond this (a locked-out user waits 15 min)
+    session_ttl_s: float = 8 * 3600.0  # a sign-in survives reloads for this long (one shift), or until log-out
+    media_link_ttl_s: float = 300.0  # a signed audio playback link works for this long
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class ConnectorConfig:
     auth_password: str = ""
     auth_realm: str = "emotivoice"
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
+    invite_rate_per_s: float = 5.0  # new INVITEs per source address per second, on average; beyond: 503
+    invite_burst: int = 20  # ...after a burst of this many (a token bucket per source address)
     # regex on a SIPREC participant's AOR or name marking the agent (e.g. "^sip:1[0-9]{3}@" for agent
     # extensions); the other participants are customers; empty: no roles
     siprec_agent_match: str = "(?i)agent"
@@ -127,6 +135,15 @@ class ConnectorConfig:
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
     websocket_host: str = "127.0.0.1"
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The store service (storage/server.py) that owns the DuckDB file and serves everyone else."""
+
+    max_request_bytes: int = 64 * 1024 * 1024  # a request body beyond this is refused with 413
+    max_connections: int = 32  # connections served at once; beyond, new ones wait in the listen queue
+    request_timeout_s: float = 30.0  # a connection that sends nothing for this long is closed
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,7 @@ class Settings:
     risk: RiskConfig = field(default_factory=RiskConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
 
 
