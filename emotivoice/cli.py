@@ -28,6 +28,12 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, transcription=replace(settings.transcription, model=args.model))
     if getattr(args, "language", None):
         settings = replace(settings, transcription=replace(settings.transcription, language=args.language))
+    from storage.files import private_dir
+
+    try:
+        private_dir(settings.data_dir)  # 0700 even when it already existed with looser modes
+    except PermissionError as exc:  # a read-only checkout can still analyse into --db elsewhere
+        log.warning("data dir not made private", extra={"data_dir": str(settings.data_dir), "error": str(exc)})
     return settings
 
 
@@ -206,6 +212,7 @@ def cmd_users(args: argparse.Namespace) -> int:
     import secrets
 
     from dashboard.auth import add_user, load_users
+    from storage.files import write_private
 
     settings = _settings(args)
     if args.action == "init":
@@ -214,8 +221,7 @@ def cmd_users(args: argparse.Namespace) -> int:
         password = secrets.token_urlsafe(12)
         add_user(settings, "supervisor", password)
         note = settings.data_dir / "dashboard-initial-password.txt"
-        note.write_text(f"user: supervisor\npassword: {password}\n")
-        note.chmod(0o600)
+        write_private(note, f"user: supervisor\npassword: {password}\n")
         print(f"dashboard login created: user 'supervisor', password '{password}' (also in {note}; "
               f"change it with `emotivoice users add supervisor`)")
         return 0
@@ -226,8 +232,9 @@ def cmd_users(args: argparse.Namespace) -> int:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = getpass.getpass(f"password for {args.name}: ")
-    if len(password) < 8:
-        print("error: use a password of at least 8 characters", file=sys.stderr)
+    if len(password) < settings.dashboard.min_password_length:
+        print(f"error: use a password of at least {settings.dashboard.min_password_length} characters",
+              file=sys.stderr)
         return 2
     print(f"user {args.name} saved in {add_user(settings, args.name, password)} (hashed)")
     return 0
@@ -330,7 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from storage.files import private_umask
+
     args = build_parser().parse_args(argv)
+    private_umask()  # everything this process writes (DuckDB and its WAL included) is owner-only
     setup_logging(args.log_level)
     return args.func(args)
 
