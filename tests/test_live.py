@@ -18,10 +18,11 @@ import pytest
 from analysis.audio import load_audio, to_8k_pcm16
 from analysis.live.endpoint import Endpointer
 from analysis.live.engine import LiveEngine
-from analysis.live.recorder import apply_retention
+from analysis.live.recorder import CallRecorder, apply_retention
 from analysis.live.replay import replay
 from emotivoice.serve import batch_finalizer
 from storage.db import StorageError
+from storage.files import UnsafePath
 from storage.server import StoreServer
 from tests.conftest import DEMO, DEMO_TRUTH
 
@@ -33,6 +34,14 @@ def demo_legs() -> dict[str, np.ndarray]:
     """The demo call's two channels as 8 kHz int16 legs, as a SIP connector delivers them."""
     audio = load_audio(DEMO, 2)
     return {role: to_8k_pcm16(audio[i]) for i, role in enumerate(DEMO_TRUTH["channels"])}
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask of whoever starts the service: what it writes must be owner-only regardless."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 def live_settings(settings, tmp_path, **live):
@@ -170,30 +179,84 @@ def test_a_full_inbox_drops_and_counts_frames_and_a_store_outage_loses_nothing(s
     assert store.failures == 0  # the writer retried through the outage and stored the call
 
 
-def test_a_call_that_ends_before_any_audio_is_stored_complete_and_says_so(settings, tmp_path):
-    s = live_settings(settings, tmp_path, finalize="none")
+@pytest.mark.slow
+def test_calls_without_sound_are_not_stored_and_a_foreign_call_id_gets_no_recording(settings, tmp_path, demo_legs,
+                                                                                   umask_022):
+    """No media: nothing stored (no row, no WAV, no partial), counted. A call id that is not ours
+    (here one that climbs out of the data dir) is analysed and stored without a recording."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "victim.json").write_text("keep me")
+    s = live_settings(settings, tmp_path, finalize="none", transcribe=False)
     store = StoreServer(s.db_path).start()
     engine = LiveEngine(s, store).start()
+    roles = {"agent": "agent", "customer": "customer"}
+    speech = {k: v[: 4 * RATE] for k, v in demo_legs.items()}
     replay(engine.inbox, "empty", {"agent": np.zeros(0, np.int16), "customer": np.zeros(0, np.int16)}, RATE,
-           roles={"agent": "agent", "customer": "customer"})
-    engine.stop(wait_s=30)
-    status, warnings = store.con.execute("SELECT status, warnings FROM calls WHERE call_id = 'empty'").fetchone()
+           roles=roles)
+    replay(engine.inbox, "silent", {k: np.zeros(2 * RATE, np.int16) for k in roles}, RATE, roles=roles, speed=0)
+    replay(engine.inbox, "../../victim/victim", speech, RATE, roles=roles, speed=0)
+    replay(engine.inbox, "good-1", speech, RATE, roles=roles, speed=0)
+    engine.stop(wait_s=60)
+    rows = dict(store.con.execute("SELECT call_id, status FROM calls").fetchall())
+    warnings = store.con.execute("SELECT warnings FROM calls WHERE call_id = '../../victim/victim'").fetchone()
     store.close()
-    assert status == "complete" and "no audio received from the source" in warnings
-    assert not list((tmp_path / "calls").rglob("empty.wav"))  # nothing to keep
+    assert rows == {"../../victim/victim": "complete", "good-1": "complete"}  # the silent two left no row
+    assert engine.counters["calls_without_media"] == 2
+    assert any("not one this service made" in w for w in warnings[0])
+    assert sorted(p.name for p in victim.iterdir()) == ["victim.json"] and (victim / "victim.json").read_text() == "keep me"
+    kept = sorted((tmp_path / "calls").rglob("*"))
+    names = [p.name for p in kept if p.is_file()]
+    assert sorted(names) == ["good-1.json", "good-1.wav"], names  # nothing for the silent calls, no partials left
+    for path in kept:
+        assert path.stat().st_mode & 0o777 == (0o700 if path.is_dir() else 0o600), path
+    assert (tmp_path / "calls").stat().st_mode & 0o777 == 0o700
 
 
-def test_retention_deletes_kept_audio_older_than_its_days(tmp_path):
-    old_day, new_day = tmp_path / "2026-01-01", tmp_path / "2026-11-25"
+def test_recorder_refuses_a_foreign_call_id_and_never_follows_a_planted_symlink(tmp_path):
+    audio_dir, victim = tmp_path / "calls", tmp_path / "victim"
+    victim.mkdir()
+    for bad in ("../victim/x", "/tmp/x", "a/b", "", "..", "-rf", "x" * 65, "ca\u0000ll"):
+        with pytest.raises(UnsafePath):
+            CallRecorder(audio_dir, bad, ["agent"], RATE)
+    assert list(victim.iterdir()) == []
+    # a local user plants a symlink where the next call's leg and WAV would go: not followed
+    target = victim / "target"
+    target.write_bytes(b"precious")
+    (audio_dir / ".partial").mkdir(parents=True)
+    (audio_dir / ".partial" / "call-1.0.raw").symlink_to(target)
+    recorder = CallRecorder(audio_dir, "call-1", ["agent"], RATE)
+    assert recorder.error and recorder.finish({}) is None
+    assert target.read_bytes() == b"precious"
+    recorder = CallRecorder(audio_dir, "call-2", ["agent"], RATE)
+    recorder.write("agent", b"\x01\x00" * 160)
+    day = audio_dir / recorder.day
+    day.mkdir(mode=0o700)
+    (day / "call-2.wav").symlink_to(target)
+    assert recorder.finish({}) is None and recorder.error
+    assert target.read_bytes() == b"precious"
+
+
+def test_retention_deletes_kept_audio_and_stale_partials_older_than_its_days(tmp_path):
+    old_day, new_day, partial = tmp_path / "2026-01-01", tmp_path / "2026-11-25", tmp_path / ".partial"
     for day in (old_day, new_day):
         day.mkdir()
         (day / "c.wav").write_bytes(b"RIFF")
         (day / "c.json").write_text("{}")
+    partial.mkdir()
+    (partial / "crashed.0.raw").write_bytes(b"\x00\x00")  # a leg left by a crash a month ago
+    (partial / "running.0.raw").write_bytes(b"\x00\x00")  # a call in progress
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"  # a symlinked "day" that points elsewhere
+    outside.mkdir()
+    (outside / "x.wav").write_bytes(b"RIFF")
+    (tmp_path / "2026-01-02").symlink_to(outside)
     month_ago = time.time() - 31 * 86400
-    for f in old_day.iterdir():
+    for f in [*old_day.iterdir(), partial / "crashed.0.raw", outside / "x.wav"]:
         os.utime(f, (month_ago, month_ago))
-    assert apply_retention(tmp_path, days=30) == 2
+    assert apply_retention(tmp_path, days=30) == 3
     assert not old_day.exists() and (new_day / "c.wav").exists()
+    assert sorted(p.name for p in partial.iterdir()) == ["running.0.raw"]
+    assert (outside / "x.wav").exists()  # never followed out of the audio dir
     assert apply_retention(tmp_path, days=0) == 0  # 0 keeps everything
 
 

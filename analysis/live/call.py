@@ -16,7 +16,7 @@ import numpy as np
 from analysis.insight.risk import Alert
 from analysis.insight.stage import InsightState
 from analysis.live.endpoint import Endpointer
-from analysis.live.messages import CallStarted, LegInfo
+from analysis.live.messages import CALL_FIELDS, CallStarted, LegInfo
 from analysis.live.recorder import CallRecorder
 from analysis.results import CallResult, Speaker, Utterance
 
@@ -69,6 +69,9 @@ class LiveCall:
     lost_frames: int = 0  # gaps in frame numbers (inbox drops, or loss upstream), filled with silence
     missing_frames: int = 0  # what the connector reported it never had (CallEnded.missing_frames)
     next_uid: int = 0
+    # some frame carried sound (a non-zero sample); until then the call is not stored, and a call
+    # that ends without it is dropped (connectors send digital silence for ticks without media)
+    has_media: bool = False
 
     @property
     def call_id(self) -> str:
@@ -114,7 +117,10 @@ class LiveCall:
         return r
 
     def metadata(self) -> dict:
-        meta = {k: v for k, v in self.started.metadata.items() if k in ("agent_id", "customer_id", "team")}
+        """What is stored with the call and written in its sidecar: the call fields, the source's
+        own ids ("external") and custom parameters as data, start and end, dropped frames."""
+        meta = {k: v for k, v in self.started.metadata.items() if k in CALL_FIELDS}
+        meta.update({k: self.started.metadata[k] for k in ("external", "custom") if k in self.started.metadata})
         meta["started_at"] = self.started.started_at.astimezone(timezone.utc).replace(tzinfo=None)
         if self.ended_at:
             meta["ended_at"] = self.ended_at.astimezone(timezone.utc).replace(tzinfo=None)

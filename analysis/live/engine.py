@@ -36,7 +36,7 @@ from analysis.live.endpoint import Endpointer, Speech, to_16k
 from analysis.live.finalize import Finalizer, finish_call
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
-from analysis.live.recorder import CallRecorder, apply_retention
+from analysis.live.recorder import apply_retention, open_recorder
 from analysis.results import CallResult, Utterance
 from analysis.sink import to_record
 from analysis.transcription import transcribe_utterances
@@ -161,20 +161,17 @@ class LiveEngine:
                             asr_model=f"faster-whisper:{self.settings.transcription.model}",
                             emotion_model=self.emotion.name, emotion_provisional=self.emotion.provisional,
                             speakers=speakers)
-        rates = {info.sample_rate for info in started.legs}
         keep = self.cfg.keep_audio or (self.cfg.finalize == "batch" and self.finalizer is not None)
-        recorder = CallRecorder(self.cfg.audio_dir, started.call_id, list(legs), rates.pop()) \
-            if keep and len(rates) == 1 else None
+        recorder, why_not = open_recorder(self.cfg.audio_dir, started.call_id, list(legs),
+                                          {info.sample_rate for info in started.legs}) if keep else (None, None)
         call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
-        if keep and recorder is None:
-            result.warnings.append("legs at different sample rates: call audio not kept")
-        elif recorder is not None and recorder.error:
-            result.warnings.append(recorder.error)
-        with self._lock:
+        if why_not:
+            result.warnings.append(why_not)
+        with self._lock:  # stored once its first sound arrives (_on_frame): no row for a call without media
             self.calls[started.call_id] = call
-            self._mark_dirty(started.call_id)
         log.info("live call started", extra={"call_id": started.call_id, "source": started.source,
-                                              "legs": [leg.leg for leg in started.legs], "remote": started.remote})
+                                              "legs": [leg.leg for leg in started.legs], "remote": started.remote,
+                                              "external": started.metadata.get("external")})
 
     def _on_frame(self, frame: Frame) -> None:
         call = self.calls.get(frame.call_id)
@@ -186,6 +183,10 @@ class LiveEngine:
             self.counters["late_frames"] += 1
             return
         pcm = np.frombuffer(frame.pcm, dtype="<i2")
+        if not call.has_media and pcm.any():  # the first sound: from now on the call is stored
+            with self._work:
+                call.has_media = True
+                self._mark_dirty(call.call_id)
         gap = frame.seq - leg.next_seq
         if 0 < gap <= MAX_GAP_FRAMES:  # keep leg time true: lost frames become silence
             call.lost_frames += gap
@@ -393,7 +394,7 @@ class LiveEngine:
                     return
                 call_id = self._dirty.pop()
                 call = self.calls.get(call_id)
-                if call is None:
+                if call is None or not call.has_media:
                     continue
                 self._saving.add(call_id)
                 call.dropped_frames = sum(self.inbox.drops(call_id).values())
@@ -485,4 +486,5 @@ class LiveEngine:
         with self._lock:
             call.dropped_frames = sum(self.inbox.drops(call.call_id).values())
             self._note_load(call)
-        finish_call(call, self.store, self.cfg, self.finalizer)
+        if not finish_call(call, self.store, self.cfg, self.finalizer):
+            self.counters["calls_without_media"] += 1

@@ -3,6 +3,12 @@
 The batch pass runs outside the engine (`Finalizer`, given by the process that wires things up:
 `emotivoice serve` runs `emotivoice analyze` niced in a child process), so a slow or failing
 pass never holds up live calls. If it fails, or is off, the live results are stored as final.
+
+A call that ended without any audio (no frame carried a sound: the caller hung up at once, a
+SIP peer never sent RTP, a media fork opened and closed) is not a call anyone can review: it is
+not stored, its recording is discarded and it gets no batch pass; the engine logs and counts it
+("calls_without_media"). The kept audio is handed on only after checking it lies inside the
+audio dir.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from analysis.live.call import LiveCall
 from analysis.sink import to_record
 from emotivoice.config import LiveConfig
 from storage.db import CallRecord, StorageError
+from storage.files import UnsafePath, inside
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,11 +64,32 @@ def save_retrying(store: Store, record: CallRecord, patience_s: float = 600.0) -
             time.sleep(1.0)
 
 
-def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> None:
-    audio = call.recorder.finish({**call.metadata(), "mode": "live"}) if call.recorder else None
+def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:
+    """The call's finished WAV, or None when it was not kept or does not lie inside the audio dir."""
+    if call.recorder is None:
+        return None
+    audio = call.recorder.finish({**call.metadata(), "mode": "live"})
+    if audio is None:
+        return None
+    try:
+        return inside(cfg.audio_dir, audio)
+    except UnsafePath:
+        log.error("call audio outside the audio dir ignored", extra={"call_id": call.call_id})
+        return None
+
+
+def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> bool:
+    """Store the finished call (through the batch pass when it is on); False when the call had
+    no audio at all and so was not stored."""
+    if not call.has_media:
+        if call.recorder:
+            call.recorder.discard()
+        log.warning("live call ended without any audio; not stored",
+                    extra={"call_id": call.call_id, "source": call.started.source,
+                           "remote": call.started.remote, "external": call.started.metadata.get("external")})
+        return False
+    audio = kept_audio(call, cfg)
     result = call.snapshot()
-    if result.duration_s == 0.0:  # answered, then hung up before any audio: say so on the call
-        result.warnings.append("no audio received from the source")
     if audio:
         result.source = str(audio)
     final_pass = cfg.finalize == "batch" and audio is not None and finalizer is not None
@@ -81,3 +109,4 @@ def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finali
     if audio and not cfg.keep_audio:
         audio.unlink(missing_ok=True)
         audio.with_suffix(".json").unlink(missing_ok=True)
+    return True

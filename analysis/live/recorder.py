@@ -4,6 +4,11 @@ Each leg streams to its own raw file as frames arrive (memory stays flat for any
 At hang-up the legs become one WAV beside a sidecar JSON (agent, customer, start time), which is
 exactly what `emotivoice analyze` reads, so the final batch pass runs on it unchanged. A write
 error (a full disk) stops the recording, not the live analysis, and is reported on the call.
+
+Every name here is ours: the call id must pass storage.files.check_call_id (a connector makes
+it with new_call_id; a source's own id never reaches this module) and legs are numbered, not
+named. Each path is resolved and checked to lie inside the audio dir before it is opened; files
+are created 0600 without following a planted symlink, directories 0700.
 """
 
 from __future__ import annotations
@@ -17,28 +22,37 @@ from pathlib import Path
 
 import numpy as np
 
+from storage.files import UnsafePath, check_call_id, inside, open_private, private_dir, write_private
+
 log = logging.getLogger(__name__)
+
+PARTIAL = ".partial"  # legs of calls still running (or left by a crash), under the audio dir
 
 
 class CallRecorder:
+    """One call's legs on disk. Raises UnsafePath for a call id this service did not make."""
+
     def __init__(self, audio_dir: Path, call_id: str, legs: list[str], rate: int):
-        self.call_id, self.legs, self.rate = call_id, legs, rate
-        self.day_dir = audio_dir / datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        self.partial_dir = audio_dir / ".partial"
+        self.call_id = check_call_id(call_id)
+        self.legs, self.rate = list(legs), rate
+        self.audio_dir = Path(audio_dir)
+        self.day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         self.error: str | None = None
         self._files = {}
         try:
-            self.partial_dir.mkdir(parents=True, exist_ok=True)
-            self._files = {leg: open(self._raw(leg), "wb") for leg in legs}
-        except OSError as exc:
+            private_dir(self.audio_dir)
+            private_dir(inside(self.audio_dir, PARTIAL))
+            for leg in self.legs:  # one at a time, so a failure still closes and removes the earlier legs
+                self._files[leg] = open_private(self._raw(leg), "wb")
+        except (OSError, UnsafePath) as exc:  # UnsafePath: a symlink planted in the audio dir
             self._fail(exc)
 
     def _raw(self, leg: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in leg)
-        return self.partial_dir / f"{self.call_id}.{safe}.raw"
+        """A leg's raw file: numbered by its place in the call, never named after the wire's label."""
+        return inside(self.audio_dir, f"{PARTIAL}/{self.call_id}.{self.legs.index(leg)}.raw")
 
-    def _fail(self, exc: OSError) -> None:
-        self.error = f"call audio not kept: {exc.strerror or exc}"
+    def _fail(self, exc: OSError | UnsafePath) -> None:
+        self.error = f"call audio not kept: {getattr(exc, 'strerror', None) or exc}"
         log.error("call recording stopped", extra={"call_id": self.call_id, "error": str(exc)})
         self.discard()
 
@@ -65,15 +79,16 @@ class CallRecorder:
             frames = np.zeros((n, len(legs)), dtype="<i2")
             for i, x in enumerate(legs):
                 frames[: len(x), i] = x
-            self.day_dir.mkdir(parents=True, exist_ok=True)
-            path = self.day_dir / f"{self.call_id}.wav"
-            with wave.open(str(path), "wb") as w:
+            private_dir(inside(self.audio_dir, self.day))
+            path = inside(self.audio_dir, f"{self.day}/{self.call_id}.wav")
+            with open_private(path, "wb") as f, wave.open(f, "wb") as w:
                 w.setnchannels(len(legs))
                 w.setsampwidth(2)
                 w.setframerate(self.rate)
                 w.writeframes(frames.tobytes())
-            path.with_suffix(".json").write_text(json.dumps(metadata, default=str))
-        except OSError as exc:
+            write_private(inside(self.audio_dir, f"{self.day}/{self.call_id}.json"),
+                          json.dumps(metadata, default=str))
+        except (OSError, UnsafePath) as exc:
             self._fail(exc)
             return None
         self.discard()
@@ -83,23 +98,48 @@ class CallRecorder:
         for f in self._files.values():
             f.close()
         for leg in self.legs:
-            self._raw(leg).unlink(missing_ok=True)
+            try:
+                self._raw(leg).unlink(missing_ok=True)
+            except (OSError, UnsafePath) as exc:
+                log.warning("call recording leg not removed", extra={"call_id": self.call_id, "error": str(exc)})
+
+
+def open_recorder(audio_dir: Path, call_id: str, legs: list[str],
+                  rates: set[int]) -> tuple[CallRecorder | None, str | None]:
+    """A call's recorder, or None and the reason to show on the call. A call id that is not
+    one of ours gets no recording (and never a path): its analysis goes on without one."""
+    if len(rates) != 1:
+        return None, "legs at different sample rates: call audio not kept"
+    try:
+        recorder = CallRecorder(audio_dir, call_id, legs, next(iter(rates)))
+    except UnsafePath as exc:
+        log.error("call audio not kept: the call id is not one this service made",
+                  extra={"call_id": str(call_id)[:80], "error": str(exc)})
+        return None, "the call id is not one this service made: call audio not kept"
+    return recorder, recorder.error
 
 
 def apply_retention(audio_dir: Path, days: int, now: float | None = None) -> int:
-    """Delete kept call audio (and sidecars) older than `days`; 0 keeps everything. Returns files removed."""
+    """Delete kept call audio (and sidecars) older than `days`, and legs of calls that never
+    finished (a crash) older than that; 0 keeps everything. Only regular files that resolve
+    inside `audio_dir` are touched: a symlink planted there is never followed. Returns files removed."""
     if days <= 0 or not audio_dir.is_dir():
         return 0
     cutoff = (now or time.time()) - timedelta(days=days).total_seconds()
     removed = 0
     for path in audio_dir.glob("*/*"):
-        if path.parent.name == ".partial" or not path.is_file() or path.suffix not in (".wav", ".json"):
+        kept = path.suffix in (".wav", ".json") if path.parent.name != PARTIAL else path.suffix == ".raw"
+        if not kept or path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             continue
-        if path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            removed += 1
+        try:
+            inside(audio_dir, path)
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        except (OSError, UnsafePath) as exc:
+            log.warning("retention skipped a file", extra={"path": str(path), "error": str(exc)})
     for day in audio_dir.iterdir():
-        if day.is_dir() and day.name != ".partial" and not any(day.iterdir()):
+        if day.is_dir() and not day.is_symlink() and day.name != PARTIAL and not any(day.iterdir()):
             day.rmdir()
     if removed:
         log.info("call audio past retention deleted", extra={"files": removed, "days": days})
