@@ -13,18 +13,25 @@ which the client runs the close transaction.
 
 How it maps to the live boundary:
 
-* One session is one call; its id is the conversationId (a second session for a conversation
-  already open here gets "<conversationId>/<sessionId>"). Legs are named after the channels,
+* One session is one call, with an id of our own (storage.files.new_call_id("audiohook")); the
+  conversationId, session id, organization and correlation ids are data in the call's metadata
+  under "external", never a file name. Legs are named after the channels,
   "external" (role customer, named after the participant's aniName or ani) and "internal"
   (role agent). Frames are 20 ms; `discarded` advances seq so lost audio shows as a gap.
 * An `open` whose conversationId is the null UUID is Genesys's connection probe: it is
-  answered `opened` and no call starts.
+  answered `opened` and no call starts. An `open` without a conversationId is an error.
 * A wrong or missing X-API-KEY (when audiohook_api_key is set) is refused with HTTP 401 before
   the WebSocket opens; a missing Audiohook-Session-Id with 400.
 * Malformed JSON, an unknown message type, a wrong seq or session id, audio before `opened` or
   no acceptable media offer: the server sends `disconnect` (reason "error", with info), answers
   the client's `close` with `closed`, and closes the socket itself if the client does not within
   `close_wait_s`.
+* What is checked before any call exists (the handshake): the X-API-KEY and the session-id
+  header at the upgrade, then a well-formed `open` in sequence with an acceptable media offer.
+  CallStarted is sent only after `opened` has been answered; a session that fails before that
+  stores nothing, and one that never carries audio is dropped by the engine. customConfig
+  agent_id / customer_id / team are kept when they are strings; every value is bounded
+  (analysis.live.messages.call_metadata).
 * The call ends once: "hangup" for close reason "end", the close reason otherwise ("error",
   "disconnect", "reconnect"), "protocol_error" after a disconnect the server signalled,
   "disconnect" when the socket drops without a close, "shutdown" when the server stops.
@@ -47,9 +54,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
+from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, wire_text
 from connector.mulaw import DECODE_TABLE
 from emotivoice.config import ConnectorConfig
+from storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,7 @@ NULL_UUID = "00000000-0000-0000-0000-000000000000"
 CHANNEL_ROLES = {"external": "customer", "internal": "agent"}
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms at 8 kHz
+MAX_SESSION_ID = 128  # a UUID is 36; anything much longer is not Genesys
 CLIENT_MESSAGES = {"open", "close", "ping", "paused", "resumed", "update", "discarded", "error"}
 _DURATION = re.compile(r"^PT(\d+(?:\.\d+)?)S$")
 
@@ -96,17 +105,19 @@ class AudioHookRoute:
         self.api_key = cfg.audiohook_api_key
         self.sink = sink
         self.options = options or AudioHookOptions()
-        self._open_calls: set[str] = set()
         self._closing = False
 
     def check_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = request.headers
         if self.api_key and not hmac.compare_digest(headers.get("X-API-KEY", "").encode(), self.api_key.encode()):
             log.warning("audiohook refused: wrong API key", extra={"remote": _remote(connection),
-                        "organization_id": headers.get("Audiohook-Organization-Id")})
+                        "organization_id": wire_text(headers.get("Audiohook-Organization-Id"), 64)})
             return connection.respond(401, "Unauthorized\n")
-        if not headers.get("Audiohook-Session-Id"):
-            return connection.respond(400, "Audiohook-Session-Id header required\n")
+        session_id = headers.get("Audiohook-Session-Id", "")
+        if not session_id or len(session_id) > MAX_SESSION_ID or not session_id.isprintable():
+            log.warning("audiohook refused: missing or malformed Audiohook-Session-Id",
+                        extra={"remote": _remote(connection), "length": len(session_id)})
+            return connection.respond(400, "Audiohook-Session-Id header required (a UUID)\n")
         return None
 
     def shutting_down(self) -> None:
@@ -138,13 +149,18 @@ class AudioHookRoute:
                     deadline = loop.time() + self.options.close_wait_s
         except ConnectionClosed:
             pass
+        except Exception as exc:  # a bug of ours must not leave a session half served or kill the listener
+            log.exception("audiohook session failed", extra={"call_id": session.call_id, "remote": session.remote,
+                                                            "error": repr(exc)[:200]})
+            session.end_reason = "protocol_error"
+            await ws.close(1011, "internal error")
         finally:
             self._end_call(session)
 
     async def _message(self, ws: ServerConnection, session: _Session, text: str, correlation_id: str | None) -> None:
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SessionError("text message is not valid JSON") from None
         if not (isinstance(msg, dict) and msg.get("version") == "2" and isinstance(msg.get("type"), str)
                 and isinstance(msg.get("seq"), int) and isinstance(msg.get("serverseq"), int)
@@ -180,12 +196,13 @@ class AudioHookRoute:
             for leg in session.leg_seq:
                 session.leg_seq[leg] += lost_frames
         elif kind in ("error", "update"):
-            log.info(f"audiohook client {kind}", extra={"call_id": session.call_id, "parameters": params})
+            log.info(f"audiohook client {kind}", extra={"call_id": session.call_id,
+                                                        "parameters": str(params)[:200]})
 
     async def _close(self, ws: ServerConnection, session: _Session, params: dict) -> None:
         reason = params.get("reason")
         if session.end_reason != "protocol_error":
-            session.end_reason = "hangup" if reason == "end" else str(reason or "disconnect")
+            session.end_reason = "hangup" if reason == "end" else (wire_text(reason, 40) or "disconnect")
         self._end_call(session)
         await self._send(ws, session, "closed", {})
         session.state = "closed"
@@ -196,32 +213,31 @@ class AudioHookRoute:
         media = choose_media(params.get("media"))
         if media is None:
             raise SessionError("no offered media is PCMU at 8000 Hz with external/internal channels")
-        conversation_id = str(params.get("conversationId") or "")
+        conversation_id = wire_text(params.get("conversationId"), 128)
+        if conversation_id is None:
+            raise SessionError("open without a conversationId")
         await self._send(ws, session, "opened", {"media": [media], "startPaused": False})
         session.state = "active"
         session.channels = tuple(media["channels"])
-        if conversation_id in ("", NULL_UUID):
+        if conversation_id == NULL_UUID:
             log.info("audiohook connection probe answered", extra={"remote": session.remote})
             return
-        call_id = conversation_id
-        if conversation_id in self._open_calls:  # a second session for one conversation: its own call
-            call_id = f"{conversation_id}/{session.session_id}"
-        self._open_calls.add(call_id)
+        call_id = new_call_id("audiohook")
         session.call_id = call_id
         participant = params.get("participant") if isinstance(params.get("participant"), dict) else {}
         custom = params.get("customConfig") if isinstance(params.get("customConfig"), dict) else {}
-        customer_name = participant.get("aniName") or participant.get("ani") or None
+        customer_name = wire_text(participant.get("aniName")) or wire_text(participant.get("ani"))
         legs = tuple(LegInfo(ch, CHANNEL_ROLES[ch], customer_name if ch == "external" else None, SAMPLE_RATE)
                      for ch in session.channels)
         session.leg_seq = {ch: 0 for ch in session.channels}
-        metadata = {"organization_id": params.get("organizationId"), "conversation_id": conversation_id,
+        external = {"organization_id": params.get("organizationId"), "conversation_id": conversation_id,
                     "audiohook_session_id": session.session_id, "correlation_id": correlation_id,
                     "ani": participant.get("ani"), "ani_name": participant.get("aniName"),
-                    "dnis": participant.get("dnis"), "language": params.get("language"),
-                    **{k: custom[k] for k in ("agent_id", "customer_id", "team") if k in custom}}
-        self.sink.start(CallStarted(call_id, "audiohook", legs, remote=session.remote,
-                                    metadata={k: v for k, v in metadata.items() if v is not None}))
-        log.info("audiohook call started", extra={"call_id": call_id, "channels": session.channels})
+                    "dnis": participant.get("dnis"), "language": params.get("language")}
+        metadata = call_metadata(custom, external)
+        self.sink.start(CallStarted(call_id, "audiohook", legs, remote=session.remote, metadata=metadata))
+        log.info("audiohook call started", extra={"call_id": call_id, "channels": session.channels,
+                                                  "external": metadata.get("external")})
 
     def _audio(self, session: _Session, data: bytes) -> None:
         if session.state == "error":
@@ -261,7 +277,6 @@ class AudioHookRoute:
         reason = session.end_reason
         if self._closing and reason == "disconnect" and session.state not in ("closed",):
             reason = "shutdown"
-        self._open_calls.discard(session.call_id)
         self.sink.end(CallEnded(session.call_id, reason=reason))
         log.info("audiohook call ended", extra={"call_id": session.call_id, "reason": reason})
         session.call_id = None

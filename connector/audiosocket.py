@@ -9,15 +9,20 @@ hangup (0x00, or simply closing the socket) and errors (0xff, an application err
 The protocol says nothing about calls with two parties, so this receiver decides:
 
 * Connections that send the same UUID are the legs of one call (Asterisk's dialplan gives
-  both forks of a call the same `AudioSocket(${uuid},host:port)` argument). The call id is
-  the UUID's string form.
+  both forks of a call the same `AudioSocket(${uuid},host:port)` argument). The UUID pairs
+  them in memory and is kept as data in the call's metadata ("external": audiosocket_uuid);
+  the call id is our own (storage.files.new_call_id("audiosocket")) and names its recording.
 * Legs take their names and roles from `audiosocket_leg_roles` in the order they connect
   ("customer,agent": the first connection is the customer). An empty setting gives legs
   "leg1", "leg2" with no role.
+* The handshake is the UUID frame, which must come first (kind 0x01, 16 bytes, within
+  `uuid_timeout_s`), then a first audio frame. A connection whose first frame is anything
+  else is closed and logged (nothing is sent back: see below) and stores nothing; so does a
+  call none of whose legs sent audio before hanging up.
 * The call starts (CallStarted) once every expected leg has connected and sent its first
-  audio frame (which fixes its sample rate), or `audiosocket_pair_wait_s` after the first
-  connection, or once a leg has 5 s of audio held, whichever comes first; frames that arrive
-  before then are held and handed on in order. A connection for a call that has already started is
+  audio frame (which fixes its sample rate), or at the first audio frame after
+  `audiosocket_pair_wait_s` from the first connection, or once a leg has 5 s of audio held,
+  whichever comes first; frames that arrive before then are held and handed on in order. A connection for a call that has already started is
   refused (closed, logged):
   CallStarted lists a call's legs once.
 * The call ends (CallEnded, exactly once) when every leg has hung up, errored or dropped.
@@ -35,9 +40,10 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
+from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata
 from connector.loop_thread import LoopThread
 from emotivoice.config import ConnectorConfig
+from storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +93,12 @@ class _Leg:
 
 @dataclass
 class _Call:
-    call_id: str
+    uuid: str  # the peer's: pairs the legs, kept as data
+    call_id: str  # ours: names the call and its recording
     remote: str
     legs: list[_Leg] = field(default_factory=list)
     started: bool = False
+    waited: bool = False  # the pairing wait is over: the first audio starts the call
     timer: asyncio.TimerHandle | None = None
 
 
@@ -167,7 +175,13 @@ class AudioSocketServer:
             reason = await self._read_stream(reader, leg)
         except asyncio.IncompleteReadError as exc:
             reason = "dropped" if exc.partial else "hangup"  # closing the socket is a valid hangup
-        except (ConnectionError, OSError, TimeoutError) as exc:
+            if leg is None:
+                log.warning("audiosocket connection closed before its UUID frame", extra={"remote": remote})
+        except TimeoutError:
+            reason = "dropped"
+            log.warning("audiosocket connection closed: no UUID frame in time",
+                        extra={"remote": remote, "timeout_s": self.options.uuid_timeout_s})
+        except (ConnectionError, OSError) as exc:
             reason = "dropped"
             log.warning("audiosocket connection lost", extra={"remote": remote, "error": repr(exc)})
         except ProtocolError as exc:
@@ -176,6 +190,10 @@ class AudioSocketServer:
                                                              "call_id": leg.call.call_id if leg else None})
         except asyncio.CancelledError:
             reason = "shutdown"
+        except Exception as exc:  # a bug of ours must not kill the listener or leave the call open
+            reason = "protocol_error"
+            log.exception("audiosocket connection failed", extra={"remote": remote, "error": repr(exc)[:200],
+                                                                  "call_id": leg.call.call_id if leg else None})
         finally:
             writer.close()
             if leg is not None:
@@ -205,16 +223,18 @@ class AudioSocketServer:
             else:
                 log.debug("audiosocket frame kind ignored", extra={"kind": kind, "bytes": len(payload)})
 
-    def _join(self, call_id: str, remote: str) -> _Leg | None:
-        call = self._calls.get(call_id)
+    def _join(self, call_uuid: str, remote: str) -> _Leg | None:
+        call = self._calls.get(call_uuid)
         if call is None:
-            call = self._calls[call_id] = _Call(call_id, remote)
+            call = self._calls[call_uuid] = _Call(call_uuid, new_call_id("audiosocket"), remote)
             loop = asyncio.get_running_loop()
-            call.timer = loop.call_later(self.options.pair_wait_s, self._start_call, call)
+            call.timer = loop.call_later(self.options.pair_wait_s, self._pair_wait_over, call)
         elif call.started or len(call.legs) >= self.options.legs_per_call:
             log.warning("audiosocket connection refused: its call has already started",
-                        extra={"call_id": call_id, "remote": remote, "legs": [leg.name for leg in call.legs]})
+                        extra={"call_id": call.call_id, "audiosocket_uuid": call_uuid, "remote": remote,
+                               "legs": [leg.name for leg in call.legs]})
             return None
+        call_id = call.call_id
         index = len(call.legs)
         if self.options.leg_roles:
             name, role = self.options.leg_roles[index], self.options.leg_roles[index]
@@ -251,9 +271,16 @@ class AudioSocketServer:
                 self._start_if_ready(leg.call)
 
     def _start_if_ready(self, call: _Call) -> None:
-        if (not call.started and len(call.legs) >= self.options.legs_per_call
-                and all(leg.sample_rate is not None for leg in call.legs)):
+        if call.started:
+            return
+        heard = [leg.sample_rate is not None for leg in call.legs]
+        if (call.waited and any(heard)) or (len(call.legs) >= self.options.legs_per_call and all(heard)):
             self._start_call(call)
+
+    def _pair_wait_over(self, call: _Call) -> None:
+        """The other legs had their chance to connect: start at the first audio (now, if some came)."""
+        call.waited = True
+        self._start_if_ready(call)
 
     def _start_call(self, call: _Call) -> None:
         if call.started:
@@ -265,8 +292,9 @@ class AudioSocketServer:
             leg.sample_rate = leg.sample_rate or 8000  # a leg silent so far is declared at the protocol's base rate
         legs = tuple(LegInfo(leg.name, leg.role, None, leg.sample_rate) for leg in call.legs)
         self.sink.start(CallStarted(call.call_id, "audiosocket", legs, remote=call.remote,
-                                    metadata={"audiosocket_uuid": call.call_id}))
-        log.info("audiosocket call started", extra={"call_id": call.call_id, "legs": [leg.leg for leg in legs]})
+                                    metadata=call_metadata({}, {"audiosocket_uuid": call.uuid})))
+        log.info("audiosocket call started", extra={"call_id": call.call_id, "audiosocket_uuid": call.uuid,
+                                                    "legs": [leg.leg for leg in legs]})
         for leg in call.legs:
             for frame in leg.held:
                 self.sink.push(frame)
@@ -279,9 +307,16 @@ class AudioSocketServer:
                                                  "frames": leg.seq})
         if any(other.ended is None for other in call.legs):
             return
+        self._calls.pop(call.uuid, None)
+        if call.timer is not None:
+            call.timer.cancel()
+        if not call.started and not any(other.held for other in call.legs):
+            log.warning("audiosocket call ended before any audio; nothing stored",
+                        extra={"audiosocket_uuid": call.uuid, "remote": call.remote,
+                               "reasons": [other.ended for other in call.legs]})
+            return
         self._start_call(call)  # a call whose legs all ended before it started is still reported
         reasons = [other.ended for other in call.legs if other.ended != "hangup"]
         self.sink.end(CallEnded(call.call_id, reason=reasons[0] if reasons else "hangup"))
-        self._calls.pop(call.call_id, None)
         log.info("audiosocket call ended",
                  extra={"call_id": call.call_id, "reason": reasons[0] if reasons else "hangup"})

@@ -4,6 +4,12 @@ Each protocol lives in its own module as a route: `check_request` may refuse the
 (AudioHook's API key gives 401), `handle` serves one accepted connection. Unknown paths get 404
 before any WebSocket is opened. A query string on the path is ignored for routing (Twilio
 stream URLs often carry one).
+
+What this listener checks for every connection: the path (404 otherwise), the opening
+handshake within websockets' open timeout (10 s), messages of at most 1 MiB without compression
+(a larger one closes the connection with 1009), then the route's own checks (connector/twilio.py,
+connector/audiohook.py). A session that fails its route's handshake stores nothing, and
+nothing a peer sends ever names a file: calls get ids of our own.
 """
 
 from __future__ import annotations

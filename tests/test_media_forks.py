@@ -26,6 +26,7 @@ from connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, enc
 from connector.mulaw import pcm16_to_mulaw
 from connector.websocket import ForkWebSocketServer
 from emotivoice.config import ConnectorConfig
+from storage.files import check_call_id
 from tests.audio_match import envelope_correlation
 from tests.conftest import DEMO, DEMO_TRUTH
 
@@ -50,6 +51,11 @@ class Received:
     def audio(self, call_id: str, leg: str) -> np.ndarray:
         frames = sorted(self.frames.get((call_id, leg), []), key=lambda f: f.seq)
         return np.frombuffer(b"".join(f.pcm for f in frames), dtype="<i2")
+
+
+def ours(call_id: str, source: str) -> bool:
+    """An id this service made for a call from `source`, not one the peer chose."""
+    return call_id.startswith(f"{source}-") and check_call_id(call_id) == call_id
 
 
 def collect(inbox: FrameInbox, calls: int, timeout: float = 10.0, linger: float = 0.3) -> Received:
@@ -131,10 +137,11 @@ def test_audiosocket_two_connections_are_the_two_legs_of_a_call(audiosocket, inb
     got = collect(inbox, calls=1)
     assert len(got.starts) == 1 and len(got.ends) == 1, (got.starts, got.ends)
     call = got.starts[0]
-    assert (call.call_id, call.source) == (str(call_uuid), "audiosocket")
+    assert call.source == "audiosocket" and ours(call.call_id, "audiosocket")
+    assert call.metadata["external"] == {"audiosocket_uuid": str(call_uuid)}  # the UUID pairs legs, as data
     assert [(leg.leg, leg.role, leg.sample_rate) for leg in call.legs] == [("customer", "customer", 8000),
                                                                              ("agent", "agent", 8000)]
-    assert got.ends[0] == CallEnded(str(call_uuid), "hangup")
+    assert got.ends[0] == CallEnded(call.call_id, "hangup")
     assert_legs_match(got, call.call_id, {"customer": "customer", "agent": "agent"}, demo_legs)
 
 
@@ -149,9 +156,10 @@ def test_audiosocket_connection_dropped_mid_call_ends_the_call_once(audiosocket,
     sock.close()
 
     got = collect(inbox, calls=1)
-    assert [s.call_id for s in got.starts] == [str(call_uuid)]
-    assert got.ends == [CallEnded(str(call_uuid), "dropped")]
-    assert len(got.frames[(str(call_uuid), "customer")]) == 50
+    assert [s.metadata["external"]["audiosocket_uuid"] for s in got.starts] == [str(call_uuid)]
+    call_id = got.starts[0].call_id
+    assert got.ends == [CallEnded(call_id, "dropped")]
+    assert len(got.frames[(call_id, "customer")]) == 50
 
 
 def test_audiosocket_audio_before_uuid_is_refused_and_the_server_keeps_serving(audiosocket, inbox):
@@ -166,8 +174,8 @@ def test_audiosocket_audio_before_uuid_is_refused_and_the_server_keeps_serving(a
     good.sendall(encode_frame(0x10, b"\x01\x00" * 160) + encode_frame(0xFF, b"\x01"))
     good.close()
     got = collect(inbox, calls=1)
-    assert [s.call_id for s in got.starts] == [str(call_uuid)]
-    assert got.ends == [CallEnded(str(call_uuid), "error")]
+    assert [s.metadata["external"]["audiosocket_uuid"] for s in got.starts] == [str(call_uuid)]
+    assert got.ends == [CallEnded(got.starts[0].call_id, "error")]
 
 
 # --- Twilio Media Streams ---------------------------------------------------------------------------
@@ -201,13 +209,14 @@ def test_twilio_inbound_is_the_customer_and_outbound_the_agent(websocket, inbox,
                             "stop": {"accountSid": "AC" + "0" * 32, "callSid": call_sid}}))
 
     got = collect(inbox, calls=1)
-    assert len(got.starts) == 1 and got.ends == [CallEnded(call_sid, "hangup")]
     call = got.starts[0]
-    assert call.source == "twilio"
+    assert len(got.starts) == 1 and got.ends == [CallEnded(call.call_id, "hangup")]
+    assert call.source == "twilio" and ours(call.call_id, "twilio")
     assert [(leg.leg, leg.role) for leg in call.legs] == [("inbound", "customer"), ("outbound", "agent")]
     assert call.metadata["agent_id"] == "agent-17" and call.metadata["customer_id"] == "cust-42"
-    assert call.metadata["stream_sid"] == stream_sid
-    assert_legs_match(got, call_sid, {"customer": "inbound", "agent": "outbound"}, demo_legs)
+    assert call.metadata["external"]["stream_sid"] == stream_sid
+    assert call.metadata["external"]["call_sid"] == call_sid
+    assert_legs_match(got, call.call_id, {"customer": "inbound", "agent": "outbound"}, demo_legs)
 
 
 def test_twilio_malformed_json_closes_the_stream_and_ends_the_call_once(websocket, inbox):
@@ -221,8 +230,9 @@ def test_twilio_malformed_json_closes_the_stream_and_ends_the_call_once(websocke
     with connect(f"ws://127.0.0.1:{websocket.port}/twilio") as ws:  # the next stream is served
         ws.send(json.dumps(twilio_start("MZok", "CAok", 1)))
     got = collect(inbox, calls=2)
-    assert [s.call_id for s in got.starts] == ["CAbad", "CAok"]
-    assert got.ends == [CallEnded("CAbad", "protocol_error"), CallEnded("CAok", "disconnect")]
+    assert [s.metadata["external"]["call_sid"] for s in got.starts] == ["CAbad", "CAok"]
+    assert got.ends == [CallEnded(got.starts[0].call_id, "protocol_error"),
+                        CallEnded(got.starts[1].call_id, "disconnect")]
 
 
 # --- Genesys AudioHook ------------------------------------------------------------------------------
@@ -296,13 +306,14 @@ def test_audiohook_external_is_the_customer_and_internal_the_agent(websocket, in
         run_audiohook_call(client, conversation_id, demo_legs)
 
     got = collect(inbox, calls=1)
-    assert len(got.starts) == 1 and got.ends == [CallEnded(conversation_id, "hangup")]
     call = got.starts[0]
-    assert call.source == "audiohook"
+    assert len(got.starts) == 1 and got.ends == [CallEnded(call.call_id, "hangup")]
+    assert call.source == "audiohook" and ours(call.call_id, "audiohook")
     assert [(leg.leg, leg.role, leg.name) for leg in call.legs] == [("external", "customer", "Jane Doe"),
                                                                       ("internal", "agent", None)]
-    assert call.metadata["audiohook_session_id"] == client.session_id
-    assert_legs_match(got, conversation_id, {"customer": "external", "agent": "internal"}, demo_legs)
+    assert call.metadata["external"]["audiohook_session_id"] == client.session_id
+    assert call.metadata["external"]["conversation_id"] == conversation_id
+    assert_legs_match(got, call.call_id, {"customer": "external", "agent": "internal"}, demo_legs)
 
 
 @pytest.mark.parametrize("key", ["wrong-key", ""])
@@ -335,9 +346,10 @@ def test_audiohook_bad_message_gets_disconnect_then_closed_and_the_next_session_
         run_audiohook_call(client, next_conversation_id, demo_legs)
 
     got = collect(inbox, calls=2)
-    assert [s.call_id for s in got.starts] == [conversation_id, next_conversation_id]
-    assert got.ends == [CallEnded(conversation_id, "protocol_error"), CallEnded(next_conversation_id, "hangup")]
-    assert_legs_match(got, next_conversation_id, {"customer": "external", "agent": "internal"}, demo_legs)
+    assert [s.metadata["external"]["conversation_id"] for s in got.starts] == [conversation_id, next_conversation_id]
+    first, second = (s.call_id for s in got.starts)
+    assert got.ends == [CallEnded(first, "protocol_error"), CallEnded(second, "hangup")]
+    assert_legs_match(got, second, {"customer": "external", "agent": "internal"}, demo_legs)
 
 
 def test_unknown_path_is_404(websocket):
@@ -361,10 +373,10 @@ def test_stopping_the_servers_ends_open_calls_once(cfg, inbox):
         websocket.stop()
     sock.close()
     got = collect(inbox, calls=3)
-    assert sorted(s.call_id for s in got.starts) == sorted([str(call_uuid), "CAopen",
-                                                            "5a0d3b5e-3a4c-4f3e-9a55-0c1d2e3f4a5b"])
-    assert sorted((e.call_id, e.reason) for e in got.ends) == sorted([
-        (str(call_uuid), "shutdown"), ("CAopen", "shutdown"), ("5a0d3b5e-3a4c-4f3e-9a55-0c1d2e3f4a5b", "shutdown")])
+    external = {s.call_id: next(s.metadata["external"][k] for k in ("audiosocket_uuid", "call_sid", "conversation_id")
+                                if k in s.metadata["external"]) for s in got.starts}
+    assert sorted(external.values()) == sorted([str(call_uuid), "CAopen", "5a0d3b5e-3a4c-4f3e-9a55-0c1d2e3f4a5b"])
+    assert sorted((e.call_id, e.reason) for e in got.ends) == sorted((c, "shutdown") for c in external)
 
 
 @pytest.mark.slow
@@ -392,8 +404,8 @@ def test_audiohook_session_is_analysed_per_speaker_into_duckdb(settings, tmp_pat
         server.stop()
         engine.stop()
     calls = store.read("list_calls")
-    utterances = store.read("call_utterances", call_id=conversation_id)
+    utterances = store.read("call_utterances", call_id=calls.call_id[0])
     store.close()
-    assert list(calls.call_id) == [conversation_id] and calls.status[0] == "complete"
+    assert len(calls) == 1 and ours(calls.call_id[0], "audiohook") and calls.status[0] == "complete"
     assert set(utterances.speaker) == {"agent", "customer"}
     assert utterances.base_emotion.notna().all() and utterances.text.str.len().gt(0).all()
