@@ -125,6 +125,8 @@ class ConnectorConfig:
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
     invite_rate_per_s: float = 5.0  # new INVITEs per source address per second, on average; beyond: 503
     invite_burst: int = 20  # ...after a burst of this many (a token bucket per source address)
+    # an answered call that has sent no audio after this many seconds is hung up ("no media"); 0: never
+    no_media_timeout_s: float = 20.0
     # regex on a SIPREC participant's AOR or name marking the agent (e.g. "^sip:1[0-9]{3}@" for agent
     # extensions); the other participants are customers; empty: no roles
     siprec_agent_match: str = "(?i)agent"
