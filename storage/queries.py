@@ -1,16 +1,21 @@
 """Named read queries and write actions: the only SQL the dashboard and reports run.
 
 Each takes an open DuckDB connection and plain parameters, bound with `?`: no SQL is built from
-input. `storage.store` runs them against the file directly or through the process that owns it.
+input. `storage.store` runs them against the file directly or through the process that owns it,
+always by name through `run_read` / `run_write`, which refuse unknown names and parameters with a
+BadRequest and turn DuckDB's errors into StorageError, so a caller never sees a raw traceback.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import duckdb
 import pandas as pd
+
+from storage.db import BadRequest, StorageError, first_line, keep_private_con, short
 
 Con = duckdb.DuckDBPyConnection
 READS: dict[str, Callable[..., pd.DataFrame]] = {}
@@ -33,15 +38,50 @@ def write_action(fn: Callable[..., dict]) -> Callable[..., dict]:
 
 
 def reader(name: str) -> Callable[..., pd.DataFrame]:
-    if name not in READS:
-        raise KeyError(f"no read query named {name!r}")
+    if not isinstance(name, str) or name not in READS:
+        raise BadRequest(f"no read query named {short(name)}")
     return READS[name]
 
 
 def writer(name: str) -> Callable[..., dict]:
-    if name not in WRITES:
-        raise KeyError(f"no write action named {name!r}")
+    if not isinstance(name, str) or name not in WRITES:
+        raise BadRequest(f"no write action named {short(name)}")
     return WRITES[name]
+
+
+def _run(fn: Callable, con: Con, params: object):
+    """Call a named query with the caller's parameters, checked against its signature first."""
+    if not isinstance(params, dict):
+        raise BadRequest("params must be an object")
+    accepted = list(inspect.signature(fn).parameters)[1:]
+    for key in params:
+        if key not in accepted:
+            raise BadRequest(f"{fn.__name__} takes no parameter {short(key)}")
+    missing = [p.name for p in list(inspect.signature(fn).parameters.values())[1:]
+               if p.default is inspect.Parameter.empty and p.name not in params]
+    if missing:
+        raise BadRequest(f"{fn.__name__} needs {', '.join(missing)}")
+    try:
+        return fn(con, **params)
+    except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.BinderException,
+            TypeError, ValueError) as exc:
+        if isinstance(exc, BadRequest):
+            raise
+        raise BadRequest(f"{fn.__name__}: a parameter has the wrong type") from exc
+    except duckdb.Error as exc:
+        raise StorageError(f"{fn.__name__} failed: {first_line(exc)}") from exc
+
+
+def run_read(con: Con, name: str, params: object = None) -> pd.DataFrame:
+    """The named read query with these parameters."""
+    return _run(reader(name), con, {} if params is None else params)
+
+
+def run_write(con: Con, name: str, params: object = None) -> dict:
+    """The named write action with these parameters; the file and its WAL stay 0600 after it."""
+    result = _run(writer(name), con, {} if params is None else params)
+    keep_private_con(con)
+    return result
 
 
 @read_query
@@ -99,7 +139,7 @@ def acknowledge_alert(con: Con, alert_id: int, user: str) -> dict:
     row = con.execute("SELECT acknowledged_by, acknowledged_at FROM alerts WHERE alert_id = ?",
                       [int(alert_id)]).fetchone()
     if row is None:
-        raise KeyError(f"no alert {alert_id}")
+        raise BadRequest(f"no alert {int(alert_id)}")
     return {"alert_id": int(alert_id), "acknowledged_by": row[0], "acknowledged_at": str(row[1])}
 
 
@@ -108,7 +148,7 @@ def add_feedback(con: Con, call_id: str, kind: str, author: str, utterance_idx: 
                  value: str | None = None, note: str | None = None) -> dict:
     """A coach's correction (emotion, sarcasm, escalation) or note, kept for recalibration."""
     if kind not in {"emotion", "sarcasm", "escalation", "note"}:
-        raise ValueError(f"feedback kind must be emotion, sarcasm, escalation or note, not {kind!r}")
+        raise BadRequest(f"feedback kind must be emotion, sarcasm, escalation or note, not {short(kind)}")
     row = con.execute("INSERT INTO feedback (call_id, utterance_idx, kind, value, note, author) "
                       "VALUES (?, ?, ?, ?, ?, ?) RETURNING feedback_id",
                       [call_id, utterance_idx, kind, value, note, author]).fetchone()

@@ -4,54 +4,84 @@ DuckDB allows one writing process per file and, while it writes, no reader elsew
 owner (the analysis service) therefore keeps the file open and answers on 127.0.0.1: reads run
 on their own cursors, so they see committed data and never wait for the writer (DuckDB's MVCC),
 and writes are serialised through one lock. Clients find the service through
-`<db>.server.json` (url, pid and a token that only the file's readers can know).
+`<db>.server.json` (url, pid and a token that only the file's owner can read: 0600).
+
+What the listener checks, in order, before anything reaches the database:
+- at most `store.max_connections` connections are served at once (more wait in the listen queue,
+  not in threads), and each must deliver its whole request within `store.request_timeout_s`
+  (half-open and trickling connections are closed);
+- every POST carries the token in X-Store-Token (compared in constant time), else 403;
+- a Content-Length is required (411), must be an integer (400) and at most
+  `store.max_request_bytes` (413); the body must be a JSON object;
+- /read and /write name a query or action of storage.queries, and their params must match its
+  signature; /calls may carry only CallRecord's fields, and every key of the call and of each row
+  must be a real column of its table (storage.db.check_record). No SQL is built from any of it.
+Errors are answered as {"error": a short message of ours, "request_id": id}; the full exception is
+logged under that id, so no Python or DuckDB text leaves the process.
 """
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
 import os
 import secrets
+import socket
 import threading
+import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from emotivoice.config import StoreConfig
 from storage import queries
-from storage.db import CallRecord, StorageError, connect, save_call
+from storage.db import BadRequest, CallRecord, StorageError, connect, save_call, short
+from storage.files import write_private
 from storage.store import announcement
 
 log = logging.getLogger(__name__)
+
+SLOT_POLL_S = 0.2  # how often a full server looks up from waiting for a slot to see if it is closing
 
 
 class StoreServer:
     """Owns the file; `start()` serves it in a background thread until `close()`."""
 
-    def __init__(self, db_path: Path | str, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, db_path: Path | str, host: str = "127.0.0.1", port: int = 0,
+                 config: StoreConfig | None = None):
         self.db_path = Path(db_path)
+        self.config = config or StoreConfig()
         self.con = connect(self.db_path, wait_s=30.0)
         self.write_lock = threading.Lock()
         self.token = secrets.token_hex(16)
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedServer((host, port), _handler(self), self.config.max_connections)
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self._thread: threading.Thread | None = None
 
     # The owning process uses the same three calls as any Store, without HTTP.
     def read(self, query: str, **params) -> pd.DataFrame:
+        return self.read_named(query, params)
+
+    def write(self, action: str, **params) -> dict:
+        return self.write_named(action, params)
+
+    def read_named(self, query: str, params: dict) -> pd.DataFrame:
+        queries.reader(query)
         cursor = self.con.cursor()
         try:
-            return queries.reader(query)(cursor, **params)
+            return queries.run_read(cursor, query, params)
         finally:
             cursor.close()
 
-    def write(self, action: str, **params) -> dict:
+    def write_named(self, action: str, params: dict) -> dict:
+        queries.writer(action)
         with self.write_lock:
-            return queries.writer(action)(self.con, **params)
+            return queries.run_write(self.con, action, params)
 
     def save_call(self, record: CallRecord) -> None:
         with self.write_lock:
@@ -60,12 +90,10 @@ class StoreServer:
     def start(self) -> StoreServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="store-server", daemon=True)
         self._thread.start()
-        note = announcement(self.db_path)
-        tmp = note.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid(), "token": self.token}))
-        os.chmod(tmp, 0o600)
-        tmp.replace(note)
-        log.info("store served", extra={"db": str(self.db_path), "url": self.url})
+        write_private(announcement(self.db_path),
+                      json.dumps({"url": self.url, "pid": os.getpid(), "token": self.token}))
+        log.info("store served", extra={"db": str(self.db_path), "url": self.url,
+                                        "max_connections": self.config.max_connections})
         return self
 
     def close(self) -> None:
@@ -75,6 +103,7 @@ class StoreServer:
                 note.unlink()
         except (OSError, ValueError):
             pass
+        self.httpd.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.con.close()
@@ -86,50 +115,178 @@ class StoreServer:
         self.close()
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but never more than `max_connections` at once: the accept loop
+    waits for a free slot, so further connections queue in the kernel instead of costing threads."""
+
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog: where connections beyond max_connections wait
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
+        self.slots = threading.BoundedSemaphore(max(1, max_connections))
+        self.closing = threading.Event()
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        while not self.slots.acquire(timeout=SLOT_POLL_S):
+            if self.closing.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:  # a client that hung up is no traceback
+        log.debug("store connection failed", exc_info=True)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's bytes, but only until `deadline`: each recv may wait just the time left, so a
+    request that trickles in (one byte every few seconds) is cut off like a silent one."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not received in time")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
+class _Refused(Exception):
+    """A request turned away before it reached the store: status and our own short message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
+    config = server.config
+
     class Handler(BaseHTTPRequestHandler):
+        timeout = config.request_timeout_s  # per socket operation, answers included
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # replaced by one that keeps to the deadline
+            self.rfile = io.BufferedReader(
+                _DeadlineReader(self.connection, time.monotonic() + config.request_timeout_s))
+
         def log_message(self, fmt: str, *args) -> None:  # structured logs instead of stderr lines
-            log.debug("store request", extra={"request": fmt % args})
+            log.debug("store request", extra={"request": (fmt % args)[:200]})
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (bad request line, headers too long) without echoing input."""
+            if self.request_version == "HTTP/0.9":  # a request line too bad to say its version
+                self.request_version = "HTTP/1.0"
+            self._fail(code, HTTPStatus(code).phrase.lower(), detail=message)
 
         def _reply(self, status: int, body: bytes, kind: str = "application/json") -> None:
+            self.connection.settimeout(config.request_timeout_s)  # a reader that stalls is let go too
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
+            self.close_connection = True
+
+        def _fail(self, status: int, message: str, detail: object = None, exc_info: bool = False) -> None:
+            request_id = secrets.token_hex(6)
+            log.log(logging.ERROR if status >= 500 else logging.INFO, "store request refused",
+                    extra={"request_id": request_id, "status": status, "reason": message,
+                           "path": str(getattr(self, "path", ""))[:100], "detail": str(detail)[:500]},
+                    exc_info=exc_info)
+            self._reply(status, json.dumps({"error": message, "request_id": request_id}).encode())
 
         def do_GET(self) -> None:
             if self.path == "/health":
                 self._reply(200, b'{"ok": true}')
             else:
-                self._reply(404, b"not found")
+                self._fail(404, "not found")
 
         def do_POST(self) -> None:
-            if self.headers.get("X-Store-Token") != server.token:
-                self._reply(403, b"bad or missing store token")
+            try:
+                body = self._body()
+            except _Refused as refusal:
+                self._fail(refusal.status, refusal.message)
                 return
             try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                if self.path == "/read":
-                    frame = server.read(body["query"], **body.get("params", {}))
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
-                    sink = io.BytesIO()
-                    with pa.ipc.new_stream(sink, table.schema) as writer:
-                        writer.write_table(table)
-                    self._reply(200, sink.getvalue(), "application/vnd.apache.arrow.stream")
-                elif self.path == "/write":
-                    self._reply(200, json.dumps(server.write(body["action"], **body.get("params", {})),
-                                                default=str).encode())
-                elif self.path == "/calls":
-                    server.save_call(CallRecord(**body))
-                    self._reply(200, b'{"ok": true}')
-                else:
-                    self._reply(404, b"not found")
-            except (KeyError, ValueError, TypeError) as exc:
-                self._reply(400, f"bad request: {exc}".encode())
+                self._route(body)
+            except BadRequest as exc:  # our own words, naming at most a shortened key
+                self._fail(400, str(exc), detail=repr(exc.__cause__) if exc.__cause__ else None)
             except StorageError as exc:
-                self._reply(500, str(exc).encode())
+                self._fail(500, _FAILED.get(self.path, "store error"), detail=str(exc), exc_info=True)
             except Exception as exc:  # the service keeps serving whatever one request did
-                log.exception("store request failed")
-                self._reply(500, f"store error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}".encode())
+                self._fail(500, _FAILED.get(self.path, "store error"), detail=repr(exc), exc_info=True)
+
+        def _body(self) -> dict:
+            """The checked JSON body (token, length, size, shape), or _Refused."""
+            token = self.headers.get("X-Store-Token", "")
+            if not hmac.compare_digest(token.encode("latin-1", "replace"), server.token.encode()):
+                raise _Refused(403, "bad or missing store token")
+            if self.path not in _FAILED:
+                raise _Refused(404, "not found")
+            length = self.headers.get("Content-Length")
+            if length is None:
+                raise _Refused(411, "a Content-Length is required")
+            if not (length.isascii() and length.strip().isdigit()):
+                raise _Refused(400, "bad Content-Length")
+            if int(length) > config.max_request_bytes:
+                raise _Refused(413, f"request larger than {config.max_request_bytes} bytes")
+            data = self.rfile.read(int(length))  # TimeoutError past the deadline: http.server closes
+            if len(data) < int(length):
+                raise _Refused(400, "request body shorter than its Content-Length")
+            try:
+                body = json.loads(data or b"{}")
+            except (ValueError, RecursionError):
+                raise _Refused(400, "the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise _Refused(400, "the body must be a JSON object")
+            return body
+
+        def _route(self, body: dict) -> None:
+            if self.path == "/calls":
+                server.save_call(CallRecord.from_json(body))
+                self._reply(200, b'{"ok": true}')
+                return
+            name_key = "query" if self.path == "/read" else "action"
+            for key in body:
+                if key not in (name_key, "params"):
+                    raise BadRequest(f"unknown field {short(key)}")
+            if name_key not in body:
+                raise BadRequest(f"{name_key!r} is required")
+            params = body.get("params", {})
+            if self.path == "/read":
+                frame = server.read_named(body["query"], params)
+                self._reply(200, _arrow(frame), "application/vnd.apache.arrow.stream")
+            else:
+                self._reply(200, json.dumps(server.write_named(body["action"], params), default=str).encode())
+
     return Handler
+
+
+_FAILED = {"/read": "read failed", "/write": "write failed", "/calls": "could not store the call"}
+
+
+def _arrow(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()

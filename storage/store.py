@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from storage import queries
-from storage.db import CallRecord, StorageError, connect, save_call
+from storage.db import BadRequest, CallRecord, StorageError, connect, save_call
 
 
 class Store(Protocol):
@@ -49,18 +49,18 @@ class FileStore:
         self.db_path = Path(db_path)
 
     def read(self, query: str, **params) -> pd.DataFrame:
-        fn = queries.reader(query)
+        queries.reader(query)  # an unknown name fails before the file is opened
         con = connect(self.db_path, read_only=True, wait_s=5.0)  # a missing file is a StorageError
         try:
-            return fn(con, **params)
+            return queries.run_read(con, query, params)
         finally:
             con.close()
 
     def write(self, action: str, **params) -> dict:
-        fn = queries.writer(action)
+        queries.writer(action)
         con = connect(self.db_path, wait_s=30.0)
         try:
-            return fn(con, **params)
+            return queries.run_write(con, action, params)
         finally:
             con.close()
 
@@ -85,7 +85,7 @@ class ServedStore:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            raise StorageError(exc.read().decode(errors="replace") or str(exc)) from exc
+            raise _refusal(exc) from exc
         except OSError as exc:
             raise StorageError(f"store service at {self.url} unreachable: {exc}") from exc
 
@@ -100,6 +100,18 @@ class ServedStore:
 
     def save_call(self, record: CallRecord) -> None:
         self._post("/calls", record.__dict__)
+
+
+def _refusal(exc: urllib.error.HTTPError) -> StorageError:
+    """The service's answer as the error a FileStore would raise: BadRequest for a 4xx, else
+    StorageError, with the service's short message and the request id its log has the detail under."""
+    try:
+        info = json.loads(exc.read())
+        message, request_id = str(info["error"]), info.get("request_id")
+    except (ValueError, KeyError, TypeError, OSError):
+        message, request_id = f"HTTP {exc.code}", None
+    text = message + (f" (store request {request_id})" if request_id else "")
+    return BadRequest(text) if 400 <= exc.code < 500 else StorageError(text)
 
 
 def _alive(pid: int) -> bool:

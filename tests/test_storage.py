@@ -2,7 +2,8 @@
 
 import pytest
 
-from storage.db import CallRecord, StorageError, connect, migrate, migrations, save_call
+from storage.db import (SCHEMAS, BadRequest, CallRecord, StorageError, connect, migrate, migrations, save_call,
+                        table_columns)
 from storage.store import FileStore
 
 
@@ -108,7 +109,7 @@ def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
         assert post(json.dumps({"query": "drop_everything"}).encode(), server.token) == 400
         store = open_store(db)
         assert isinstance(store, ServedStore)
-        with pytest.raises(StorageError, match="could not store call"):
+        with pytest.raises(BadRequest, match="unknown column 'no_such_column' in calls"):
             store.save_call(CallRecord({"call_id": "bad", "no_such_column": 1}))
         store.save_call(record("c1"))
         assert list(store.read("list_calls").call_id) == ["c1"]  # still serving, the good call stored
@@ -133,3 +134,110 @@ def test_acknowledged_alert_survives_the_call_being_saved_again(tmp_path):
     rows = con.execute("SELECT alert_id, t_s, created_at, acknowledged_by FROM alerts ORDER BY t_s").fetchall()
     assert rows[0] == (alert_id, 12.4, created, "sup")
     assert rows[1][0] != alert_id and rows[1][3] is None
+
+
+def test_only_real_columns_are_stored_and_values_stay_parameters(tmp_path):
+    """A record's keys become column names, so each must be a real column of its table (finding 2:
+    a crafted key ran SQL); a refused record changes nothing."""
+    db = tmp_path / "a.duckdb"
+    store = FileStore(db)
+    store.save_call(record("c1"))
+    sneaky = 'source) VALUES (1, 2); CREATE TABLE pwn(x INT); INSERT INTO pwn (x'
+    bad = [CallRecord({"call_id": "c1", sneaky: 1}),
+           CallRecord({"call_id": "c1"}, utterances=[dict(record().utterances[0], **{sneaky: 1})]),
+           CallRecord({"call_id": "c1"}, speakers=[dict(record().speakers[0], call_id="other")]),
+           CallRecord({"call_id": "c1"}, alerts="not a list"),
+           CallRecord({"call_id": 7}), CallRecord(["call_id"])]
+    for rec in bad:
+        with pytest.raises(BadRequest):
+            store.save_call(rec)
+    with pytest.raises(BadRequest, match="unknown field"):
+        CallRecord.from_json({"call": {"call_id": "c1"}, "speakers": [], "extra": 1})
+    store.save_call(CallRecord({"call_id": "c2", "source": "'); DROP TABLE calls; --"}))  # a value is only a value
+    con = connect(db)
+    assert "pwn" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert con.execute("SELECT call_id, source FROM calls ORDER BY 1").fetchall() == [
+        ("c1", "x.wav"), ("c2", "'); DROP TABLE calls; --")]
+    assert con.execute("SELECT count(*) FROM utterances WHERE call_id = 'c1'").fetchone()[0] == 3
+    for table, schema in SCHEMAS.items():  # every column save_call writes is a real one
+        assert set(schema.names) <= table_columns(con, table), table
+
+
+class CommitRace:
+    """The store's connection, except that just before COMMIT another connection commits a call
+    with the same id: DuckDB's COMMIT then really fails, and DuckDB has already rolled back."""
+
+    def __init__(self, con, call_id):
+        self.con, self.call_id, self.other = con, call_id, con.cursor()
+
+    def execute(self, sql, *params):
+        if sql == "COMMIT":
+            self.other.execute("INSERT INTO calls (call_id, source) VALUES (?, 'other')", [self.call_id])
+        return self.con.execute(sql, *params)
+
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+
+def test_a_failed_commit_is_a_storage_error_and_the_store_keeps_working(tmp_path):
+    """Issue 12: after a failed COMMIT, ROLLBACK raised "no transaction is active", which is no
+    StorageError, and the live engine's saving thread died."""
+    con = connect(tmp_path / "a.duckdb")
+    save_call(con, record("c1"))
+    with pytest.raises(StorageError, match="could not store call c2") as caught:
+        save_call(CommitRace(con, "c2"), record("c2"))
+    assert "no transaction is active" not in str(caught.value)
+    assert con.execute("SELECT call_id, source FROM calls ORDER BY 1").fetchall() == [("c1", "x.wav"), ("c2", "other")]
+    assert con.execute("SELECT count(*) FROM utterances WHERE call_id = 'c2'").fetchone()[0] == 0
+    save_call(con, record("c3"))  # the connection is usable: no transaction left open
+    assert con.execute("SELECT count(*) FROM utterances WHERE call_id = 'c3'").fetchone()[0] == 3
+
+
+def test_a_failed_migration_is_a_storage_error_and_leaves_the_version(tmp_path, monkeypatch):
+    import storage.db
+
+    con = connect(tmp_path / "a.duckdb")
+    version = migrate(con)
+    monkeypatch.setattr(storage.db, "migrations", lambda: [*migrations(), (version + 1, "ALTER TABLE nope ADD x INT")])
+    with pytest.raises(StorageError, match=f"could not apply migration {version + 1}"):
+        migrate(con)
+    assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == version
+
+
+def test_named_queries_refuse_unknown_names_and_parameters(tmp_path):
+    store = FileStore(tmp_path / "a.duckdb")
+    store.save_call(record("c1"))
+    cases = [(lambda: store.read("drop_everything"), "no read query named 'drop_everything'"),
+             (lambda: store.read("list_calls", bogus=1), "list_calls takes no parameter 'bogus'"),
+             (lambda: store.read("call_speakers"), "call_speakers needs call_id"),
+             (lambda: store.read("list_calls", limit="ten"), "wrong type"),
+             (lambda: store.write("acknowledge_alert", alert_id="x", user="u"), "wrong type"),
+             (lambda: store.write("acknowledge_alert", alert_id=99, user="u"), "no alert 99"),
+             (lambda: store.write("add_feedback", call_id="c1", kind="rant", author="a"), "feedback kind"),
+             (lambda: store.write("no_such_action"), "no write action named")]
+    for call, message in cases:
+        with pytest.raises(BadRequest, match=message):
+            call()
+    assert list(store.read("list_calls").call_id) == ["c1"]
+
+
+def test_database_and_wal_are_owner_only_whatever_the_umask(tmp_path):
+    """DuckDB makes its files as the umask says, and the WAL anew after every checkpoint."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "new" / "a.duckdb"
+        con = connect(db)
+        con.execute("SET checkpoint_threshold = '1KB'")  # every save checkpoints and starts a new WAL
+        for call_id in ("c1", "c2", "c1"):
+            save_call(con, record(call_id))
+            assert {p.name: p.stat().st_mode & 0o777 for p in db.parent.iterdir()} == {
+                "a.duckdb": 0o600, "a.duckdb.wal": 0o600}
+        con.close()
+        assert db.parent.stat().st_mode & 0o777 == 0o700
+        os.chmod(db, 0o644)  # a file from before this fix is tightened when opened for writing
+        FileStore(db).write("add_feedback", call_id="c1", kind="note", author="a")
+        assert db.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
