@@ -129,7 +129,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     analyzer = CallAnalyzer(settings)
     try:
-        server = StoreServer(settings.db_path).start()
+        server = StoreServer(settings.db_path, config=settings.store).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -70,7 +70,7 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     from storage.server import StoreServer
 
     try:
-        server = StoreServer(settings.db_path).start()
+        server = StoreServer(settings.db_path, config=settings.store).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
