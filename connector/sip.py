@@ -17,34 +17,25 @@ read by pjsip either way). Calls are capped at 4 there.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 import pjsua2 as pj
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
-from connector.access import DigestAuth, is_allowed, parse_allow
+from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, wire_text
+from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
+from connector.pjsetup import SRTP_MODES, LogWriter, check_security, free_port, quiet_stdout, transport_cfg, vector_bytes
+from connector.sipguard import RequestPolicy, SipGuard
 from connector.siprec import InviteSummary, parse_sip, summarize_invite
 from emotivoice.config import ConnectorConfig
+from storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 
 FRAME_MS = 20
 _MAX_CALLS_BUILT = 256 if hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL") else 4  # PJSUA_MAX_CALLS of the binding
-_SRTP = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL", "mandatory": "PJMEDIA_SRTP_MANDATORY"}
-
-
-def _vector_bytes(vector, size: int) -> bytes:
-    """Copy a SWIG std::vector<unsigned char> without per-element conversion: its first word is data()."""
-    data = ctypes.c_void_p.from_address(int(vector.this)).value
-    return ctypes.string_at(data, size) if data else b""
 
 
 @dataclass
@@ -55,33 +46,43 @@ class _Leg:
 
 @dataclass
 class _CallState:
-    call_id: str
+    call_id: str  # ours (new_call_id); the SIP Call-ID is only metadata
     remote: str
     summary: InviteSummary
+    metadata: dict
+    answered_at: float = field(default_factory=time.monotonic)
     legs: dict[int, _Leg] = field(default_factory=dict)  # media index -> leg
-    started: bool = False
+    started: bool = False  # media set up and the legs fixed
+    media_seen: bool = False  # some leg has received RTP (the bridge hands us silence until then)
+    announced: bool = False  # CallStarted sent, at the first frame after media_seen
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _LegPort(pj.AudioMediaPort):
-    """Receives one leg's audio from the conference bridge, one 20 ms frame per clock tick."""
+    """Receives one leg's audio from the conference bridge, one 20 ms frame per clock tick.
 
-    def __init__(self, sink: LiveSink, state: _CallState, leg: str, sample_rate: int):
+    The bridge ticks every port whether or not RTP arrives (with zeros), so nothing is handed on
+    until the event thread has seen RTP counted on some leg of the call (`media_seen`): the
+    first frame after that announces the call (CallStarted), so a call that never sends media
+    never reaches the engine.
+    """
+
+    def __init__(self, owner: "SipConnector", state: _CallState, leg: str, sample_rate: int):
         super().__init__()
-        self._sink, self._state, self._leg = sink, state, leg
+        self._owner, self._sink, self._state, self._leg = owner, owner.sink, state, leg
         self._seq = 0
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
         self._silence = bytes(self._frame_bytes)
-        self.empty_frames = 0  # ticks with no audio from the network
-        self.first_tick: float | None = None  # monotonic time of the first frame
+        self.empty_frames = 0  # ticks with no audio from the network, once the call is announced
+        self.first_tick: float | None = None  # monotonic time of the first frame handed on
         fmt = pj.MediaFormatAudio()
         fmt.type = pj.PJMEDIA_TYPE_AUDIO
         fmt.clockRate = sample_rate
         fmt.channelCount = 1
         fmt.bitsPerSample = 16
         fmt.frameTimeUsec = FRAME_MS * 1000
-        self.createPort(f"{state.call_id[:24]}/{leg}", fmt)
+        self.createPort(f"{state.call_id[-12:]}/{leg}", fmt)
 
     def missing_frames(self) -> int:
         """Ticks without network audio, plus ticks the media clock never delivered (it fell behind)."""
@@ -92,16 +93,21 @@ class _LegPort(pj.AudioMediaPort):
 
     def onFrameReceived(self, frame) -> None:
         size = frame.size
-        if self.first_tick is None:
-            self.first_tick = time.monotonic()
-        if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes:
-            pcm = _vector_bytes(frame.buf, size)
-        else:
-            pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
-            self.empty_frames += 1
+        audio = frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes
         with self._state.lock:
             if self._state.ended:
                 return
+            if not self._state.announced:
+                if not self._state.media_seen:
+                    return  # before the call's first RTP: nothing handed on, nothing counted
+                self._owner._announce(self._state)
+            if self.first_tick is None:
+                self.first_tick = time.monotonic()
+            if audio:
+                pcm = vector_bytes(frame.buf, size)
+            else:
+                pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
+                self.empty_frames += 1
             self._sink.push(Frame(self._state.call_id, self._leg, self._seq, pcm))
         self._seq += 1
 
@@ -120,6 +126,9 @@ class _Call(pj.Call):
     def onCallMediaState(self, prm) -> None:
         self.owner._media_ready(self)
 
+    def onCallTransferRequest(self, prm) -> None:
+        prm.statusCode = 603  # never place a call because a peer asked (REFER); the guard refuses it first
+
 
 class _Account(pj.Account):
     def __init__(self, owner: "SipConnector"):
@@ -129,39 +138,19 @@ class _Account(pj.Account):
     def onIncomingCall(self, prm) -> None:
         self.owner._incoming(self, prm)
 
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """Send what C code writes to fd 1 to /dev/null for the duration."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-class _LogWriter(pj.LogWriter):
-    """pjsip's log into ours. Its errors and warnings (level 1-2: among them every request it drops,
-    for a syntax error or a missing Call-ID/From/To/Via/CSeq, with the packet) become warnings."""
-
-    def write(self, entry) -> None:
-        text = entry.msg.strip()
-        if entry.level <= 2:
-            log.warning("pjsip: %s", text.split("\n", 1)[0][:300],
-                        extra={"pj_level": entry.level, "pj_msg": text[:2000]})
-        else:
-            log.debug("pjsip", extra={"pj_level": entry.level, "pj_msg": text})
+    def onIncomingSubscribe(self, prm) -> None:
+        """We serve no presence: refuse (the guard answers SUBSCRIBE with 405 before this runs)."""
+        prm.code = 403
+        prm.reason = "Forbidden"
+        self.owner._refusals.note("method", "SIP request refused: method not served",
+                                  host_of(prm.rdata.srcAddress), {"method": "SUBSCRIBE"})
 
 
 class SipConnector:
     """Answers SIP/SIPREC calls and feeds their audio to `sink`. start() returns once listening."""
 
     def __init__(self, cfg: ConnectorConfig, sink: LiveSink):
-        _check_security(cfg)
+        check_security(cfg)
         self.cfg = cfg
         self.sink = sink
         self.port = 0  # bound UDP/TCP port, set by start()
@@ -173,7 +162,13 @@ class SipConnector:
         self._max_calls = min(cfg.max_calls, _MAX_CALLS_BUILT)
         self._calls: dict[int, _Call] = {}
         self._done: list[_Call] = []  # disconnected, deleted by the event thread on its next turn
-        self._refusals: list[tuple[_Call, int, str, tuple]] = []  # answered by the event thread on its next turn
+        self._pending_refusals: list[tuple[_Call, int, str, tuple]] = []  # answered by the event thread next turn
+        self._refusal_log = RefusalLog(log)
+        self._limiter = RateLimiter(cfg.invite_rate_per_s, cfg.invite_burst)
+        self._policy = RequestPolicy(self._allow, self._limiter, self._refusal_log)
+        self._guard: SipGuard | None = None
+        self._calls_without_media = 0
+        self._next_sweep = 0.0
         self._ports: list[_LegPort] = []
         self._ready = threading.Event()
         self._stopping = threading.Event()
@@ -200,6 +195,12 @@ class SipConnector:
     def active_calls(self) -> int:
         return sum(1 for call in self._calls.values() if call.state and call.state.started and not call.state.ended)
 
+    def stats(self) -> dict:
+        """Requests seen by method, refusals by kind, calls hung up or ended without media."""
+        return {"requests": dict(self._policy.checked), "refused": dict(self._refusal_log.counts),
+                "calls_without_media": self._calls_without_media, "rate_limited_sources": len(self._limiter),
+                "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0}
+
     def _run(self) -> None:
         try:
             self._setup()
@@ -216,19 +217,24 @@ class SipConnector:
             self._ep.libHandleEvents(20)
             self._send_refusals()
             self._reap()
+            self._notice_media()
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + 0.5
+                self._hang_up_silent_calls()
+                self._refusal_log.flush()
         self._shutdown_calls()
         self._teardown()
 
     def _setup(self) -> None:
         self._ep = pj.Endpoint()
-        with _quiet_stdout():  # pjlib prints its start-up chatter before our log config applies
+        with quiet_stdout():  # pjlib prints its start-up chatter before our log config applies
             self._ep.libCreate()
         ep_cfg = pj.EpConfig()
         ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by this thread
         ep_cfg.uaConfig.mainThreadOnly = False
         ep_cfg.uaConfig.maxCalls = min(self._max_calls + 1, _MAX_CALLS_BUILT)  # +1: so we answer 486 ourselves
         ep_cfg.uaConfig.userAgent = "EmotiVoice"
-        self._log_writer = _LogWriter()
+        self._log_writer = LogWriter()
         ep_cfg.logConfig.writer = self._log_writer
         ep_cfg.logConfig.level = 3 if log.isEnabledFor(logging.DEBUG) else 2
         ep_cfg.logConfig.consoleLevel = ep_cfg.logConfig.level
@@ -239,6 +245,7 @@ class SipConnector:
         ep_cfg.medConfig.ecTailLen = 0
         ep_cfg.medConfig.maxMediaPorts = 4 * ep_cfg.uaConfig.maxCalls + 16
         self._ep.libInit(ep_cfg)
+        self._install_guard()  # before any transport exists, so no request arrives unchecked
         self._ep.audDevManager().setNullDev()
         self._create_transports()
         self._ep.libStart()
@@ -250,10 +257,25 @@ class SipConnector:
         acc_cfg.mediaConfig.transportConfig.portRange = 0
         if self._bound:
             acc_cfg.mediaConfig.transportConfig.boundAddress = self._bound
-        acc_cfg.mediaConfig.srtpUse = getattr(pj, _SRTP[self.cfg.srtp])
+        acc_cfg.mediaConfig.srtpUse = getattr(pj, SRTP_MODES[self.cfg.srtp])
         acc_cfg.mediaConfig.srtpSecureSignaling = 0
         self._account = _Account(self)
         self._account.create(acc_cfg, True)
+
+    def _install_guard(self) -> None:
+        """Check every request's source, method and INVITE rate in pjsip (connector/sipguard.py).
+
+        Without it (a pjsua2 build whose library does not export pjsip's C API) only INVITE and
+        SUBSCRIBE are checked, in onIncomingCall and onIncomingSubscribe; pjsua then answers
+        OPTIONS and MESSAGE from anyone with 200, creating no call, dialog or subscription.
+        """
+        import _pjsua2
+
+        try:
+            self._guard = SipGuard(_pjsua2.__file__, self._policy)
+        except (OSError, AttributeError, RuntimeError) as exc:
+            log.error("SIP request guard not installed: only INVITE and SUBSCRIBE are checked",
+                      extra={"error": str(exc)})
 
     def _create_transports(self) -> None:
         cfg = self.cfg
@@ -263,19 +285,19 @@ class SipConnector:
                  else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TLS))
         for _attempt in range(20):  # port 0: UDP picks a port, TCP must get the same one
             try:
-                port = cfg.sip_port or _free_port(bound or ("::" if v6 else "0.0.0.0"), v6)
-                self._ep.transportCreate(kinds[0], _transport_cfg(bound, port))
+                port = cfg.sip_port or free_port(bound or ("::" if v6 else "0.0.0.0"), v6)
+                self._ep.transportCreate(kinds[0], transport_cfg(bound, port))
             except (pj.Error, OSError):
                 if cfg.sip_port:
                     raise
                 continue
-            self._ep.transportCreate(kinds[1], _transport_cfg(bound, port))
+            self._ep.transportCreate(kinds[1], transport_cfg(bound, port))
             self.port = port
             break
         else:
             raise RuntimeError("no free SIP port")
         if cfg.sip_tls_port:
-            tls = _transport_cfg(bound, cfg.sip_tls_port)
+            tls = transport_cfg(bound, cfg.sip_tls_port)
             tls.tlsConfig.certFile = cfg.tls_cert_file
             tls.tlsConfig.privKeyFile = cfg.tls_key_file
             self._ep.transportCreate(kinds[2], tls)
@@ -306,11 +328,14 @@ class SipConnector:
             self._account = None
         self._ports.clear()
         self._calls.clear()
+        if self._guard is not None:
+            self._guard.close()
         try:
             ep.libDestroy()
         except pj.Error:
             pass
         self._ep = None
+        self._guard = None
 
     # -- calls (all on the event thread) ---------------------------------------------------------
 
@@ -318,27 +343,40 @@ class SipConnector:
         call = _Call(self, account, prm.callId)
         raw = prm.rdata.wholeMsg
         remote = prm.rdata.srcAddress
+        source = host_of(remote)
         msg = parse_sip(raw)
-        sip_call_id = msg.header("call-id") or f"call-{prm.callId}"
-        if not is_allowed(remote, self._allow):
-            log.warning("SIP call refused: source not allowed", extra={"remote": remote, "call_id": sip_call_id})
+        sip_call_id = wire_text(msg.header("call-id")) or ""  # data for the log and metadata, never a name
+        if not is_allowed(remote, self._allow):  # the guard refused it already; this is the fallback
+            self._refusal_log.note("not_allowed", "SIP call refused: source not allowed", source,
+                                   {"sip_call_id": sip_call_id})
             return self._refuse(call, 403, "Forbidden")
+        if self._guard is None and not self._limiter.allow(source):
+            self._refusal_log.note("rate_limited", "SIP call refused: INVITE rate limit", source, {})
+            return self._refuse(call, 503, "Service Unavailable",
+                                [("Retry-After", str(self._limiter.retry_after_s(source)))])
         if self._auth is not None:
             credentials = msg.header("authorization")
             if not credentials or not self._auth.verify("INVITE", credentials):
                 if credentials:
-                    log.warning("SIP call refused: bad credentials", extra={"remote": remote, "call_id": sip_call_id})
+                    self._refusal_log.note("bad_credentials", "SIP call refused: bad credentials", source,
+                                           {"sip_call_id": sip_call_id})
                 return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
         starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)
         if self.active_calls + starting >= self._max_calls:
-            log.warning("SIP call refused: at max_calls", extra={"remote": remote, "max_calls": self._max_calls})
+            self._refusal_log.note("busy", "SIP call refused: at max_calls", source, {"max_calls": self._max_calls})
             return self._refuse(call, 486, "Busy Here")
-        summary = summarize_invite(raw, self.cfg.siprec_agent_match)
+        try:
+            summary = summarize_invite(raw, self.cfg.siprec_agent_match)
+        except Exception as exc:  # the body pjsip accepted still made no sense to us
+            log.warning("SIP call refused: unreadable INVITE", extra={"remote": remote, "error": repr(exc)[:200]})
+            return self._refuse(call, 400, "Bad Request")
         if not summary.legs:
-            log.warning("SIP call refused: no audio stream", extra={"remote": remote, "call_id": sip_call_id})
+            log.warning("SIP call refused: no audio stream", extra={"remote": remote, "sip_call_id": sip_call_id})
             return self._refuse(call, 488, "Not Acceptable Here")
-        call.state = _CallState(sip_call_id, remote, summary)
+        call_id = new_call_id("siprec" if summary.siprec else "sip")
+        call.state = _CallState(call_id, remote, summary, _metadata(summary, sip_call_id))
         self._calls[prm.callId] = call
+        log.info("SIP call answered", extra={"call_id": call_id, "sip_call_id": sip_call_id, "remote": remote})
         op = pj.CallOpParam(True)
         op.statusCode = 200
         op.opt.audioCount = sum(1 for _ in summary.legs)  # or pjsua refuses every stream after the first
@@ -346,7 +384,7 @@ class SipConnector:
         try:
             call.answer(op)
         except pj.Error as exc:
-            log.warning("SIP answer failed", extra={"call_id": sip_call_id, "error": exc.info()})
+            log.warning("SIP answer failed", extra={"call_id": call_id, "error": exc.info()})
 
     def _refuse(self, call: _Call, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
         """Queue a final error response, sent once onIncomingCall has returned.
@@ -355,12 +393,12 @@ class SipConnector:
         headers (a 401 without its WWW-Authenticate challenge), and for an INVITE without SDP it
         resets the call before pjsua2 frees the cloned request, which aborts the process.
         """
-        self._refusals.append((call, code, reason, tuple(headers)))
+        self._pending_refusals.append((call, code, reason, tuple(headers)))
 
     def _send_refusals(self) -> None:
-        if not self._refusals:
+        if not self._pending_refusals:
             return
-        refusals, self._refusals = self._refusals, []
+        refusals, self._pending_refusals = self._pending_refusals, []
         for call, code, reason, headers in refusals:
             self._send_refusal(call, code, reason, headers)
 
@@ -380,8 +418,8 @@ class SipConnector:
 
     def _media_ready(self, call: _Call) -> None:
         state = call.state
-        if state is None or state.ended:
-            return
+        if state is None or state.ended or state.started:
+            return  # a stream added by a re-INVITE is not announced; the legs stay fixed
         info = call.getInfo()
         by_index = {leg.index: leg for leg in state.summary.legs}
         new_ports = []
@@ -390,25 +428,60 @@ class SipConnector:
                 continue
             if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 continue  # send-only (SIPREC) streams report REMOTE_HOLD
-            if state.started:
-                continue  # a stream added by a re-INVITE is not announced; keep the legs fixed
             rate = 16000 if call.getStreamInfo(media.index).codecClockRate >= 16000 else 8000
             spec = by_index[media.index]
             leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
-            info_leg = LegInfo(leg, spec.role, spec.name, rate)
-            port = _LegPort(self.sink, state, leg, rate)
-            state.legs[media.index] = _Leg(info_leg, port)
+            port = _LegPort(self, state, leg, rate)
+            state.legs[media.index] = _Leg(LegInfo(leg, spec.role, spec.name, rate), port)
             self._ports.append(port)
             new_ports.append((call.getAudioMedia(media.index), port))
-        if new_ports and not state.started:
-            state.started = True
-            metadata = dict(state.summary.metadata, sip_call_id=state.call_id)
-            self.sink.start(CallStarted(state.call_id, "siprec" if state.summary.siprec else "sip",
-                                        tuple(leg.info for leg in state.legs.values()), state.remote, metadata))
-            log.info("SIP call started", extra={"call_id": state.call_id, "remote": state.remote,
-                                                "legs": [leg.info.leg for leg in state.legs.values()]})
+        if not new_ports:
+            return
+        state.started = True  # every leg exists before the first frame can announce the call
         for media, port in new_ports:
             media.startTransmit(port)
+
+    def _announce(self, state: _CallState) -> None:
+        """CallStarted, on the media thread under the call's lock, at the first audio of any leg."""
+        state.announced = True
+        legs = tuple(leg.info for leg in state.legs.values())
+        self.sink.start(CallStarted(state.call_id, "siprec" if state.summary.siprec else "sip", legs,
+                                    state.remote, state.metadata))
+        log.info("SIP call started", extra={"call_id": state.call_id, "remote": state.remote,
+                                            "legs": [leg.leg for leg in legs]})
+
+    def _notice_media(self) -> None:
+        """Mark calls whose streams have received RTP; their next frame announces them."""
+        for call in self._calls.values():
+            state = call.state
+            if state is None or not state.started or state.media_seen or state.ended:
+                continue
+            try:
+                received = any(call.getStreamStat(index).rtcp.rxStat.pkt > 0 for index in state.legs)
+            except pj.Error:
+                continue
+            if received:
+                state.media_seen = True
+
+    def _hang_up_silent_calls(self) -> None:
+        """Hang up answered calls that have sent no audio for connector.no_media_timeout_s."""
+        limit = self.cfg.no_media_timeout_s
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        for call in list(self._calls.values()):
+            state = call.state
+            if state is None or state.announced or state.ended or now - state.answered_at < limit:
+                continue
+            log.warning("SIP call hung up: no media", extra={"call_id": state.call_id, "remote": state.remote,
+                                                               "after_s": limit})
+            self._finish(call, "no media")
+            op = pj.CallOpParam()
+            op.statusCode = 408
+            try:
+                call.hangup(op)
+            except pj.Error as exc:
+                log.warning("SIP hang-up failed", extra={"call_id": state.call_id, "error": exc.info()})
 
     def _call_ended(self, call: _Call, reason: str) -> None:
         self._finish(call, reason)
@@ -422,10 +495,14 @@ class SipConnector:
             if state.ended:
                 return
             state.ended = True
-        if state.started:
+        if state.announced:
             self.sink.end(CallEnded(state.call_id, reason, {leg.info.leg: leg.port.missing_frames()
                                                             for leg in state.legs.values() if leg.port}))
             log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
+        else:  # the engine never heard of it: nothing to store
+            self._calls_without_media += 1
+            log.info("SIP call ended before any audio", extra={"call_id": state.call_id, "reason": reason,
+                                                                "remote": state.remote})
 
     def _reap(self) -> None:
         """Drop disconnected calls and their ports (outside their own callbacks, on this thread)."""
@@ -441,38 +518,11 @@ class SipConnector:
                 call.state.legs.clear()
 
 
-def _check_security(cfg: ConnectorConfig) -> None:
-    """Refuse a configuration that asks for TLS or SRTP but would run without it.
-
-    pjsip starts a TLS listener on a missing certificate (every handshake then fails), and a
-    misspelt srtp value must not mean "optional"; both fail at construction instead.
-    """
-    if cfg.srtp not in _SRTP:
-        raise ValueError(f"connector.srtp must be one of {', '.join(_SRTP)}, not {cfg.srtp!r}")
-    if not cfg.sip_tls_port:
-        return
-    for name in ("tls_cert_file", "tls_key_file"):
-        path = getattr(cfg, name)
-        if not path:
-            raise ValueError(f"connector.sip_tls_port is set but connector.{name} is not")
-        if not os.access(path, os.R_OK):
-            raise ValueError(f"connector.{name} {path!r} is missing or unreadable")
-
-
-def _transport_cfg(bound: str, port: int) -> pj.TransportConfig:
-    tc = pj.TransportConfig()
-    tc.port = port
-    if bound:
-        tc.boundAddress = bound
-    return tc
-
-
-def _free_port(host: str, v6: bool) -> int:
-    """A port free for both UDP and TCP right now."""
-    family = socket.AF_INET6 if v6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as tcp:
-        tcp.bind((host, 0))
-        port = tcp.getsockname()[1]
-        with socket.socket(family, socket.SOCK_DGRAM) as udp:
-            udp.bind((host, port))
-    return port
+def _metadata(summary: InviteSummary, sip_call_id: str) -> dict:
+    """CallStarted.metadata: agent and customer ids from SIPREC, the source's own ids as bounded data."""
+    meta = summary.metadata
+    external = {"sip_call_id": sip_call_id, "sip_from": meta.get("from"), "sip_to": meta.get("to")}
+    if summary.siprec:
+        external["siprec_session_id"] = meta.get("siprec_session_id")
+        external["siprec_participants"] = "; ".join(p for p in meta.get("participants", ()) if isinstance(p, str))
+    return call_metadata(meta, external)

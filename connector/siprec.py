@@ -4,6 +4,9 @@ Pure functions over text, so they are tested without a SIP stack. sip.py hands i
 received (pjsua2's `rdata.wholeMsg`) and gets back one `StreamLeg` per audio m-line, in m-line order
 (which is pjsua's media index order), with the participant who sends it and an agent/customer role.
 
+Everything read here is data from the caller: values are cut to MAX_TEXT printable characters,
+and a stream's a=label names its leg only when it is a short plain token (else "audio<index>").
+
 Role rule: a participant whose AOR or name matches `agent_match` (a case-insensitive regex,
 ConnectorConfig.siprec_agent_match) is the agent; when exactly one participant matches, every other
 participant is a customer. With no rule, or no match, roles are None.
@@ -16,6 +19,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 RS_METADATA = "application/rs-metadata+xml"
+MAX_TEXT = 256  # characters kept of any name, address or id from the INVITE
+MAX_PARTICIPANTS = 16
+_LEG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")  # a label kept as the leg's name; others: audio<i>
+
+
+def _text(value: str) -> str:
+    """A value from the wire as printable text of bounded length (it is data, never a name)."""
+    return "".join(c for c in value[: MAX_TEXT * 2] if c.isprintable())[:MAX_TEXT]
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,11 @@ def body_parts(content_type: str, body: str) -> list[tuple[str, str]]:
     return parts
 
 
+def _is_num(text: str) -> bool:
+    """ASCII digits only (str.isdigit also accepts digits int() refuses, such as '²')."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_sdp(sdp: str) -> list[SdpStream]:
     """The m-lines of an SDP with their label, direction and clock rates."""
     streams: list[SdpStream] = []
@@ -125,7 +141,7 @@ def parse_sdp(sdp: str) -> list[SdpStream]:
 
     def close() -> None:
         if current is not None:
-            rates = tuple(current["rates"].get(pt, 8000 if pt.isdigit() and int(pt) < 96 and pt != "9" else 16000)
+            rates = tuple(current["rates"].get(pt, 8000 if _is_num(pt) and int(pt) < 96 and pt != "9" else 16000)
                           for pt in current["pts"])
             streams.append(SdpStream(len(streams), current["media"], current["port"], current["label"],
                                      current["dir"] or session_dir, rates))
@@ -135,7 +151,8 @@ def parse_sdp(sdp: str) -> list[SdpStream]:
         if line.startswith("m="):
             close()
             fields = line[2:].split()
-            current = {"media": fields[0], "port": int(fields[1].split("/")[0]) if len(fields) > 1 else 0,
+            port = fields[1].split("/")[0] if len(fields) > 1 else ""
+            current = {"media": fields[0] if fields else "", "port": int(port) if _is_num(port) else 0,
                        "pts": fields[3:], "label": None, "dir": "", "rates": {}}
         elif line.startswith("a="):
             attr, _, value = line[2:].partition(":")
@@ -149,7 +166,7 @@ def parse_sdp(sdp: str) -> list[SdpStream]:
             elif current is not None and attr == "rtpmap":
                 pt, _, enc = value.partition(" ")
                 pieces = enc.split("/")
-                if len(pieces) > 1 and pieces[1].isdigit():
+                if len(pieces) > 1 and _is_num(pieces[1]):
                     # G.722's RTP clock says 8000 but it carries 16 kHz audio (RFC 3551)
                     current["rates"][pt] = 16000 if pieces[0].upper() == "G722" else int(pieces[1])
     close()
@@ -240,17 +257,17 @@ def summarize_invite(raw: str, agent_match: str = "") -> InviteSummary:
         if stream.media != "audio":
             continue
         sender = meta.sender_of(stream.label) if stream.label else None
-        leg = stream.label or f"audio{stream.index}"
+        leg = stream.label if stream.label and _LEG_NAME.match(stream.label) else f"audio{stream.index}"
         if any(existing.leg == leg for existing in legs):
             leg = f"{leg}.{stream.index}"
         legs.append(StreamLeg(stream.index, leg, roles.get(sender.participant_id) if sender else None,
-                              sender.display if sender else None, stream.clock_rates))
-    extra: dict = {"from": msg.header("from"), "to": msg.header("to")}
+                              _text(sender.display) if sender else None, stream.clock_rates))
+    extra: dict = {"from": _text(msg.header("from")), "to": _text(msg.header("to"))}
     if siprec:
-        extra["siprec_session_id"] = meta.session_id
-        extra["participants"] = [p.aor or p.name for p in meta.participants]
+        extra["siprec_session_id"] = _text(meta.session_id)
+        extra["participants"] = [_text(p.aor or p.name) for p in meta.participants[:MAX_PARTICIPANTS]]
         for participant in meta.participants:
             role = roles.get(participant.participant_id)
             if role and f"{role}_id" not in extra:
-                extra[f"{role}_id"] = _user(participant.aor) if participant.aor else participant.name
+                extra[f"{role}_id"] = _text(_user(participant.aor) if participant.aor else participant.name)
     return InviteSummary(siprec, tuple(legs), extra, len(streams))

@@ -1,0 +1,93 @@
+"""pjsua2 plumbing the SIP connector needs but that is not about calls: its log, ports, checks.
+
+Kept apart from connector/sip.py so that module reads as what happens to a call. pjsip's log lines
+go to the "connector.sip" logger, like the connector's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import socket
+import sys
+
+import pjsua2 as pj
+
+from emotivoice.config import ConnectorConfig
+
+log = logging.getLogger("connector.sip")
+
+SRTP_MODES = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL",
+              "mandatory": "PJMEDIA_SRTP_MANDATORY"}
+
+
+def vector_bytes(vector, size: int) -> bytes:
+    """Copy a SWIG std::vector<unsigned char> without per-element conversion: its first word is data()."""
+    data = ctypes.c_void_p.from_address(int(vector.this)).value
+    return ctypes.string_at(data, size) if data else b""
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Send what C code writes to fd 1 to /dev/null for the duration."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+class LogWriter(pj.LogWriter):
+    """pjsip's log into ours. Its errors and warnings (level 1-2: among them every request it drops,
+    for a syntax error or a missing Call-ID/From/To/Via/CSeq, with the packet) become warnings."""
+
+    def write(self, entry) -> None:
+        text = entry.msg.strip()
+        if entry.level <= 2:
+            log.warning("pjsip: %s", text.split("\n", 1)[0][:300],
+                        extra={"pj_level": entry.level, "pj_msg": text[:2000]})
+        else:
+            log.debug("pjsip", extra={"pj_level": entry.level, "pj_msg": text})
+
+
+def check_security(cfg: ConnectorConfig) -> None:
+    """Refuse a configuration that asks for TLS or SRTP but would run without it.
+
+    pjsip starts a TLS listener on a missing certificate (every handshake then fails), and a
+    misspelt srtp value must not mean "optional"; both fail at construction instead.
+    """
+    if cfg.srtp not in SRTP_MODES:
+        raise ValueError(f"connector.srtp must be one of {', '.join(SRTP_MODES)}, not {cfg.srtp!r}")
+    if not cfg.sip_tls_port:
+        return
+    for name in ("tls_cert_file", "tls_key_file"):
+        path = getattr(cfg, name)
+        if not path:
+            raise ValueError(f"connector.sip_tls_port is set but connector.{name} is not")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"connector.{name} {path!r} is missing or unreadable")
+
+
+def transport_cfg(bound: str, port: int) -> pj.TransportConfig:
+    tc = pj.TransportConfig()
+    tc.port = port
+    if bound:
+        tc.boundAddress = bound
+    return tc
+
+
+def free_port(host: str, v6: bool) -> int:
+    """A port free for both UDP and TCP right now."""
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as tcp:
+        tcp.bind((host, 0))
+        port = tcp.getsockname()[1]
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, port))
+    return port
