@@ -1,10 +1,13 @@
 """The inbox analysis service: picks up finished recordings once, survives bad ones, and owns
 the database while other processes read and write through it."""
 
+import json
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -52,6 +55,15 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
             time.sleep(0.2)
         with pytest.raises(duckdb.IOException):  # the file really is held by the service
             duckdb.connect(str(db), read_only=True)
+        assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("live.duckdb*")} == {
+            "live.duckdb": 0o600, "live.duckdb.wal": 0o600, "live.duckdb.server.json": 0o600}
+        info = json.loads(announcement(db).read_text())  # a token holder smuggling SQL in a column name
+        smuggled = {"call": {"call_id": "x", "source) VALUES (1, 2); CREATE TABLE pwn(x INT); --": 1}}
+        request = urllib.request.Request(info["url"] + "/calls", data=json.dumps(smuggled).encode(),
+                                         headers={"X-Store-Token": info["token"]})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400 and b"duckdb" not in refused.value.read().lower()
         proc = run_cli("analyze", str(DEMO), "--db", str(db), "--quiet", env=env)
         assert proc.returncode == 0, proc.stderr
         shutil.copy(DEMO, inbox / "dropped.opus")
@@ -73,4 +85,5 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
     assert not announcement(db).is_file()  # a clean stop withdraws the announcement
     con = duckdb.connect(str(db), read_only=True)  # and releases the file
     assert con.execute("SELECT count(*) FROM calls").fetchone()[0] == 2
+    assert not con.execute("SELECT * FROM information_schema.tables WHERE table_name = 'pwn'").fetchall()
     con.close()
