@@ -408,4 +408,6 @@ def test_audiohook_session_is_analysed_per_speaker_into_duckdb(settings, tmp_pat
     store.close()
     assert len(calls) == 1 and ours(calls.call_id[0], "audiohook") and calls.status[0] == "complete"
     assert set(utterances.speaker) == {"agent", "customer"}
-    assert utterances.base_emotion.notna().all() and utterances.text.str.len().gt(0).all()
+    assert utterances.base_emotion.notna().all()
+    whole = utterances[utterances.end_s < SECONDS - 0.5]  # the turn cut off at the end may be wordless
+    assert len(whole) >= 2 and whole.text.str.strip().str.len().gt(0).all()

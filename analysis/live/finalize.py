@@ -7,7 +7,8 @@ pass never holds up live calls. If it fails, or is off, the live results are sto
 A call that ended without any audio (no frame carried a sound: the caller hung up at once, a
 SIP peer never sent RTP, a media fork opened and closed) is not a call anyone can review: it is
 not stored, its recording is discarded and it gets no batch pass; the engine logs and counts it
-("calls_without_media"). The kept audio is handed on only after checking it lies inside the
+("calls_without_media"). One whose frames the engine itself dropped (its inbox was full) is
+stored as before, with the drops in its warnings: the source did send something. The kept audio is handed on only after checking it lies inside the
 audio dir.
 """
 
@@ -81,7 +82,7 @@ def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:
 def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> bool:
     """Store the finished call (through the batch pass when it is on); False when the call had
     no audio at all and so was not stored."""
-    if not call.has_media:
+    if not call.has_media and not call.dropped_frames:  # dropped by us: it may have had sound, so say so
         if call.recorder:
             call.recorder.discard()
         log.warning("live call ended without any audio; not stored",
