@@ -63,8 +63,7 @@ def _run(fn: Callable, con: Con, params: object):
         raise BadRequest(f"{fn.__name__} needs {', '.join(missing)}")
     try:
         return fn(con, **params)
-    except (duckdb.ConversionException, duckdb.InvalidInputException, duckdb.BinderException,
-            TypeError, ValueError) as exc:
+    except (duckdb.ConversionException, duckdb.InvalidInputException, TypeError, ValueError) as exc:
         if isinstance(exc, BadRequest):
             raise
         raise BadRequest(f"{fn.__name__}: a parameter has the wrong type") from exc
