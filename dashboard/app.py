@@ -1,24 +1,70 @@
 """EmotiVoice supervisor dashboard: sign in, then the live floor, call reviews, agent trends and
 churn risk. Every page reads through storage.store (the service that owns the DuckDB file when
 one runs, the file itself otherwise), so it shows live data without ever locking the writer.
+
+Signing in goes through dashboard.auth.sign_in (throttled per user name and per client address,
+shared by every session of this server). A sign-in opens a server-side session
+(dashboard/sessions.py) whose token reaches the browser only as an HttpOnly cookie, set by
+POSTing a one-time ticket to /api/session; a reload finds the cookie and the session goes on
+until it expires or the user logs out. Every run re-checks the session, so a log-out elsewhere
+or an expiry ends this page too.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import streamlit as st
 
-from dashboard.auth import authenticate, load_users
+from dashboard.auth import load_users, sign_in
 from dashboard.common import settings
+from dashboard.sessions import COOKIE, REGISTRY
 
 PAGES = Path(__file__).resolve().parent / "pages"
 
 st.set_page_config(page_title="EmotiVoice", page_icon="🎧", layout="wide")
 
 
+def client_address() -> str:
+    """Who is signing in, for the per-client throttle (Streamlit reports loopback as None)."""
+    return st.context.ip_address or "loopback"
+
+
+def post_from_page(path: str, body: str = "") -> None:
+    """Have the browser POST `body` to one of our routes (dashboard/web.py), same origin, once."""
+    st.html(f"<script>fetch({json.dumps(path)}, {{method: 'POST', credentials: 'same-origin', cache: 'no-store', "
+            f"body: {json.dumps(body)}}});</script>", unsafe_allow_javascript=True)
+
+
+def end_session_state() -> None:
+    """Forget this page's sign-in and everything chosen under it (filters, the open call, links)."""
+    for key in list(st.session_state.keys()):
+        del st.session_state[key]
+
+
+def current_user() -> str | None:
+    """The user of this page's live session (from this run's state, else the browser's cookie)."""
+    token = st.session_state.get("session_token")
+    if token is None:
+        token = st.context.cookies.get(COOKIE)
+        if token and REGISTRY.user(token):
+            st.session_state["session_token"] = token
+    user = REGISTRY.user(token)
+    if user is None and st.session_state.get("session_token"):
+        end_session_state()
+        st.session_state["ended"] = True
+    st.session_state["user"] = user or ""
+    return user
+
+
 def login() -> None:
     st.title("EmotiVoice")
+    if st.session_state.pop("clear_cookie", False):
+        post_from_page("/api/logout")
+    if st.session_state.pop("ended", False):
+        st.info("Your session has ended. Sign in again.")
     if not load_users(settings()):
         st.error("No dashboard users are set up. Create one with `emotivoice users add NAME`.")
         st.stop()
@@ -26,20 +72,31 @@ def login() -> None:
         name = st.text_input("Username")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in"):
-            if authenticate(settings(), name, password):
-                st.session_state["user"] = name
+            result = sign_in(settings(), name, password, client_address())
+            if result.user:
+                token = REGISTRY.open(result.user, settings().dashboard.session_ttl_s)
+                st.session_state["session_token"] = token
+                st.session_state["cookie_ticket"] = REGISTRY.ticket(token)
                 st.rerun()
-            st.error("Wrong username or password.")
+            if result.throttled:
+                st.error(f"Too many failed sign-ins. Try again in {math.ceil(result.retry_after_s)} s.")
+            else:
+                st.error("Wrong username or password."
+                         + (f" Further sign-ins wait {math.ceil(result.retry_after_s)} s." if result.retry_after_s else ""))
     st.stop()
 
 
-if not st.session_state.get("user"):
+if not current_user():
     login()
 
 with st.sidebar:
     st.caption(f"Signed in as **{st.session_state['user']}**")
+    if "cookie_ticket" in st.session_state:  # once: the browser exchanges it for the HttpOnly cookie
+        post_from_page("/api/session", st.session_state.pop("cookie_ticket"))
     if st.button("Log out"):
-        st.session_state.clear()
+        REGISTRY.close(st.session_state.get("session_token"))
+        end_session_state()
+        st.session_state["clear_cookie"] = True
         st.rerun()
 
 page = st.navigation([

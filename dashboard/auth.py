@@ -1,39 +1,68 @@
-"""Supervisor logins: PBKDF2-SHA256 password hashes, never plain passwords.
+"""Supervisor logins: PBKDF2-SHA256 password hashes, never plain passwords, and throttled sign-in.
 
 Users come from `dashboard.users` in config ("name:hash,name:hash", e.g. through
-EMOTIVOICE_DASHBOARD_USERS) and from `<data_dir>/dashboard_users.json`, which `emotivoice users
-add NAME` and the first `python3 launch.py` run write.
+EMOTIVOICE_DASHBOARD_USERS) and from `<data_dir>/dashboard_users.json` (0600), which `emotivoice
+users add NAME` and the first `python3 launch.py` run write. New passwords shorter than
+`dashboard.min_password_length` are refused here, so every way of adding a user inherits it.
+
+`sign_in` is the only way the dashboard checks a password. It asks the shared throttle
+(dashboard/throttle.py: back-off per user name and per client address) before any hashing, and
+an unknown or malformed user entry is verified against a dummy hash of the same cost, so a wrong
+name and a wrong password take the same PBKDF2 work and cannot be told apart by timing.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
-import os
+import logging
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
+from dashboard.throttle import LoginThrottle, report_lockout
 from emotivoice.config import Settings
+from storage.files import private_dir, write_private
+
+log = logging.getLogger(__name__)
 
 ITERATIONS = 200_000
+SCHEME = "pbkdf2_sha256"
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # also safe inside "name:hash,..." config
 
 
 def hash_password(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+    return f"{SCHEME}${iterations}${salt.hex()}${digest.hex()}"
 
 
-def verify_password(password: str, encoded: str) -> bool:
+def _parse(encoded: str | None) -> tuple[int, bytes, str] | None:
+    """(iterations, salt, hex digest) of a well-formed hash, else None."""
     try:
-        scheme, iterations, salt, digest = encoded.split("$")
+        scheme, iterations, salt, digest = (encoded or "").split("$")
+        if scheme != SCHEME or not 1 <= int(iterations) <= 10_000_000:
+            return None
+        return int(iterations), bytes.fromhex(salt), digest
     except ValueError:
-        return False
-    if scheme != "pbkdf2_sha256":
-        return False
-    check = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
-    return hmac.compare_digest(check.hex(), digest)
+        return None
+
+
+@functools.cache
+def _dummy_hash() -> tuple[int, bytes, str]:
+    """What an unknown name is checked against: same scheme and cost as a real user's hash."""
+    return _parse(hash_password(secrets.token_urlsafe(16)))  # type: ignore[return-value]
+
+
+def verify_password(password: str, encoded: str | None) -> bool:
+    """True if `password` matches `encoded`; a missing or malformed hash costs the same and is False."""
+    parsed = _parse(encoded)
+    iterations, salt, digest = parsed or _dummy_hash()
+    check = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hmac.compare_digest(check.hex(), digest) and parsed is not None
 
 
 def users_file(settings: Settings) -> Path:
@@ -51,18 +80,65 @@ def load_users(settings: Settings) -> dict[str, str]:
     return users
 
 
+def check_new_login(settings: Settings, name: str, password: str) -> None:
+    """ValueError with the reason when `name` or `password` may not be used for a new login."""
+    if not USER_NAME.match(name or ""):
+        raise ValueError("a user name is 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit")
+    minimum = settings.dashboard.min_password_length
+    if len(password) < minimum:
+        raise ValueError(f"use a password of at least {minimum} characters")
+
+
 def add_user(settings: Settings, name: str, password: str) -> Path:
+    """Store `name` with a hash of `password` (0600 file); ValueError for a short password or odd name."""
+    check_new_login(settings, name, password)
     path = users_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     users = json.loads(path.read_text()) if path.is_file() else {}
     users[name] = hash_password(password)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(users, indent=1))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps(users, indent=1))
     return path
 
 
 def authenticate(settings: Settings, name: str, password: str) -> bool:
-    encoded = load_users(settings).get(name)
-    return bool(encoded) and verify_password(password, encoded)
+    """The password check alone, unthrottled (the dashboard uses `sign_in`); same cost for any name."""
+    return verify_password(password, load_users(settings).get(name))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """What a sign-in attempt came to: the user, or how long to wait (0.0: the password was wrong)."""
+
+    user: str | None
+    retry_after_s: float = 0.0
+    throttled: bool = False  # refused without checking the password
+
+
+_THROTTLES: dict[tuple, LoginThrottle] = {}
+
+
+def login_throttle(settings: Settings) -> LoginThrottle:
+    """The throttle shared by every session of this server process (one per distinct setting)."""
+    d = settings.dashboard
+    key = (d.login_free_failures, d.login_backoff_s, d.login_backoff_max_s)
+    return _THROTTLES.setdefault(key, LoginThrottle(*key))
+
+
+def sign_in(settings: Settings, name: str, password: str, client: str,
+            throttle: LoginThrottle | None = None) -> SignIn:
+    """Check a password under the throttle; the refusal says when to try again."""
+    throttle = throttle or login_throttle(settings)
+    user_key, client_key = ("user", name), ("client", client)
+    wait = throttle.admit([user_key, client_key])
+    if wait > 0:
+        log.info("dashboard sign-in refused while backed off",
+                 extra={"event": "login_throttled", "user_name": name[:64], "client": client,
+                        "retry_after_s": round(wait, 1)})
+        return SignIn(None, wait, throttled=True)
+    if authenticate(settings, name, password):
+        throttle.forgive(user_key, [client_key])
+        return SignIn(name)
+    wait = throttle.retry_after([user_key, client_key])
+    if wait > 0:
+        report_lockout(throttle, name, client, wait)
+    return SignIn(None, wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -39,6 +40,24 @@ def read_or_stop(db: Store, query: str, **params) -> pd.DataFrame:
 
 def user() -> str:
     return st.session_state.get("user", "")
+
+
+def audio_player(call_id: str, start_s: int) -> None:
+    """A player for a call's kept recording through a signed link bound to this session.
+
+    The link is reused while more than half its life is left, so reruns do not restart playback;
+    /api/audio checks it (and the session cookie) on every request.
+    """
+    from dashboard.sessions import link_secret, make_link
+
+    config, now = settings(), time.time()
+    ttl = config.dashboard.media_link_ttl_s
+    cached = st.session_state.get("audio_link")
+    if not cached or cached[0] != call_id or cached[2] - now < ttl / 2:
+        link = make_link(link_secret(config), call_id, user(), st.session_state.get("session_token", ""), ttl, now)
+        cached = st.session_state["audio_link"] = (call_id, link, now + ttl)
+    st.html(f'<audio controls preload="metadata" style="width: 100%" '
+            f'src="/api/audio/{cached[1]}#t={max(int(start_s), 0)}"></audio>')
 
 
 def factors_text(factors) -> str:

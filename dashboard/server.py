@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from emotivoice.config import Settings
 
-APP = Path(__file__).resolve().parent / "app.py"
+LAUNCHER = Path(__file__).resolve().parent / "launcher.py"  # the app script with its routes (st.App)
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -35,7 +36,7 @@ def choose_port(host: str, preferred: int) -> int:
 
 
 def dashboard_command(settings: Settings, port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
+    return [sys.executable, "-m", "streamlit", "run", str(LAUNCHER), "--server.port", str(port),
             "--server.address", settings.dashboard.host, "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
             "--client.toolbarMode", "viewer"]  # no "Deploy" button for supervisors
@@ -48,7 +49,8 @@ def start_dashboard(settings: Settings, port: int | None = None) -> tuple[subpro
     chosen = choose_port(host, wanted)
     if chosen != wanted:
         print(f"port {wanted} is busy; using {chosen} instead", flush=True)
-    env = dict(os.environ, EMOTIVOICE_DB_PATH=str(settings.db_path))
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    env = dict(os.environ, EMOTIVOICE_DB_PATH=str(settings.db_path), EMOTIVOICE_LOG_LEVEL=level)
     proc = subprocess.Popen(dashboard_command(settings, chosen), env=env)
     return proc, f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{chosen}"
 

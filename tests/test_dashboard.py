@@ -1,5 +1,6 @@
 """The dashboard through Streamlit's AppTest: login first, then every page on a really analysed
-call; plus the real server with port fallback."""
+call; the sign-in throttle, sessions, playback links and kept-recording checks on their own; plus
+the real server with port fallback. (tests/test_attacks_dashboard.py attacks the running server.)"""
 
 import shutil
 import socket
@@ -13,7 +14,9 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import auth
 from dashboard.auth import hash_password, verify_password
+from dashboard.sessions import REGISTRY
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PASSWORD = "correct horse battery"
@@ -33,9 +36,18 @@ def dashboard_env(demo_analysis, tmp_path, monkeypatch):
     return db
 
 
+@pytest.fixture(autouse=True)
+def fresh_throttle():
+    """AppTest runs the app in this process: each test starts with no sign-in failures counted."""
+    auth._THROTTLES.clear()
+    yield
+    auth._THROTTLES.clear()
+
+
 def logged_in() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["user"] = "sam"
+    at.session_state["session_token"] = REGISTRY.open("sam", 600)  # as a sign-in leaves it
+    at.session_state["user"] = "sam"  # AppTest runs a page switched to without app.py, which sets this
     return at
 
 
@@ -58,6 +70,9 @@ def test_no_page_without_logging_in(dashboard_env):
     at.button[0].click().run()
     assert at.session_state["user"] == "sam"
     assert at.title[0].value == "Live floor"
+    token = at.session_state["session_token"]
+    assert REGISTRY.user(token) == "sam"  # a server-side session the cookie will carry
+    # (log-out is a sidebar button, which AppTest 1.67 does not click: the browser test does)
 
 
 def test_live_floor_shows_the_call_and_acknowledges_its_alert(dashboard_env):

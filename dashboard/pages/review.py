@@ -1,16 +1,18 @@
 """Call review for coaching: find a call, see how each speaker felt and where risk rose, read the
-tagged transcript, play the audio from any utterance, compare the agent with their own average
+tagged transcript, play the audio from any utterance (only a recording kept in the audio dir, through
+a signed, expiring link: see dashboard/web.py), compare the agent with their own average
 and the team's, and correct labels or leave a note (stored as feedback)."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import emotion_timeline, read_or_stop, risk_curve, store, transcript_view, user
+from dashboard.common import (audio_player, emotion_timeline, read_or_stop, risk_curve, settings, store,
+                              transcript_view, user)
+from dashboard.playback import NOT_KEPT, call_source, kept_recording
 
 st.title("Call review")
 db = store()  # looked up once per run: the service that owns the file, or the file
@@ -60,16 +62,15 @@ selection = st.dataframe(transcript_view(utterances), hide_index=True, width="st
                              "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0,
                                                                      format="%.2f")})
 rows = selection.selection.rows if selection and hasattr(selection, "selection") else []
-recording = db.read("call_source", call_id=call_id)
-path = Path(recording.source.iloc[0]) if not recording.empty and recording.source.iloc[0] else None
-if rows:
-    u = utterances.iloc[rows[0]]
-    if path and path.is_file():
-        st.audio(str(path), start_time=int(u.start_s))
-    else:
-        st.caption("The audio of this call is not kept, so it cannot be played.")
-    if pd.notna(u.sarcasm_reason) and u.is_sarcastic:
-        st.caption(f"Sarcasm: {u.sarcasm_reason}")
+u = utterances.iloc[rows[0]] if rows else None
+if kept_recording(settings(), call_source(db, call_id)):
+    audio_player(call_id, int(u.start_s) if u is not None else 0)
+    if u is None:
+        st.caption("Select an utterance in the transcript to play the call from there.")
+else:
+    st.caption(NOT_KEPT)
+if u is not None and pd.notna(u.sarcasm_reason) and u.is_sarcastic:
+    st.caption(f"Sarcasm: {u.sarcasm_reason}")
 
 st.subheader("Coach feedback")
 with st.form("feedback", clear_on_submit=True):
