@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOG_INTERVAL_S = 10.0  # refusals of one kind from one source: at most one log line this often
 
 
 def parse_allow(spec: str) -> list[Network]:
@@ -192,7 +193,7 @@ class RefusalLog:
     sources and kinds are tracked; beyond, the oldest are reported and forgotten.
     """
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0, max_keys: int = 1024,
+    def __init__(self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S, max_keys: int = 1024,
                  clock: Callable[[], float] = time.monotonic):
         self._log, self.interval_s, self.max_keys, self._clock = logger, interval_s, max_keys, clock
         self._keys: OrderedDict[tuple[str, str], list] = OrderedDict()  # -> [logged_at, suppressed, extra]

@@ -40,12 +40,13 @@ from connector.access import Network, RateLimiter, RefusalLog, is_allowed
 log = logging.getLogger("connector.sip")
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK")
+KNOWN_METHODS = frozenset(ALLOWED_METHODS + ("SUBSCRIBE", "NOTIFY", "MESSAGE", "REGISTER", "PUBLISH", "REFER"))
 PRIORITY_ALLOW = 15  # PJSIP_MOD_PRIORITY_TSX_LAYER - 1
 PRIORITY_LIMIT = 31  # PJSIP_MOD_PRIORITY_UA_PROXY_LAYER - 1
 PJSIP_MAX_PKT_LEN = 4000  # sip_config.h default; connector/install_pjsua2.py does not change it
 PJ_INET6_ADDRSTRLEN = 46
 
-_START = re.compile(rb"^([A-Z][A-Z_-]{0,31}) ")
+_START = re.compile(rb"^([A-Za-z0-9.!%*_+`'~-]{1,64}) ")  # a request line's method (RFC 3261 token)
 _TO = re.compile(rb"^(?:to|t)[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _VIA = re.compile(rb"^(?:via|v)[ \t]*:(.*)$", re.IGNORECASE | re.MULTILINE)
 _TAG = re.compile(rb";\s*tag\s*=", re.IGNORECASE)
@@ -132,13 +133,15 @@ def read_request(rdata: int) -> Request | None:
         return None
     text = ctypes.string_at(msg.msg_buf, msg.len)
     head = text.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    start = _START.match(head)
-    if start is None and not head.startswith(b"SIP/"):
-        return None
+    if head.startswith(b"SIP/"):
+        method = ""  # a response
+    else:
+        start = _START.match(head)  # pjsip parsed a request line, so this only fails on odd tokens
+        method = start.group(1).decode() if start else "?"
     to = _TO.search(head)
     via = _VIA.search(head)
-    return Request(source, pkt.src_port, start.group(1).decode() if start else "",
-                   not (to and _TAG.search(to.group(1))), bool(via and _MADDR.search(via.group(1))))
+    return Request(source, pkt.src_port, method, not (to and _TAG.search(to.group(1))),
+                   bool(via and _MADDR.search(via.group(1))))
 
 
 @dataclass
@@ -154,7 +157,8 @@ class RequestPolicy:
         """mod-ev-allow: the source allowlist, for every message."""
         if not req.method:  # a response
             return PASS if is_allowed(req.source, self.allow) else DROP
-        self.checked[req.method] = self.checked.get(req.method, 0) + 1
+        method = req.method if req.method in KNOWN_METHODS else "other"  # the table stays small
+        self.checked[method] = self.checked.get(method, 0) + 1
         if is_allowed(req.source, self.allow):
             return PASS
         self.refusals.note("not_allowed", "SIP request refused: source not allowed", req.source,

@@ -216,10 +216,22 @@ def _invite_finals(messages: str) -> list[int]:
     return codes
 
 
+def _local_args(host: str, local_ip: str) -> list[str]:
+    """sipp's own address: `local_ip` (bound, so it is also the packets' source) or loopback."""
+    if local_ip:
+        return ["-i", local_ip, "-bind_local"]
+    return ["-i", "127.0.0.1" if host in ("127.0.0.1", "localhost") else host]
+
+
 def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: int = 1,
                 participants: tuple[tuple[str, str], ...] = DEFAULT_PARTICIPANTS, auth_user: str = "",
-                auth_password: str = "", transport: str = "u1", timeout_s: float | None = None) -> PlaceResult:
-    """Place `calls` simultaneous calls sending `legs` (8 kHz int16 arrays or audio files) and wait for them."""
+                auth_password: str = "", transport: str = "u1", timeout_s: float | None = None,
+                local_ip: str = "", call_id: str = "") -> PlaceResult:
+    """Place `calls` simultaneous calls sending `legs` (8 kHz int16 arrays or audio files) and wait for them.
+
+    `local_ip` sends from another address (e.g. 127.0.0.2); `call_id` sets the SIP Call-ID
+    verbatim (sipp's -cid_str; a test's hostile value), one for every call.
+    """
     plan = CallPlan(legs, siprec, calls, participants, auth_user, auth_password, transport)
     pcm = [_leg_pcm(leg) for leg in legs]
     duration_s = max(len(p) for p in pcm) / 8000
@@ -233,14 +245,99 @@ def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: in
         scenario.write_text(scenario_xml(plan, ulaw, duration_s))
         message_log = work / "messages.log"
         cmd = ["sipp", f"{host}:{port}", "-sf", str(scenario), "-m", str(calls), "-l", str(calls),
-               "-r", str(calls), "-rp", "1000", "-i", "127.0.0.1" if host in ("127.0.0.1", "localhost") else host,
-               "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()), "-t", transport, "-nostdin",
+               "-r", str(calls), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()), "-t", transport, "-nostdin",
                "-trace_msg", "-message_file", str(message_log), "-recv_timeout", "15000",
                "-timeout", f"{int(duration_s + 30)}s", "-timeout_error"]
         if auth_user:
             cmd += ["-au", auth_user, "-ap", auth_password]
+        if call_id:
+            cmd += ["-cid_str", call_id.replace("%", "%%")]
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s or duration_s + 60)
         messages = message_log.read_text(errors="replace") if message_log.exists() else ""
         return PlaceResult(proc.returncode, _invite_finals(messages), time.monotonic() - started,
                            (proc.stdout[-3000:] + proc.stderr[-3000:]), messages)
+
+
+def _flood_xml(hold_ms: int) -> str:
+    """One INVITE offering audio; refused: ACK; answered: ACK, send no RTP, wait for our BYE (or send one)."""
+    invite = "\n".join(["INVITE sip:srs@[remote_ip]:[remote_port] SIP/2.0",
+                        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+                        "From: <sip:flood@[local_ip]:[local_port]>;tag=[pid]F[call_number]",
+                        "To: <sip:srs@[remote_ip]:[remote_port]>", "Call-ID: [call_id]", "CSeq: 1 INVITE",
+                        "Contact: <sip:flood@[local_ip]:[local_port];transport=[transport]>", "Max-Forwards: 70",
+                        "Content-Type: application/sdp", "Content-Length: [len]", "", _sdp(1, False)]) + "\n"
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="emotivoice-flood">
+<send retrans="500" start_txn="invite"><![CDATA[
+{invite}]]></send>
+{_finals("refused", "invite")}
+<recv response="200" rrs="true" response_txn="invite"/>
+<send><![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv request="BYE" timeout="{hold_ms}" ontimeout="hangup"/>
+<send next="done"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+<label id="hangup"/>
+<send retrans="500"><![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+[routes]
+[last_From:]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+<recv response="200" next="done"/>
+<label id="refused"/>
+{_ack(1, "invite").replace("<send ", '<send next="done" ', 1)}
+<label id="done"/>
+<nop/>
+</scenario>"""
+
+
+def flood_invites(host: str, port: int, invites: int, rate_per_s: float, local_ip: str = "",
+                  hold_s: float = 10.0, transport: str = "u1") -> PlaceResult:
+    """Send `invites` INVITEs (one new call each) at `rate_per_s`, sending no media.
+
+    A load generator for tests of a service's limits, bounded in count; loopback targets only.
+    Answered calls are held until the service hangs up, or `hold_s`, then sipp hangs up.
+    """
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("flood_invites only targets loopback")
+    with tempfile.TemporaryDirectory(prefix="emotivoice-sipp-") as tmp:
+        scenario = Path(tmp) / "flood.xml"
+        scenario.write_text(_flood_xml(int(hold_s * 1000)))
+        message_log = Path(tmp) / "messages.log"
+        budget_s = invites / rate_per_s + hold_s + 20
+        cmd = ["sipp", f"{host}:{port}", "-sf", str(scenario), "-m", str(invites), "-l", str(invites),
+               "-r", str(rate_per_s), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()),
+               "-mp", str(_free_udp_port()), "-t", transport, "-nostdin", "-trace_msg", "-message_file",
+               str(message_log), "-recv_timeout", str(int((hold_s + 10) * 1000)), "-timeout", f"{int(budget_s)}s"]
+        started = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s + 30)
+        messages = message_log.read_text(errors="replace") if message_log.exists() else ""
+        return PlaceResult(proc.returncode, _invite_finals(messages), time.monotonic() - started,
+                           (proc.stdout[-3000:] + proc.stderr[-3000:]), messages)
+
