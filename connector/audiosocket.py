@@ -22,9 +22,9 @@ The protocol says nothing about calls with two parties, so this receiver decides
 * The call starts (CallStarted) once every expected leg has connected and sent its first
   audio frame (which fixes its sample rate), or at the first audio frame after
   `audiosocket_pair_wait_s` from the first connection, or once a leg has 5 s of audio held,
-  whichever comes first; frames that arrive before then are held and handed on in order. A connection for a call that has already started is
-  refused (closed, logged):
-  CallStarted lists a call's legs once.
+  whichever comes first; frames that arrive before then are held and handed on in order. A
+  connection for a call that has already started is refused (closed, logged): CallStarted
+  lists a call's legs once.
 * The call ends (CallEnded, exactly once) when every leg has hung up, errored or dropped.
   Its reason is "hangup" when every leg ended cleanly (hangup frame, or socket closed at a
   frame boundary, which the protocol allows), else the first other reason: "error" (0xff

@@ -311,7 +311,8 @@ BAD_TWILIO |= {
 }
 
 
-def test_sessions_that_fail_their_handshake_store_nothing_and_the_listeners_keep_serving(service, speech):
+def test_sessions_that_fail_their_handshake_store_nothing_and_the_listeners_keep_serving(service, speech, caplog):
+    caplog.set_level(logging.INFO)
     service.wait_idle()
     before = set(service.rows())
     port = service.websocket.port
@@ -365,7 +366,13 @@ def test_sessions_that_fail_their_handshake_store_nothing_and_the_listeners_keep
     assert service.engine.counters["calls_without_media"] >= 2
     assert not list((service.audio_dir / ".partial").iterdir())
     service.assert_nothing_outside()
-    # every bad message met a check: none reached a handler's last-resort catch or failed the engine
+    # every refusal left a log line, and none reached a handler's last-resort catch or failed the engine
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("twilio protocol error" in m for m in logged) >= len(BAD_TWILIO)
+    assert sum("audiohook refused" in m for m in logged) >= 3
+    assert sum("audiohook protocol error" in m for m in logged) >= 6
+    assert sum(m.startswith("audiosocket") and r.levelno == logging.WARNING
+               for m, r in zip(logged, caplog.records)) >= 4
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:5]
 
@@ -387,8 +394,8 @@ def random_json(rng: random.Random, depth: int = 0):
                            "x" * rng.randrange(1, 3000), "start", "media", "stop", "PCMU", "audio/x-mulaw"])
     if kind == 6:
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {rng.choice(["event", "start", "media", "track", "payload", "chunk", "x", "../k"]): random_json(rng, depth + 1)
-            for _ in range(rng.randrange(4))}
+    keys = ["event", "start", "media", "track", "payload", "chunk", "x", "../k"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
 
 
 def mutate(rng: random.Random, message: dict) -> dict:

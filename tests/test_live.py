@@ -204,7 +204,8 @@ def test_calls_without_sound_are_not_stored_and_a_foreign_call_id_gets_no_record
     assert rows == {"../../victim/victim": "complete", "good-1": "complete"}  # the silent two left no row
     assert engine.counters["calls_without_media"] == 2
     assert any("not one this service made" in w for w in warnings[0])
-    assert sorted(p.name for p in victim.iterdir()) == ["victim.json"] and (victim / "victim.json").read_text() == "keep me"
+    assert sorted(p.name for p in victim.iterdir()) == ["victim.json"]
+    assert (victim / "victim.json").read_text() == "keep me"
     kept = sorted((tmp_path / "calls").rglob("*"))
     names = [p.name for p in kept if p.is_file()]
     assert sorted(names) == ["good-1.json", "good-1.wav"], names  # nothing for the silent calls, no partials left

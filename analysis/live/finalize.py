@@ -8,8 +8,8 @@ A call that ended without any audio (no frame carried a sound: the caller hung u
 SIP peer never sent RTP, a media fork opened and closed) is not a call anyone can review: it is
 not stored, its recording is discarded and it gets no batch pass; the engine logs and counts it
 ("calls_without_media"). One whose frames the engine itself dropped (its inbox was full) is
-stored as before, with the drops in its warnings: the source did send something. The kept audio is handed on only after checking it lies inside the
-audio dir.
+stored as before, with the drops in its warnings: the source did send something. The kept
+audio is handed on only after checking it lies inside the audio dir.
 """
 
 from __future__ import annotations
