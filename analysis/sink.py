@@ -57,6 +57,7 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
         "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
         "metrics": json.dumps(result.metrics), **call_summary(result),
         **{k: v for k, v in (metadata or {}).items() if k in CALL_METADATA},
+        "external_ids": external_ids(metadata or {}),
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
                  "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
@@ -91,6 +92,12 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
     return CallRecord(call, speakers, utterances, scores, sarcasm, risk, alerts)
 
 
+def external_ids(metadata: dict) -> str | None:
+    """The source's own ids ("external", "custom" sub-dicts of a live call's metadata) as JSON data."""
+    kept = {k: metadata[k] for k in ("external", "custom") if isinstance(metadata.get(k), dict) and metadata[k]}
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
 def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
     save_call(con, to_record(result))
 
@@ -103,7 +110,8 @@ def recording_metadata(path: Path, duration_s: float) -> dict:
     meta: dict = {}
     if sidecar.is_file():
         try:
-            meta = {k: v for k, v in json.loads(sidecar.read_text()).items() if k in CALL_METADATA + ("mode",)}
+            meta = {k: v for k, v in json.loads(sidecar.read_text()).items()
+                    if k in CALL_METADATA + ("mode", "external", "custom")}
         except (ValueError, AttributeError):
             meta = {}
     if "started_at" not in meta:

@@ -241,3 +241,21 @@ def test_database_and_wal_are_owner_only_whatever_the_umask(tmp_path):
         assert db.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_source_ids_are_stored_as_data_beside_our_own_call_id(tmp_path):
+    """A hostile Call-ID is kept only as JSON data: our call_id names the row, the wire's id is searchable."""
+    import json
+
+    from analysis.results import CallResult
+    from analysis.sink import to_record
+
+    hostile = "../../../tmp/x/victim"
+    result = CallResult(call_id="sip-20261202T000000-0123456789ab", source="", duration_s=1.0, channels=1,
+                        diarization="one leg", asr_model="-", emotion_model="-", emotion_provisional=False)
+    record = to_record(result, mode="live", metadata={"external": {"sip_call_id": hostile}, "agent_id": "a1"})
+    con = connect(tmp_path / "a.duckdb")
+    save_call(con, record)
+    call_id, external = con.execute("SELECT call_id, external_ids FROM calls").fetchone()
+    assert call_id == "sip-20261202T000000-0123456789ab"
+    assert json.loads(external) == {"external": {"sip_call_id": hostile}}
