@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -256,8 +257,13 @@ def _templates(port: int) -> list[str]:
     return out
 
 
+_IDS = re.compile(r"(branch=z9hG4bK|Call-ID: |;tag=)[0-9a-zA-Z.-]+")
+
+
 def mutate(rng: random.Random, message: str) -> bytes:
-    """One hostile variant of `message` (or plain junk)."""
+    """One hostile variant of `message` (or plain junk), with fresh branch, Call-ID and tags so each
+    is a new transaction and dialog rather than a retransmission of the last."""
+    message = _IDS.sub(lambda m: m.group(1) + f"{rng.getrandbits(40):x}", message)
     kind = rng.randrange(10)
     data = message.encode()
     lines = message.split("\r\n")
