@@ -31,6 +31,7 @@ class _Record:
     failures: int = 0
     last: float = 0.0  # when the last failure was counted
     blocked_until: float = 0.0
+    before: tuple[float, float] = (0.0, 0.0)  # (last, blocked_until) before the latest attempt, to forgive it
 
 
 class LoginThrottle:
@@ -78,6 +79,7 @@ class LoginThrottle:
                 return wait
             for key in keys:
                 record = self._records.get(key) or self._records.setdefault(key, _Record())
+                record.before = (record.last, record.blocked_until)
                 record.failures += 1
                 record.last = now
                 record.blocked_until = now + self._backoff(record.failures)
@@ -92,7 +94,7 @@ class LoginThrottle:
                 record = self._records.get(key)
                 if record:
                     record.failures = max(record.failures - 1, 0)
-                    record.blocked_until = record.last + self._backoff(record.failures)
+                    record.last, record.blocked_until = record.before
 
     def failures(self, key: Key) -> int:
         with self._lock:

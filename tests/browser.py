@@ -25,6 +25,7 @@ Selectors are those of the Streamlit 1.67 frontend (streamlit/static/static/js/i
   - st.dataframe cells: drawn on a canvas; the rows in view are mirrored into hidden
     [data-testid="glide-cell-COL-ROW"] cells, which page_text() reads
   - st.selectbox: its choice is the value of input[role="combobox"][aria-label="<label>"]
+  - st.html: [data-testid="stHtml"]; the review page's player is the <audio> inside it
 """
 
 from __future__ import annotations
@@ -331,6 +332,27 @@ def open_page(driver, title: str, timeout: float = 60) -> None:
         raise TimeoutError(f"{exc}; links shown: {nav_titles(driver)}") from None
     wait_until(lambda: any(a.get_attribute("aria-current") == "page" for a in link()), timeout,
                f"page {title!r} to become current")
+    wait_until_idle(driver, timeout)
+
+
+def choose(driver, label: str, option: str, timeout: float = 60) -> None:
+    """Pick `option` in the st.selectbox labelled `label` (typed, then Enter) and wait for the rerun."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    selector = f'input[role="combobox"][aria-label="{label}"]'
+    box = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, selector), timeout, f"a selectbox {label!r}")[0]
+    box.click()
+    box.send_keys(option)
+    box.send_keys(Keys.ENTER)
+    wait_until(lambda: driver.find_element(By.CSS_SELECTOR, selector).get_attribute("value") == option, timeout,
+               f"{option!r} chosen in {label!r}")
+    wait_until_idle(driver, timeout)
+
+
+def click_button(driver, label: str, timeout: float = 60) -> None:
+    """Click the visible button whose text is `label` and wait for the rerun it starts."""
+    wait_until(lambda: _buttons(driver, label), timeout, f"a {label!r} button")[0].click()
     wait_until_idle(driver, timeout)
 
 

@@ -160,3 +160,195 @@ def test_busy_port_falls_back_and_prints_the_url(dashboard_env, tmp_path):
     left = [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
             if "streamlit run" in line and f"--server.port {chosen} " in line]
     assert not left, left  # stopping the dashboard stops its Streamlit server too
+
+
+class Clock:
+    """A clock the test moves by hand, so back-off and expiry are checked without waiting."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_sixth_quick_wrong_password_waits_and_the_wait_doubles():
+    from dashboard.throttle import LoginThrottle
+
+    clock = Clock()
+    throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=10.0, clock=clock)
+    keys = [("user", "sam"), ("client", "10.0.0.9")]
+    assert [throttle.admit(keys) for _ in range(5)] == [0.0] * 5  # five free failures
+    assert throttle.admit(keys) == pytest.approx(2.0)  # the sixth waits; nothing was checked
+    clock.now += 2.0
+    assert throttle.admit(keys) == 0.0  # one more try after the wait...
+    assert throttle.admit(keys) == pytest.approx(4.0)  # ...and the wait doubles
+    clock.now += 4.0
+    throttle.admit(keys)
+    clock.now += 8.0
+    throttle.admit(keys)
+    assert throttle.retry_after(keys) == pytest.approx(10.0)  # capped at backoff_max_s
+    clock.now += 10.0 + 10.0 + 1
+    assert throttle.failures(("user", "sam")) == 0  # quiet long enough: forgotten
+
+
+def test_throttle_counts_per_client_and_forgives_only_the_right_password():
+    from dashboard.throttle import LoginThrottle
+
+    clock = Clock()
+    throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=60.0, clock=clock)
+    for i in range(5):  # one address guessing five different names
+        throttle.admit([("user", f"name{i}"), ("client", "10.0.0.9")])
+    assert throttle.admit([("user", "someone-else"), ("client", "10.0.0.9")]) > 0
+    assert throttle.admit([("user", "someone-else"), ("client", "10.0.0.10")]) == 0.0  # other clients are not
+    clock.now += 2.0
+    keys = [("user", "sam"), ("client", "10.0.0.9")]
+    assert throttle.admit(keys) == 0.0
+    throttle.forgive(("user", "sam"), [("client", "10.0.0.9")])  # the password was right
+    assert throttle.failures(("user", "sam")) == 0
+    assert throttle.failures(("client", "10.0.0.9")) == 5  # a valid login does not wipe a guesser's record
+    assert throttle.retry_after(keys) == 0.0
+
+
+def test_parallel_attempts_cannot_slip_past_the_count():
+    """Each attempt counts as a failure when admitted, so guesses in flight at once are bounded."""
+    from dashboard.throttle import LoginThrottle
+
+    throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=60.0, clock=Clock())
+    admitted = [throttle.admit([("user", "sam"), ("client", "c")]) == 0.0 for _ in range(50)]
+    assert admitted.count(True) == 5
+
+
+def test_throttle_memory_is_bounded_against_made_up_names():
+    from dashboard.throttle import LoginThrottle
+
+    throttle = LoginThrottle(5, 2.0, 60.0, clock=Clock(), max_keys=100)
+    for i in range(1000):
+        throttle.admit([("user", f"made-up-{i}")])
+    assert len(throttle._records) <= 100
+
+
+def test_sign_in_refuses_even_the_right_password_while_backed_off_and_logs_the_lockout(dashboard_env, caplog):
+    from dashboard.auth import sign_in
+    from dashboard.throttle import LoginThrottle
+    from emotivoice.config import load_settings
+
+    settings, clock = load_settings(), Clock()
+    throttle = LoginThrottle(5, 2.0, 60.0, clock=clock)
+    results = [sign_in(settings, "sam", f"guess {i}", "10.0.0.9", throttle) for i in range(5)]
+    assert [r.user for r in results] == [None] * 5 and results[-1].retry_after_s == pytest.approx(2.0)
+    lockout = [r for r in caplog.records if getattr(r, "event", None) == "login_lockout"]
+    assert lockout and lockout[0].user_name == "sam" and lockout[0].client == "10.0.0.9"
+    assert lockout[0].user_failures == 5 and lockout[0].retry_after_s == 2.0
+    refused = sign_in(settings, "sam", PASSWORD, "10.0.0.9", throttle)
+    assert refused.user is None and refused.throttled and refused.retry_after_s == pytest.approx(2.0)
+    clock.now += 2.0
+    assert sign_in(settings, "sam", PASSWORD, "10.0.0.9", throttle).user == "sam"
+
+
+def test_unknown_and_known_names_cost_the_same_pbkdf2_work(dashboard_env, monkeypatch):
+    """A wrong name, a wrong password and a broken stored hash all run one PBKDF2 of the same cost."""
+    import hashlib
+
+    from dashboard.auth import authenticate
+    from emotivoice.config import load_settings
+
+    settings = load_settings()
+    authenticate(settings, "nobody", "warm up")  # the dummy hash is made once, on first use
+    calls: list[tuple] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(name, password, salt, iterations, *rest):
+        calls.append((name, len(salt), iterations))
+        return real(name, password, salt, iterations, *rest)
+
+    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", counting)
+    monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", f"sam:{hash_password(PASSWORD)},broken:pbkdf2_sha256$x$zz$00")
+    settings = load_settings()
+    work = {}
+    for name in ("sam", "nobody", "broken", ""):
+        calls.clear()
+        assert not authenticate(settings, name, "wrong password")
+        work[name] = list(calls)
+    assert work["sam"] == [("sha256", 16, auth.ITERATIONS)]
+    assert work["nobody"] == work["broken"] == work[""] == work["sam"]
+
+
+def test_new_users_need_a_long_enough_password_and_a_plain_name(tmp_path, monkeypatch):
+    import os
+
+    from dashboard.auth import add_user, load_users
+    from emotivoice.config import load_settings
+
+    monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings()
+    with pytest.raises(ValueError, match="at least 12 characters"):
+        add_user(settings, "sam", "short-pass")
+    for name in ("", "../sam", "sam:x", "a,b", "x" * 65):
+        with pytest.raises(ValueError, match="user name"):
+            add_user(settings, name, PASSWORD)
+    path = add_user(settings, "sam", PASSWORD)
+    assert verify_password(PASSWORD, load_users(settings)["sam"])
+    assert os.stat(path).st_mode & 0o777 == 0o600 and os.stat(path.parent).st_mode & 0o777 == 0o700
+
+
+def test_sessions_end_on_logout_or_expiry_and_tickets_work_once():
+    from dashboard.sessions import SessionRegistry
+
+    clock = Clock()
+    registry = SessionRegistry(clock=clock)
+    token = registry.open("sam", ttl_s=100)
+    assert registry.user(token) == "sam" and registry.user(token + "x") is None and registry.user(None) is None
+    ticket = registry.ticket(token)
+    assert registry.redeem(ticket) == token and registry.redeem(ticket) is None  # once
+    clock.now += 101
+    assert registry.user(token) is None  # expired
+    other = registry.open("sam", ttl_s=100)
+    late = registry.ticket(other)
+    registry.close(other)
+    assert registry.user(other) is None and registry.redeem(late) is None  # logged out: its ticket is dead too
+    assert token not in str(registry._sessions)  # only hashes are kept
+
+
+def test_playback_links_are_signed_bound_and_expire(tmp_path, monkeypatch):
+    import os
+
+    from dashboard.sessions import BadLink, link_secret, make_link, read_link, session_id
+    from emotivoice.config import load_settings
+
+    monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
+    key = link_secret(load_settings())
+    secret_file = tmp_path / "data" / "dashboard_secret.key"
+    assert os.stat(secret_file).st_mode & 0o777 == 0o600
+    link = make_link(key, "call-1", "sam", "the-token", ttl_s=60, now=1000)
+    found = read_link(key, link, now=1059)
+    assert (found.call_id, found.user, found.session) == ("call-1", "sam", session_id("the-token"))
+    with pytest.raises(BadLink, match="expired"):
+        read_link(key, link, now=1060)
+    payload, sig = link.split(".")
+    forged = payload.replace(payload[5], "A" if payload[5] != "A" else "B") + "." + sig
+    for bad in (forged, link[:-2], "nonsense", "a.b.c", make_link(b"k" * 32, "call-1", "sam", "t", 60, 1000)):
+        with pytest.raises(BadLink):
+            read_link(key, bad, now=1001)
+
+
+def test_only_wavs_inside_the_audio_dir_count_as_kept(tmp_path, monkeypatch):
+    from dashboard.playback import kept_recording
+    from emotivoice.config import load_settings
+
+    monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings()
+    day = settings.live.audio_dir / "2026-01-01"
+    day.mkdir(parents=True)
+    good = day / "call-1.wav"
+    good.write_bytes(b"RIFF")
+    outside = tmp_path / "secret.wav"
+    outside.write_bytes(b"RIFF")
+    (day / "link-out.wav").symlink_to(outside)
+    (day / "notes.txt").write_text("x")
+    (day / "dir.wav").mkdir()
+    assert kept_recording(settings, str(good)) == good.resolve()
+    for source in ("/etc/hostname", str(outside), str(day / "link-out.wav"), str(day / "notes.txt"),
+                   str(day / "dir.wav"), str(day / ".." / ".." / ".." / "secret.wav"), str(day / "missing.wav"),
+                   "", None, "a\x00b"):
+        assert kept_recording(settings, source) is None, source

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.audio import load_audio
 from connector.sipp import have_sipp
 from dashboard.auth import hash_password
+from dashboard.sessions import REGISTRY
 from storage.store import open_store
 from tests.conftest import DEMO
 from tests.test_dashboard import APP
@@ -85,6 +86,7 @@ def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_f
         assert live, "no live call with utterances appeared while sipp was calling"
         at = AppTest.from_file(APP, default_timeout=60)
         at.session_state["user"] = "sam"
+        at.session_state["session_token"] = REGISTRY.open("sam", 600)  # signed in: a live server-side session
         at.run()
         assert not at.exception, at.exception
         floor = at.dataframe[0].value
