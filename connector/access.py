@@ -4,6 +4,9 @@ pjsua2 only authenticates as a client, so the connector challenges callers itsel
 gives the WWW-Authenticate value for a 401, `verify()` checks the Authorization header of the retried
 INVITE. Nonces are stateless (timestamp + HMAC with a per-process secret) and expire; a (nonce, nc)
 pair is accepted once, so a captured INVITE cannot be replayed.
+
+`RateLimiter` is the per-source token bucket for new INVITEs (bounded memory: refilled buckets are
+dropped), `RefusalLog` the refusal log that a flood cannot turn into one line per packet.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One thread owns the pjsua2 Endpoint: it creates it, polls `libHandleEvents` (so every SIP callback
 runs there) and destroys it. Audio arrives on pjmedia's clock thread (the null sound device drives
-the conference bridge): each leg's stream feeds a `_LegPort` whose `onFrameReceived` copies the PCM
+the conference bridge): each leg's stream feeds a `LegPort` whose `onFrameReceived` copies the PCM
 through ctypes (a few microseconds, against ~100+ for `bytes(frame.buf)`) and hands it to the sink,
 which never blocks.
 
@@ -10,9 +10,30 @@ A SIPREC INVITE (multipart SDP + rs-metadata) becomes one leg per audio m-line, 
 a=label and given the role/name of the participant sending it (connector/siprec.py). A plain INVITE
 (a PBX conferencing us in as a silent monitor) becomes one leg "inbound" with no role.
 
+What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order:
+
+1. every request and response, any method, in or out of a dialog: its source address against
+   `connector.allow`; outside it a request gets a stateless 403 (ACK: dropped), a response is
+   dropped, and nothing of pjsip's sees it (connector/sipguard.py, a pjsip module);
+2. the method: only INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK are served; the rest
+   (SUBSCRIBE, MESSAGE, REGISTER, REFER, NOTIFY, PUBLISH...) get 405 and create no state;
+3. a new INVITE: a token bucket per source address (`invite_rate_per_s`, `invite_burst`); beyond
+   it, a stateless 503 with Retry-After;
+4. then, in onIncomingCall: digest credentials when `auth_user` is set (401 with a challenge),
+   `max_calls` (486), an audio stream in the SDP (488; a body we cannot read: 400).
+
+Refusals are counted (`stats()`) and logged with the source, one line per source and kind per 10 s
+carrying the number held back. The call's id is ours (storage.files.new_call_id); the SIP Call-ID,
+From, To and the SIPREC session id and participants are bounded text in CallStarted.metadata
+["external"], never a name. A call is announced (CallStarted) only once RTP arrives; one that sends
+none is never announced and is hung up after `no_media_timeout_s` (logged "no media").
+
 With the pjsua2-python 2.15 fallback (no PJSUA_HAS_SIPREC) SIPREC INVITEs that carry
 `Require: siprec` are refused by pjsip with 420; those without it still work (the multipart SDP is
-read by pjsip either way). Calls are capped at 4 there.
+read by pjsip either way). Calls are capped at 4 there. Should a build not export pjsip's C API,
+the guard is not installed (logged as an error): INVITE is still checked for source and rate in
+onIncomingCall and SUBSCRIBE refused in onIncomingSubscribe, while OPTIONS and MESSAGE get pjsua's
+200 and create no call, dialog or subscription.
 """
 
 from __future__ import annotations
@@ -20,130 +41,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pjsua2 as pj
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, wire_text
+from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, wire_text
 from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
-from connector.pjsetup import SRTP_MODES, LogWriter, check_security, free_port, quiet_stdout, transport_cfg, vector_bytes
+from connector.pjsetup import SRTP_MODES, LogWriter, check_security, free_port, quiet_stdout, transport_cfg
+from connector.sipcall import CallState, Leg, LegPort, SipAccount, SipCall, call_metadata_of
 from connector.sipguard import RequestPolicy, SipGuard
-from connector.siprec import InviteSummary, parse_sip, summarize_invite
+from connector.siprec import parse_sip, summarize_invite
 from emotivoice.config import ConnectorConfig
 from storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 
-FRAME_MS = 20
 _MAX_CALLS_BUILT = 256 if hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL") else 4  # PJSUA_MAX_CALLS of the binding
-
-
-@dataclass
-class _Leg:
-    info: LegInfo
-    port: "_LegPort | None" = None
-
-
-@dataclass
-class _CallState:
-    call_id: str  # ours (new_call_id); the SIP Call-ID is only metadata
-    remote: str
-    summary: InviteSummary
-    metadata: dict
-    answered_at: float = field(default_factory=time.monotonic)
-    legs: dict[int, _Leg] = field(default_factory=dict)  # media index -> leg
-    started: bool = False  # media set up and the legs fixed
-    media_seen: bool = False  # some leg has received RTP (the bridge hands us silence until then)
-    announced: bool = False  # CallStarted sent, at the first frame after media_seen
-    ended: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _LegPort(pj.AudioMediaPort):
-    """Receives one leg's audio from the conference bridge, one 20 ms frame per clock tick.
-
-    The bridge ticks every port whether or not RTP arrives (with zeros), so nothing is handed on
-    until the event thread has seen RTP counted on some leg of the call (`media_seen`): the
-    first frame after that announces the call (CallStarted), so a call that never sends media
-    never reaches the engine.
-    """
-
-    def __init__(self, owner: "SipConnector", state: _CallState, leg: str, sample_rate: int):
-        super().__init__()
-        self._owner, self._sink, self._state, self._leg = owner, owner.sink, state, leg
-        self._seq = 0
-        self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
-        self._silence = bytes(self._frame_bytes)
-        self.empty_frames = 0  # ticks with no audio from the network, once the call is announced
-        self.first_tick: float | None = None  # monotonic time of the first frame handed on
-        fmt = pj.MediaFormatAudio()
-        fmt.type = pj.PJMEDIA_TYPE_AUDIO
-        fmt.clockRate = sample_rate
-        fmt.channelCount = 1
-        fmt.bitsPerSample = 16
-        fmt.frameTimeUsec = FRAME_MS * 1000
-        self.createPort(f"{state.call_id[-12:]}/{leg}", fmt)
-
-    def missing_frames(self) -> int:
-        """Ticks without network audio, plus ticks the media clock never delivered (it fell behind)."""
-        if self.first_tick is None:
-            return 0
-        expected = int((time.monotonic() - self.first_tick) * 1000 / FRAME_MS)
-        return self.empty_frames + max(0, expected - self._seq - 1)
-
-    def onFrameReceived(self, frame) -> None:
-        size = frame.size
-        audio = frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes
-        with self._state.lock:
-            if self._state.ended:
-                return
-            if not self._state.announced:
-                if not self._state.media_seen:
-                    return  # before the call's first RTP: nothing handed on, nothing counted
-                self._owner._announce(self._state)
-            if self.first_tick is None:
-                self.first_tick = time.monotonic()
-            if audio:
-                pcm = vector_bytes(frame.buf, size)
-            else:
-                pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
-                self.empty_frames += 1
-            self._sink.push(Frame(self._state.call_id, self._leg, self._seq, pcm))
-        self._seq += 1
-
-
-class _Call(pj.Call):
-    def __init__(self, owner: "SipConnector", account: pj.Account, call_index: int):
-        super().__init__(account, call_index)
-        self.owner = owner
-        self.state: _CallState | None = None
-
-    def onCallState(self, prm) -> None:
-        info = self.getInfo()
-        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
-            self.owner._call_ended(self, f"{info.lastStatusCode} {info.lastReason}".strip())
-
-    def onCallMediaState(self, prm) -> None:
-        self.owner._media_ready(self)
-
-    def onCallTransferRequest(self, prm) -> None:
-        prm.statusCode = 603  # never place a call because a peer asked (REFER); the guard refuses it first
-
-
-class _Account(pj.Account):
-    def __init__(self, owner: "SipConnector"):
-        super().__init__()
-        self.owner = owner
-
-    def onIncomingCall(self, prm) -> None:
-        self.owner._incoming(self, prm)
-
-    def onIncomingSubscribe(self, prm) -> None:
-        """We serve no presence: refuse (the guard answers SUBSCRIBE with 405 before this runs)."""
-        prm.code = 403
-        prm.reason = "Forbidden"
-        self.owner._refusals.note("method", "SIP request refused: method not served",
-                                  host_of(prm.rdata.srcAddress), {"method": "SUBSCRIBE"})
 
 
 class SipConnector:
@@ -160,16 +72,16 @@ class SipConnector:
         self._allow = parse_allow(cfg.allow)
         self._auth = DigestAuth(cfg.auth_user, cfg.auth_password, cfg.auth_realm) if cfg.auth_user else None
         self._max_calls = min(cfg.max_calls, _MAX_CALLS_BUILT)
-        self._calls: dict[int, _Call] = {}
-        self._done: list[_Call] = []  # disconnected, deleted by the event thread on its next turn
-        self._pending_refusals: list[tuple[_Call, int, str, tuple]] = []  # answered by the event thread next turn
-        self._refusal_log = RefusalLog(log)
+        self._calls: dict[int, SipCall] = {}
+        self._done: list[SipCall] = []  # disconnected, deleted by the event thread on its next turn
+        self._pending_refusals: list[tuple[SipCall, int, str, tuple]] = []  # answered by the event thread next turn
+        self.refusal_log = RefusalLog(log)
         self._limiter = RateLimiter(cfg.invite_rate_per_s, cfg.invite_burst)
-        self._policy = RequestPolicy(self._allow, self._limiter, self._refusal_log)
+        self._policy = RequestPolicy(self._allow, self._limiter, self.refusal_log)
         self._guard: SipGuard | None = None
         self._calls_without_media = 0
         self._next_sweep = 0.0
-        self._ports: list[_LegPort] = []
+        self._ports: list[LegPort] = []
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._error: BaseException | None = None
@@ -197,7 +109,7 @@ class SipConnector:
 
     def stats(self) -> dict:
         """Requests seen by method, refusals by kind, calls hung up or ended without media."""
-        return {"requests": dict(self._policy.checked), "refused": dict(self._refusal_log.counts),
+        return {"requests": dict(self._policy.checked), "refused": dict(self.refusal_log.counts),
                 "calls_without_media": self._calls_without_media, "rate_limited_sources": len(self._limiter),
                 "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0}
 
@@ -221,7 +133,7 @@ class SipConnector:
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + 0.5
                 self._hang_up_silent_calls()
-                self._refusal_log.flush()
+                self.refusal_log.flush()
         self._shutdown_calls()
         self._teardown()
 
@@ -259,7 +171,7 @@ class SipConnector:
             acc_cfg.mediaConfig.transportConfig.boundAddress = self._bound
         acc_cfg.mediaConfig.srtpUse = getattr(pj, SRTP_MODES[self.cfg.srtp])
         acc_cfg.mediaConfig.srtpSecureSignaling = 0
-        self._account = _Account(self)
+        self._account = SipAccount(self)
         self._account.create(acc_cfg, True)
 
     def _install_guard(self) -> None:
@@ -339,31 +251,31 @@ class SipConnector:
 
     # -- calls (all on the event thread) ---------------------------------------------------------
 
-    def _incoming(self, account: _Account, prm) -> None:
-        call = _Call(self, account, prm.callId)
+    def on_incoming(self, account: SipAccount, prm) -> None:
+        call = SipCall(self, account, prm.callId)
         raw = prm.rdata.wholeMsg
         remote = prm.rdata.srcAddress
         source = host_of(remote)
         msg = parse_sip(raw)
         sip_call_id = wire_text(msg.header("call-id")) or ""  # data for the log and metadata, never a name
         if not is_allowed(remote, self._allow):  # the guard refused it already; this is the fallback
-            self._refusal_log.note("not_allowed", "SIP call refused: source not allowed", source,
+            self.refusal_log.note("not_allowed", "SIP call refused: source not allowed", source,
                                    {"sip_call_id": sip_call_id})
             return self._refuse(call, 403, "Forbidden")
         if self._guard is None and not self._limiter.allow(source):
-            self._refusal_log.note("rate_limited", "SIP call refused: INVITE rate limit", source, {})
+            self.refusal_log.note("rate_limited", "SIP call refused: INVITE rate limit", source, {})
             return self._refuse(call, 503, "Service Unavailable",
                                 [("Retry-After", str(self._limiter.retry_after_s(source)))])
         if self._auth is not None:
             credentials = msg.header("authorization")
             if not credentials or not self._auth.verify("INVITE", credentials):
                 if credentials:
-                    self._refusal_log.note("bad_credentials", "SIP call refused: bad credentials", source,
+                    self.refusal_log.note("bad_credentials", "SIP call refused: bad credentials", source,
                                            {"sip_call_id": sip_call_id})
                 return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
         starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)
         if self.active_calls + starting >= self._max_calls:
-            self._refusal_log.note("busy", "SIP call refused: at max_calls", source, {"max_calls": self._max_calls})
+            self.refusal_log.note("busy", "SIP call refused: at max_calls", source, {"max_calls": self._max_calls})
             return self._refuse(call, 486, "Busy Here")
         try:
             summary = summarize_invite(raw, self.cfg.siprec_agent_match)
@@ -374,7 +286,7 @@ class SipConnector:
             log.warning("SIP call refused: no audio stream", extra={"remote": remote, "sip_call_id": sip_call_id})
             return self._refuse(call, 488, "Not Acceptable Here")
         call_id = new_call_id("siprec" if summary.siprec else "sip")
-        call.state = _CallState(call_id, remote, summary, _metadata(summary, sip_call_id))
+        call.state = CallState(call_id, remote, summary, call_metadata_of(summary, sip_call_id))
         self._calls[prm.callId] = call
         log.info("SIP call answered", extra={"call_id": call_id, "sip_call_id": sip_call_id, "remote": remote})
         op = pj.CallOpParam(True)
@@ -386,7 +298,7 @@ class SipConnector:
         except pj.Error as exc:
             log.warning("SIP answer failed", extra={"call_id": call_id, "error": exc.info()})
 
-    def _refuse(self, call: _Call, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
+    def _refuse(self, call: SipCall, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
         """Queue a final error response, sent once onIncomingCall has returned.
 
         Hanging up inside the callback is unsafe: pjsua defers it, sends the response without our
@@ -402,7 +314,7 @@ class SipConnector:
         for call, code, reason, headers in refusals:
             self._send_refusal(call, code, reason, headers)
 
-    def _send_refusal(self, call: _Call, code: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
+    def _send_refusal(self, call: SipCall, code: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
         op = pj.CallOpParam()
         op.statusCode = code
         op.reason = reason
@@ -416,7 +328,7 @@ class SipConnector:
             log.warning("SIP refusal failed", extra={"code": code, "error": exc.info()})
         self._done.append(call)
 
-    def _media_ready(self, call: _Call) -> None:
+    def on_media_ready(self, call: SipCall) -> None:
         state = call.state
         if state is None or state.ended or state.started:
             return  # a stream added by a re-INVITE is not announced; the legs stay fixed
@@ -431,8 +343,8 @@ class SipConnector:
             rate = 16000 if call.getStreamInfo(media.index).codecClockRate >= 16000 else 8000
             spec = by_index[media.index]
             leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
-            port = _LegPort(self, state, leg, rate)
-            state.legs[media.index] = _Leg(LegInfo(leg, spec.role, spec.name, rate), port)
+            port = LegPort(self, state, leg, rate)
+            state.legs[media.index] = Leg(LegInfo(leg, spec.role, spec.name, rate), port)
             self._ports.append(port)
             new_ports.append((call.getAudioMedia(media.index), port))
         if not new_ports:
@@ -441,7 +353,7 @@ class SipConnector:
         for media, port in new_ports:
             media.startTransmit(port)
 
-    def _announce(self, state: _CallState) -> None:
+    def announce(self, state: CallState) -> None:
         """CallStarted, on the media thread under the call's lock, at the first audio of any leg."""
         state.announced = True
         legs = tuple(leg.info for leg in state.legs.values())
@@ -473,8 +385,8 @@ class SipConnector:
             state = call.state
             if state is None or state.announced or state.ended or now - state.answered_at < limit:
                 continue
-            log.warning("SIP call hung up: no media", extra={"call_id": state.call_id, "remote": state.remote,
-                                                               "after_s": limit})
+            self.refusal_log.note("no_media", "SIP call hung up: no media", host_of(state.remote),
+                                  {"call_id": state.call_id, "after_s": limit})
             self._finish(call, "no media")
             op = pj.CallOpParam()
             op.statusCode = 408
@@ -483,11 +395,11 @@ class SipConnector:
             except pj.Error as exc:
                 log.warning("SIP hang-up failed", extra={"call_id": state.call_id, "error": exc.info()})
 
-    def _call_ended(self, call: _Call, reason: str) -> None:
+    def on_call_ended(self, call: SipCall, reason: str) -> None:
         self._finish(call, reason)
         self._done.append(call)
 
-    def _finish(self, call: _Call, reason: str) -> None:
+    def _finish(self, call: SipCall, reason: str) -> None:
         state = call.state
         if state is None:
             return
@@ -516,13 +428,3 @@ class SipConnector:
                 gone = {id(leg.port) for leg in call.state.legs.values()}
                 self._ports = [p for p in self._ports if id(p) not in gone]
                 call.state.legs.clear()
-
-
-def _metadata(summary: InviteSummary, sip_call_id: str) -> dict:
-    """CallStarted.metadata: agent and customer ids from SIPREC, the source's own ids as bounded data."""
-    meta = summary.metadata
-    external = {"sip_call_id": sip_call_id, "sip_from": meta.get("from"), "sip_to": meta.get("to")}
-    if summary.siprec:
-        external["siprec_session_id"] = meta.get("siprec_session_id")
-        external["siprec_participants"] = "; ".join(p for p in meta.get("participants", ()) if isinstance(p, str))
-    return call_metadata(meta, external)

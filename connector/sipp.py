@@ -245,7 +245,8 @@ def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: in
         scenario.write_text(scenario_xml(plan, ulaw, duration_s))
         message_log = work / "messages.log"
         cmd = ["sipp", f"{host}:{port}", "-sf", str(scenario), "-m", str(calls), "-l", str(calls),
-               "-r", str(calls), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()), "-t", transport, "-nostdin",
+               "-r", str(calls), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()),
+               "-mp", str(_free_udp_port()), "-t", transport, "-nostdin",
                "-trace_msg", "-message_file", str(message_log), "-recv_timeout", "15000",
                "-timeout", f"{int(duration_s + 30)}s", "-timeout_error"]
         if auth_user:
