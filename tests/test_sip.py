@@ -133,6 +133,88 @@ def test_allowlist_and_digest():
     assert not auth.verify("INVITE", header.replace(resp, "0" * 32))
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_rate_limiter_gives_a_burst_then_the_rate_and_stays_small():
+    from connector.access import RateLimiter
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_s=2.0, burst=5, max_sources=100, clock=clock)
+    assert [limiter.allow("10.0.0.1") for _ in range(7)] == [True] * 5 + [False] * 2
+    assert limiter.allow("10.0.0.2")  # each source has its own bucket
+    assert limiter.retry_after_s("10.0.0.1") == 1
+    clock.now += 1.0  # two tokens back
+    assert [limiter.allow("10.0.0.1") for _ in range(3)] == [True, True, False]
+    for i in range(10_000):  # a spray of sources: the table stays bounded, nobody is refused for it
+        assert limiter.allow(f"10.1.{i // 256}.{i % 256}")
+    assert len(limiter) <= 100
+    clock.now += 10.0  # every bucket refilled: the same as no bucket
+    limiter.allow("10.0.0.9")
+    assert len(limiter) <= 100
+    assert all(RateLimiter(0, 1).allow("x") for _ in range(100))  # rate 0: off
+
+
+def test_refusal_log_writes_the_first_line_and_then_counts():
+    from connector.access import RefusalLog
+    clock = FakeClock()
+    records = []
+
+    class Sink(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("test.refusals")
+    logger.addHandler(Sink())
+    refusals = RefusalLog(logger, interval_s=10.0, clock=clock)
+    for _ in range(500):
+        refusals.note("rate_limited", "refused", "10.0.0.1", {"method": "INVITE"})
+    refusals.note("rate_limited", "refused", "10.0.0.2")
+    assert [r.remote for r in records] == ["10.0.0.1", "10.0.0.2"] and refusals.counts == {"rate_limited": 501}
+    refusals.flush()
+    assert len(records) == 2  # within the interval: still held back
+    clock.now += 11
+    refusals.flush()
+    assert len(records) == 3 and records[-1].suppressed == 499 and records[-1].remote == "10.0.0.1"
+
+
+def test_request_policy_checks_every_method_source_and_new_invites():
+    from connector.access import RateLimiter, RefusalLog
+    from connector.sipguard import DROP, PASS, Request, RequestPolicy
+    policy = RequestPolicy(parse_allow("10.0.0.0/8"), RateLimiter(1.0, 2, clock=FakeClock()),
+                           RefusalLog(logging.getLogger("test.policy")))
+
+    def req(method, source="10.0.0.1", new=True, maddr=False):
+        return Request(source, 5060, method, new, maddr)
+
+    for method in ("SUBSCRIBE", "OPTIONS", "MESSAGE", "REGISTER", "INVITE", "BYE", "x-junk"):
+        assert policy.screen(req(method, "192.0.2.1")).code == 403  # outside the allowlist: any method
+    assert policy.screen(req("ACK", "192.0.2.1")) == DROP  # never answer an ACK
+    assert policy.screen(req("OPTIONS", "192.0.2.1", maddr=True)) == DROP  # never answer elsewhere
+    assert policy.screen(req("", "192.0.2.1")) == DROP  # a response from outside
+    assert policy.screen(req("OPTIONS")) == PASS and policy.screen(req("")) == PASS
+    refused = policy.limit(req("SUBSCRIBE"))
+    assert refused.code == 405 and dict(refused.headers)["Allow"].startswith("INVITE")
+    assert policy.limit(req("OPTIONS")) == PASS
+    assert [policy.limit(req("INVITE")).code for _ in range(3)] == [0, 0, 503]
+    assert policy.limit(req("INVITE", new=False)) == PASS  # a re-INVITE inside a call is not counted
+    assert dict(policy.limit(req("INVITE")).headers)["Retry-After"] == "1"
+    assert set(policy.checked) <= {"SUBSCRIBE", "OPTIONS", "MESSAGE", "REGISTER", "INVITE", "BYE", "ACK", "other"}
+
+
+def test_siprec_labels_and_names_from_the_wire_are_bounded_data():
+    hostile = SIPREC_INVITE.replace("a=label:in", "a=label:../../x/victim").replace(
+        "<name>Carol</name>", f"<name>{'C' * 5000}\x1b[31m</name>")
+    summary = summarize_invite(hostile, agent_match="agent")
+    assert [leg.leg for leg in summary.legs] == ["audio0", "out"]
+    assert all(len(leg.name or "") <= 256 for leg in summary.legs)
+    assert all(len(v) <= 256 for v in summary.metadata.values() if isinstance(v, str))
+
+
 # -- real calls ----------------------------------------------------------------------------------
 
 @needs_stack
