@@ -22,7 +22,9 @@ from dashboard.auth import load_users, sign_in
 from dashboard.common import settings
 from dashboard.sessions import COOKIE, REGISTRY
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# Not "pages/": a folder of that name beside the main script switches Streamlit to its v1 page
+# discovery, which runs a page's script straight from its URL without this script's sign-in.
+VIEWS = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="EmotiVoice", page_icon="🎧", layout="wide")
 
@@ -69,8 +71,8 @@ def login() -> None:
         st.error("No dashboard users are set up. Create one with `emotivoice users add NAME`.")
         st.stop()
     with st.form("login"):
-        name = st.text_input("Username")
-        password = st.text_input("Password", type="password")
+        name = st.text_input("Username", max_chars=128)
+        password = st.text_input("Password", type="password", max_chars=1024)
         if st.form_submit_button("Log in"):
             result = sign_in(settings(), name, password, client_address())
             if result.user:
@@ -78,16 +80,21 @@ def login() -> None:
                 st.session_state["session_token"] = token
                 st.session_state["cookie_ticket"] = REGISTRY.ticket(token)
                 st.rerun()
+            wait = math.ceil(result.retry_after_s)
             if result.throttled:
-                st.error(f"Too many failed sign-ins. Try again in {math.ceil(result.retry_after_s)} s.")
+                st.error(f"Too many failed sign-ins. Try again in {wait} s.")
             else:
-                st.error("Wrong username or password."
-                         + (f" Further sign-ins wait {math.ceil(result.retry_after_s)} s." if result.retry_after_s else ""))
+                st.error("Wrong username or password." + (f" Further sign-ins wait {wait} s." if wait else ""))
     st.stop()
 
 
-if not current_user():
-    login()
+PAGE_FILES = [("live", "Live floor", "🚨"), ("review", "Call review", "🎧"), ("agents", "Agents", "🧑‍💼"),
+              ("churn", "Churn risk", "📉")]
+
+if not current_user():  # every page's URL shows the sign-in form, runs nothing else, links nowhere;
+    st.navigation([st.Page(login, title="Sign in", icon="🔒", url_path=name, default=i == 0)  # after it: that page
+                   for i, (name, _, _) in enumerate(PAGE_FILES)], position="hidden").run()
+    st.stop()
 
 with st.sidebar:
     st.caption(f"Signed in as **{st.session_state['user']}**")
@@ -99,10 +106,6 @@ with st.sidebar:
         st.session_state["clear_cookie"] = True
         st.rerun()
 
-page = st.navigation([
-    st.Page(PAGES / "live.py", title="Live floor", icon="🚨", default=True),
-    st.Page(PAGES / "review.py", title="Call review", icon="🎧"),
-    st.Page(PAGES / "agents.py", title="Agents", icon="🧑‍💼"),
-    st.Page(PAGES / "churn.py", title="Churn risk", icon="📉"),
-])
+page = st.navigation([st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name, default=i == 0)
+                      for i, (name, title, icon) in enumerate(PAGE_FILES)])
 page.run()

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ITERATIONS = 200_000
 SCHEME = "pbkdf2_sha256"
+MAX_NAME = 256  # longer typed names are throttled under their first 256 characters
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")  # also safe inside "name:hash,..." config
 
 
@@ -128,7 +129,7 @@ def sign_in(settings: Settings, name: str, password: str, client: str,
             throttle: LoginThrottle | None = None) -> SignIn:
     """Check a password under the throttle; the refusal says when to try again."""
     throttle = throttle or login_throttle(settings)
-    user_key, client_key = ("user", name), ("client", client)
+    user_key, client_key = ("user", name[:MAX_NAME]), ("client", client[:MAX_NAME])  # bounded keys
     wait = throttle.admit([user_key, client_key])
     if wait > 0:
         log.info("dashboard sign-in refused while backed off",

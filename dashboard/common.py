@@ -42,6 +42,24 @@ def user() -> str:
     return st.session_state.get("user", "")
 
 
+def require_sign_in() -> str:
+    """The first line of every page and of every self-refreshing fragment: its user, or nothing
+    unless this run has a live session (an ended one goes back to the sign-in form).
+
+    app.py only runs a page for a signed-in session; this holds even if a page script were ever
+    run some other way (as Streamlit's v1 page discovery once did, straight from the URL).
+    """
+    from dashboard.sessions import REGISTRY
+
+    signed_in = REGISTRY.user(st.session_state.get("session_token"))
+    if not signed_in:
+        if st.session_state.get("session_token"):  # it ended (log-out elsewhere, expiry): back to sign-in
+            st.rerun(scope="app")
+        st.error("Sign in first.")
+        st.stop()
+    return signed_in
+
+
 def audio_player(call_id: str, start_s: int) -> None:
     """A player for a call's kept recording through a signed link bound to this session.
 

@@ -1,7 +1,14 @@
 """The dashboard's own HTTP routes and the guard in front of Streamlit's media store.
 
-Mounted beside Streamlit by dashboard/launcher.py (st.App, Streamlit's supported way to add routes
-and middleware). What each one checks, on every request:
+Why not st.audio: whatever it is given (a path or raw bytes) goes into Streamlit's in-memory
+MediaFileManager and is served at /media/<content hash> with no authentication at all, to anyone
+who has the URL, until the session that added it is cleaned up, which happens only
+`server.disconnectedSessionTTL` (120 s) after its browser has gone. Nothing in Streamlit can tie
+that URL to a signed-in user or make it expire. So the review page plays audio through a route
+of our own, mounted beside Streamlit by dashboard/launcher.py (st.App, Streamlit 1.67's supported
+way to add routes and middleware), and /media/ itself is closed to anyone without a session.
+
+What each one checks, on every request:
 
 - `POST /api/session`: the request comes from the dashboard's own page (Origin, when sent, is
   this host; Sec-Fetch-Site, when sent, is same-origin) and its body is a live one-time ticket

@@ -9,6 +9,7 @@ real `emotivoice dashboard` server, in headless Chromium and with plain HTTP req
   with another cookie, when tampered with, and once it has expired.
 - The session cookie is HttpOnly; a reload keeps the user signed in; log-out ends the session on
   the server, so the old cookie is worthless.
+- No page opens from its URL before signing in, not even on a fresh server.
 - The 6th quick wrong password is throttled, then even the right password is refused until the
   back-off passes; the lockout is logged as a structured line.
 - An unknown user name costs the same PBKDF2 work as a known one (structural: the work is counted,
@@ -208,10 +209,30 @@ def test_a_reload_keeps_the_session_and_log_out_ends_it(planted, dashboard, driv
     link = make_link(link_secret_of(planted), "good-1", USER, token, 60)
     assert fetch(f"{dashboard.url}/api/audio/{link}", token)[0] == 403
     driver.add_cookie({"name": COOKIE, "value": token, "path": "/"})  # the old cookie put back
-    driver.refresh()
-    wait_until_idle(driver)
+    driver.get(dashboard.url + "/review")  # straight to a page's URL
     wait_for_text(driver, "Password")
-    assert f"Signed in as {USER}" not in page_text(driver)
+    wait_until_idle(driver)
+    text = page_text(driver)
+    assert f"Signed in as {USER}" not in text and "good-1" not in text and "Call review" not in text
+
+
+def test_no_page_opens_from_its_url_without_signing_in(planted, tmp_path, driver):
+    """Found while fixing finding 5: with the page scripts in a folder named pages/, Streamlit ran a
+    page straight from its URL (its v1 page discovery) until someone had signed in. The very first
+    requests to a fresh server go to the pages' URLs here."""
+    proc, url = start_dashboard_server(planted.db, {**planted.env, "EMOTIVOICE_DATA_DIR": str(tmp_path)})
+    try:
+        for page in ("review", "agents", "churn", "live"):
+            driver.get(f"{url}/{page}")
+            wait_for_text(driver, "Log in")
+            wait_until_idle(driver)
+            text = page_text(driver)
+            for seen in ("good-1", "agent-7", "Call review", "Churn risk", "Live floor", "Agents", "Signed in as"):
+                assert seen not in text, (page, seen, text[:500])
+        login(driver, f"{url}/review", USER, PASSWORD)  # signing in there opens the page asked for
+        wait_for_text(driver, "Transcript")
+    finally:
+        stop_dashboard_server(proc)
 
 
 def test_the_sixth_quick_wrong_password_is_throttled_and_then_even_the_right_one(planted, tmp_path, driver):
@@ -247,14 +268,15 @@ def test_the_sixth_quick_wrong_password_is_throttled_and_then_even_the_right_one
 
 def test_unknown_and_known_user_names_cost_the_same_pbkdf2_work(monkeypatch, tmp_path):
     """The timing gap of finding 5 (0.14 ms against 45 ms) came from skipping PBKDF2 for unknown
-    names: count the work each path does instead of timing it."""
+    names: count the work each path does instead of timing it. A wrong name, a wrong password, a
+    broken stored hash and an empty name all run one PBKDF2 of the same cost."""
     import hashlib
 
     from dashboard import auth
     from emotivoice.config import load_settings
 
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", f"{USER}:{hash_password(PASSWORD)}")
+    monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", f"{USER}:{hash_password(PASSWORD)},broken:pbkdf2_sha256$x$zz$00")
     settings = load_settings()
     auth.authenticate(settings, "warm-up", "x")  # the dummy hash is made on first use
     work: list[tuple] = []
@@ -262,9 +284,10 @@ def test_unknown_and_known_user_names_cost_the_same_pbkdf2_work(monkeypatch, tmp
     monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac",
                         lambda name, pw, salt, n, *a: work.append((name, len(salt), n)) or real(name, pw, salt, n, *a))
     per_name = {}
-    for name in (USER, "no-such-user"):
+    for name in (USER, "no-such-user", "broken", ""):
         work.clear()
         result = auth.sign_in(settings, name, "wrong password", f"client-{name}")
         assert result.user is None and not result.throttled
         per_name[name] = list(work)
-    assert per_name[USER] == per_name["no-such-user"] == [("sha256", 16, auth.ITERATIONS)]
+    assert per_name[USER] == [("sha256", 16, auth.ITERATIONS)]
+    assert per_name["no-such-user"] == per_name["broken"] == per_name[""] == per_name[USER]

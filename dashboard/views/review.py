@@ -10,10 +10,11 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import (audio_player, emotion_timeline, read_or_stop, risk_curve, settings, store,
-                              transcript_view, user)
+from dashboard.common import (audio_player, emotion_timeline, read_or_stop, require_sign_in, risk_curve, settings,
+                              store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
 
+require_sign_in()
 st.title("Call review")
 db = store()  # looked up once per run: the service that owns the file, or the file
 agents = read_or_stop(db, "agent_ids").agent_id.tolist()

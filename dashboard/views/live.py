@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.common import clock, emotion_timeline, factors_text, settings, store, user
+from dashboard.common import clock, emotion_timeline, factors_text, require_sign_in, settings, store, user
 from storage.db import StorageError
 
+require_sign_in()
 st.title("Live floor")
 
 
 @st.fragment(run_every=settings().dashboard.refresh_s)
 def floor() -> None:
+    require_sign_in()  # a refresh is a run of its own: it stops once the session has ended
     db = store()  # looked up once per refresh
     try:
         calls = db.read("live_calls")

@@ -8,8 +8,9 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from dashboard.common import read_or_stop, store
+from dashboard.common import read_or_stop, require_sign_in, store
 
+require_sign_in()
 st.title("Churn risk")
 db = store()  # looked up once per run: the service that owns the file, or the file
 teams = read_or_stop(db, "teams").team.tolist()
