@@ -12,10 +12,13 @@ from pathlib import Path
 import streamlit as st
 from starlette.middleware import Middleware
 
+from dashboard.sessions import link_secret
 from dashboard.web import ROUTES, MediaGuard
+from emotivoice.config import load_settings
 from emotivoice.logs import setup_logging
 
 setup_logging(os.environ.get("EMOTIVOICE_LOG_LEVEL", "WARNING"))  # refusals and lockouts as JSON lines
+link_secret(load_settings())  # made (0600) or checked now, so a bad key file stops the start, not a playback
 
 APP = Path(__file__).resolve().parent / "app.py"
 

@@ -122,6 +122,17 @@ def fetch(url: str, cookie: str | None = None, **headers: str) -> tuple[int, byt
         return exc.code, exc.read()
 
 
+def post(url: str, cookie: str | None, body: bytes = b"", **headers: str) -> tuple[int, str | None]:
+    """POST as another page or a bare client would; returns the status and any Set-Cookie."""
+    if cookie is not None:
+        headers["Cookie"] = f"{COOKIE}={cookie}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as r:
+            return r.status, r.headers.get("set-cookie")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("set-cookie")
+
+
 def signed_in(driver, url: str) -> str:
     """Sign in through the form; returns the session token the browser was given as a cookie."""
     login(driver, url, USER, PASSWORD)
@@ -201,6 +212,11 @@ def test_a_reload_keeps_the_session_and_log_out_ends_it(planted, dashboard, driv
     wait_for_text(driver, f"Signed in as {USER}")  # no login form after a reload
     open_page(driver, "Call review")
     assert fetch(dashboard.url + "/media/anything.wav", token)[0] == 404  # the session is live
+
+    # Another site cannot log the user out, nor plant a session cookie with a made-up ticket.
+    assert post(dashboard.url + "/api/logout", token, Origin="http://evil.example")[0] == 403
+    assert post(dashboard.url + "/api/session", None, body=b"made-up-ticket")[:2] == (403, None)
+    assert fetch(dashboard.url + "/media/anything.wav", token)[0] == 404  # still signed in
 
     click_button(driver, "Log out")
     wait_for_text(driver, "Password")
