@@ -148,7 +148,10 @@ def start() -> int:
     run([str(PY), "-m", "emotivoice.cli", "users", "init"])  # prints a first login once
     sip_port = free_port(int(os.environ.get("EMOTIVOICE_CONNECTOR_SIP_PORT", "5060")))
     service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "serve", "--sip-port", str(sip_port)])
-    dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"])
+    # the demo recording lives in the checkout, outside the dirs the dashboard plays from by default
+    demo_env = dict(os.environ, EMOTIVOICE_DASHBOARD_RECORDING_DIRS=os.environ.get(
+        "EMOTIVOICE_DASHBOARD_RECORDING_DIRS", str(DEMO_CALL.parent)))
+    dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"], env=demo_env)
     caller = None
     try:
         if wait_for_udp_listener(sip_port, service):

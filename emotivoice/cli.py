@@ -236,7 +236,12 @@ def cmd_users(args: argparse.Namespace) -> int:
         print(f"error: use a password of at least {settings.dashboard.min_password_length} characters",
               file=sys.stderr)
         return 2
-    print(f"user {args.name} saved in {add_user(settings, args.name, password)} (hashed)")
+    try:
+        saved = add_user(settings, args.name, password)
+    except ValueError as exc:  # too short, or a name the users file cannot hold
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"user {args.name} saved in {saved} (hashed)")
     return 0
 
 

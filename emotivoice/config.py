@@ -105,6 +105,9 @@ class DashboardConfig:
     login_backoff_max_s: float = 900.0  # back-off never grows beyond this (a locked-out user waits 15 min)
     session_ttl_s: float = 8 * 3600.0  # a sign-in survives reloads for this long (one shift), or until log-out
     media_link_ttl_s: float = 300.0  # a signed audio playback link works for this long
+    # comma-separated directories whose recordings the review page may play besides live.audio_dir and
+    # inbox_dir (where batch-analysed recordings are kept); a stored source anywhere else never plays
+    recording_dirs: str = ""
 
 
 @dataclass(frozen=True)

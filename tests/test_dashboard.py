@@ -304,7 +304,7 @@ def test_playback_links_are_signed_bound_and_expire(tmp_path, monkeypatch):
             read_link(key, bad, now=1001)
 
 
-def test_only_wavs_inside_the_audio_dir_count_as_kept(tmp_path, monkeypatch):
+def test_only_recordings_inside_the_playable_dirs_count_as_kept(tmp_path, monkeypatch):
     from dashboard.playback import kept_recording
     from emotivoice.config import load_settings
 
@@ -324,3 +324,9 @@ def test_only_wavs_inside_the_audio_dir_count_as_kept(tmp_path, monkeypatch):
                    str(day / "dir.wav"), str(day / ".." / ".." / ".." / "secret.wav"), str(day / "missing.wav"),
                    "", None, "a\x00b"):
         assert kept_recording(settings, source) is None, source
+    elsewhere = tmp_path / "recordings"
+    elsewhere.mkdir()
+    (elsewhere / "batch.opus").write_bytes(b"OggS")
+    assert kept_recording(settings, str(elsewhere / "batch.opus")) is None  # not a playable dir yet
+    monkeypatch.setenv("EMOTIVOICE_DASHBOARD_RECORDING_DIRS", str(elsewhere))
+    assert kept_recording(load_settings(), str(elsewhere / "batch.opus")) == (elsewhere / "batch.opus").resolve()
