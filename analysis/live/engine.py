@@ -33,7 +33,7 @@ from analysis.insight.stage import InsightState
 from analysis.live.alerts import AlertPublisher
 from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
 from analysis.live.endpoint import Endpointer, Speech, to_16k
-from analysis.live.finalize import Finalizer, finish_call
+from analysis.live.finalize import Finalizer, finish_call, record_manifest
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
 from analysis.live.recorder import apply_retention, open_recorder
@@ -165,6 +165,7 @@ class LiveEngine:
         recorder, why_not = open_recorder(self.cfg.audio_dir, started.call_id, list(legs),
                                           {info.sample_rate for info in started.legs}) if keep else (None, None)
         call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
+        record_manifest(call)  # how a later start assembles these legs if this process dies mid-call
         if why_not:
             result.warnings.append(why_not)
         with self._lock:  # stored once its first sound arrives (_on_frame): no row for a call without media

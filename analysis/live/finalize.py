@@ -42,12 +42,29 @@ class FinishedCall:
 Finalizer = Callable[[FinishedCall], None]  # runs the batch pass and stores its result; raises on failure
 
 
-def channel_roles(call: LiveCall) -> tuple[str, ...]:
-    """Roles of the kept WAV's channels for the batch pass: agent/customer when the legs say so."""
-    roles = tuple(leg.speaker.role for leg in call.legs.values())
+def roles_to_channels(roles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Roles of the kept WAV's channels for the batch pass, from the legs' speaker roles in order:
+    agent/customer when the legs say so."""
+    roles = tuple(roles)
     if sorted(roles) == ["agent", "customer"]:
         return roles
     return ("agent", "customer") if len(roles) == 2 else ("mono",)
+
+
+def channel_roles(call: LiveCall) -> tuple[str, ...]:
+    return roles_to_channels([leg.speaker.role for leg in call.legs.values()])
+
+
+def sidecar_metadata(call: LiveCall) -> dict:
+    """What the kept WAV's sidecar says about the call (and so what the batch pass stores)."""
+    return {**call.metadata(), "mode": "live"}
+
+
+def record_manifest(call: LiveCall) -> None:
+    """Write the call's recording manifest, so a service that dies mid-call leaves legs a later
+    start can assemble into the same WAV and sidecar (analysis/live/recovery.py)."""
+    if call.recorder is not None:
+        call.recorder.write_manifest([leg.speaker.role for leg in call.legs.values()], sidecar_metadata(call))
 
 
 def save_retrying(store: Store, record: CallRecord, patience_s: float = 600.0) -> None:
@@ -69,7 +86,7 @@ def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:
     """The call's finished WAV, or None when it was not kept or does not lie inside the audio dir."""
     if call.recorder is None:
         return None
-    audio = call.recorder.finish({**call.metadata(), "mode": "live"})
+    audio = call.recorder.finish(sidecar_metadata(call))
     if audio is None:
         return None
     try:

@@ -1,9 +1,13 @@
 """Call audio kept per leg while the call runs, assembled into one WAV when it ends.
 
-Each leg streams to its own raw file as frames arrive (memory stays flat for any call length).
-At hang-up the legs become one WAV beside a sidecar JSON (agent, customer, start time), which is
-exactly what `emotivoice analyze` reads, so the final batch pass runs on it unchanged. A write
-error (a full disk) stops the recording, not the live analysis, and is reported on the call.
+Each leg streams to its own raw file as frames arrive (memory stays flat for any call length)
+and is flushed to the OS at least every FLUSH_S, so a service killed mid-call (kill -9, the OOM
+killer) loses at most that much of it. Beside the legs a manifest (`<call_id>.json`: legs in
+order with their roles, rate, start, the sidecar's metadata) says how to put them together, so
+a later process can assemble what a dead one recorded (analysis/live/recovery.py). At hang-up
+the legs become one WAV beside a sidecar JSON (agent, customer, start time), which is exactly
+what `emotivoice analyze` reads, so the final batch pass runs on it unchanged. A write error (a
+full disk) stops the recording, not the live analysis, and is reported on the call.
 
 Every name here is ours: the call id must pass storage.files.check_call_id (a connector makes
 it with new_call_id; a source's own id never reaches this module) and legs are numbered, not
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import wave
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,18 +33,55 @@ from storage.files import UnsafePath, check_call_id, inside, open_private, priva
 log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"  # legs of calls still running (or left by a crash), under the audio dir
+FLUSH_S = 0.25  # a leg's written audio reaches the OS at least this often (what a kill -9 can cost)
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """How a call's partial legs become its WAV and sidecar, written when the recording starts."""
+
+    call_id: str
+    day: str  # the <audio_dir>/<day>/ the WAV goes to
+    rate: int
+    legs: tuple[str, ...]  # the legs' own names (data from the source), in channel order
+    roles: tuple[str, ...]  # each leg's speaker role: agent | customer | unknown
+    started_at: str
+    metadata: dict = field(default_factory=dict)  # what the sidecar gets
+
+    @classmethod
+    def parse(cls, text: str) -> Manifest:
+        """A manifest read back from disk; ValueError (or UnsafePath) unless it is one of ours."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        legs, roles, rate = data.get("legs"), data.get("roles"), data.get("rate")
+        if not (isinstance(legs, list) and isinstance(roles, list) and len(legs) == len(roles) >= 1
+                and all(isinstance(x, str) for x in legs + roles)):
+            raise ValueError("legs and roles must be lists of strings of one length")
+        if not isinstance(rate, int) or not 1000 <= rate <= 192000:
+            raise ValueError("bad rate")
+        if not isinstance(data.get("day"), str) or not DAY.match(data["day"]):
+            raise ValueError("bad day")
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        return cls(check_call_id(data.get("call_id")), data["day"], rate, tuple(legs), tuple(roles),
+                   str(data.get("started_at", "")), metadata)
 
 
 class CallRecorder:
     """One call's legs on disk. Raises UnsafePath for a call id this service did not make."""
 
-    def __init__(self, audio_dir: Path, call_id: str, legs: list[str], rate: int):
+    def __init__(self, audio_dir: Path, call_id: str, legs: list[str], rate: int, day: str | None = None,
+                 open_legs: bool = True):
         self.call_id = check_call_id(call_id)
         self.legs, self.rate = list(legs), rate
         self.audio_dir = Path(audio_dir)
-        self.day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        self.day = day or datetime.now(timezone.utc).strftime("%Y-%m-%d")
         self.error: str | None = None
         self._files = {}
+        self._flushed = time.monotonic()
+        if not open_legs:
+            return
         try:
             private_dir(self.audio_dir)
             private_dir(inside(self.audio_dir, PARTIAL))
@@ -47,9 +90,29 @@ class CallRecorder:
         except (OSError, UnsafePath) as exc:  # UnsafePath: a symlink planted in the audio dir
             self._fail(exc)
 
+    @classmethod
+    def left_by_crash(cls, audio_dir: Path, manifest: Manifest) -> CallRecorder:
+        """The recorder of a call whose service died, over the legs it left: `finish` assembles
+        them exactly as at a hang-up, `discard` removes them."""
+        return cls(audio_dir, manifest.call_id, list(manifest.legs), manifest.rate, manifest.day, open_legs=False)
+
     def _raw(self, leg: str) -> Path:
         """A leg's raw file: numbered by its place in the call, never named after the wire's label."""
         return inside(self.audio_dir, f"{PARTIAL}/{self.call_id}.{self.legs.index(leg)}.raw")
+
+    def _manifest(self) -> Path:
+        return inside(self.audio_dir, f"{PARTIAL}/{self.call_id}.json")
+
+    def write_manifest(self, roles: list[str], metadata: dict) -> None:
+        """Say how these legs become the call's WAV and sidecar, for a process that outlives this one."""
+        if self.error:
+            return
+        manifest = Manifest(self.call_id, self.day, self.rate, tuple(self.legs), tuple(roles),
+                            str(metadata.get("started_at", "")), metadata)
+        try:
+            write_private(self._manifest(), json.dumps(asdict(manifest), default=str))
+        except (OSError, UnsafePath) as exc:
+            self._fail(exc)
 
     def _fail(self, exc: OSError | UnsafePath) -> None:
         self.error = f"call audio not kept: {getattr(exc, 'strerror', None) or exc}"
@@ -61,17 +124,41 @@ class CallRecorder:
             return
         try:
             self._files[leg].write(pcm)
+            now = time.monotonic()
+            if now - self._flushed >= FLUSH_S:  # every leg, so a kill costs each at most FLUSH_S
+                for f in self._files.values():
+                    f.flush()
+                self._flushed = now
         except OSError as exc:
             self._fail(exc)
 
+    def _leg_audio(self, leg: str) -> np.ndarray:
+        """A leg's samples; a leg a crash left without a file, or cut mid-sample, keeps what is whole."""
+        try:
+            data = self._raw(leg).read_bytes()
+        except FileNotFoundError:
+            if self._files:  # a running recorder opened every leg: a missing one is an error
+                raise
+            data = b""
+        return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+
+    def has_sound(self) -> bool:
+        """Whether any leg holds a non-zero sample (connectors send digital silence without media)."""
+        try:
+            return any(self._leg_audio(leg).any() for leg in self.legs)
+        except (OSError, UnsafePath):
+            return False
+
     def finish(self, metadata: dict) -> Path | None:
-        """Close the legs and write `<day>/<call_id>.wav` (one channel per leg) and its sidecar."""
+        """Close the legs and write `<day>/<call_id>.wav` (one channel per leg) and its sidecar.
+        The legs are removed only once both are written, so a crash before then leaves them to
+        be assembled again (analysis/live/recovery.py)."""
         if self.error:
             return None
         for f in self._files.values():
             f.close()
         try:
-            legs = [np.fromfile(self._raw(leg), dtype="<i2") for leg in self.legs]
+            legs = [self._leg_audio(leg) for leg in self.legs]
             n = max((len(x) for x in legs), default=0)
             if n == 0:
                 self.discard()
@@ -95,8 +182,13 @@ class CallRecorder:
         return path
 
     def discard(self) -> None:
+        """Close and remove the legs, the manifest first: legs without one are never assembled."""
         for f in self._files.values():
             f.close()
+        try:
+            self._manifest().unlink(missing_ok=True)
+        except (OSError, UnsafePath) as exc:
+            log.warning("call recording manifest not removed", extra={"call_id": self.call_id, "error": str(exc)})
         for leg in self.legs:
             try:
                 self._raw(leg).unlink(missing_ok=True)
@@ -120,15 +212,15 @@ def open_recorder(audio_dir: Path, call_id: str, legs: list[str],
 
 
 def apply_retention(audio_dir: Path, days: int, now: float | None = None) -> int:
-    """Delete kept call audio (and sidecars) older than `days`, and legs of calls that never
-    finished (a crash) older than that; 0 keeps everything. Only regular files that resolve
+    """Delete kept call audio (and sidecars) older than `days`, and legs (and manifests) of calls
+    that never finished (a crash) older than that; 0 keeps everything. Only regular files that resolve
     inside `audio_dir` are touched: a symlink planted there is never followed. Returns files removed."""
     if days <= 0 or not audio_dir.is_dir():
         return 0
     cutoff = (now or time.time()) - timedelta(days=days).total_seconds()
     removed = 0
     for path in audio_dir.glob("*/*"):
-        kept = path.suffix in (".wav", ".json") if path.parent.name != PARTIAL else path.suffix == ".raw"
+        kept = path.suffix in (".wav", ".json") if path.parent.name != PARTIAL else path.suffix in (".raw", ".json")
         if not kept or path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             continue
         try:
