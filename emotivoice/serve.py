@@ -3,12 +3,17 @@
 It owns the database (storage.server, so the dashboard and CLI read and write through it), runs
 the live analysis engine, the listeners that bring call audio in (SIP/SIPREC, AudioSocket, the
 Twilio and AudioHook WebSockets) and the recordings inbox. Finished live calls are re-analysed
-by `emotivoice analyze` in a niced child process, so the batch pass never slows live calls down.
+by `emotivoice analyze` in a niced child process, so the batch pass never slows live calls down;
+the child dies with the service (a pass cut short is re-run at the next start, never left to
+store into a service that is gone). At start, before the listeners open, what a service that
+died left behind is recovered (analysis/live/recovery.py): its calls are marked 'interrupted',
+then assembled from their partial legs and finished by the batch pass in the background.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,7 +21,9 @@ import time
 
 from analysis.live.engine import LiveEngine
 from analysis.live.finalize import FinishedCall
+from analysis.live.recovery import Recovery, clear_stale_announcement
 from emotivoice.config import Settings
+from storage.db import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +31,11 @@ log = logging.getLogger(__name__)
 def batch_finalizer(settings: Settings, config_file: str | None = None):
     """Run the full-quality batch pass on a finished live call; its results supersede the live ones."""
 
+    # killed with the thread that started it if the service dies: it could store nowhere
+    orphan_guard = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+
     def finalize(call: FinishedCall) -> None:
-        cmd = ["nice", "-n", "10", sys.executable, "-m", "emotivoice.cli", "--log-level", "ERROR"]
+        cmd = [*orphan_guard, "nice", "-n", "10", sys.executable, "-m", "emotivoice.cli", "--log-level", "ERROR"]
         cmd += ["--config", config_file] if config_file else []
         cmd += ["analyze", str(call.audio), "--call-id", call.call_id, "--db", str(settings.db_path), "--quiet"]
         if len(call.channels) == 2:
@@ -36,6 +46,25 @@ def batch_finalizer(settings: Settings, config_file: str | None = None):
             raise RuntimeError(lines[-1] if lines else f"analyze exited with {proc.returncode}")
 
     return finalize
+
+
+def start_recovery(settings: Settings, store, finalizer) -> Recovery:
+    """Mark what a dead service left 'interrupted' (now, before any new call) and list it; the
+    caller starts the background recovery once the engine is up."""
+    def done(call_id: str, outcome: str) -> None:
+        print(f"live: recovered {call_id}: {outcome}", flush=True)
+
+    recovery = Recovery(settings.live, store, finalizer, on_done=done)
+    try:
+        pending = recovery.survey()
+    except Exception as exc:  # the service still starts (calls come first); the next start tries again
+        log.exception("crash recovery skipped", extra={"error": str(exc)})
+        recovery.pending = []
+        return recovery
+    if pending:
+        print(f"live: recovering {len(pending)} call(s) a stopped service left unfinished: "
+              f"{', '.join(i.call_id for i in pending)}", flush=True)
+    return recovery
 
 
 def start_listeners(settings: Settings, sink) -> list:
@@ -66,19 +95,22 @@ def start_listeners(settings: Settings, sink) -> list:
 def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
           stats_every_s: float = 60.0) -> int:
     from analysis.service import InboxWatcher
-    from storage.db import StorageError
     from storage.server import StoreServer
 
+    clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
     try:
         server = StoreServer(settings.db_path, config=settings.store).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finalizer = batch_finalizer(settings, config_file) if settings.live.finalize == "batch" else None
+    recovery = start_recovery(settings, server, finalizer)
     engine = LiveEngine(settings, server, finalizer=finalizer).start()
+    recovery.start()
     listeners = start_listeners(settings, engine.inbox)
     if not listeners:
         print("error: no listener could start; nothing can send calls", file=sys.stderr)
+        recovery.stop()
         engine.stop()
         server.close()
         return 2
@@ -112,6 +144,7 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the shutdown short
             signal.signal(sig, signal.SIG_IGN)
         print("live service: stopping (open calls are finalised first)", flush=True)
+        recovery.stop()
         for listener in listeners:
             try:
                 listener.stop()
