@@ -69,7 +69,10 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
         shutil.copy(DEMO, inbox / "dropped.opus")
         monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(db))
         at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
-        at.session_state["user"] = "sam"  # the live floor, signed in
+        from dashboard.sessions import REGISTRY
+
+        at.session_state["user"] = "sam"  # the live floor, signed in with a live server-side session
+        at.session_state["session_token"] = REGISTRY.open("sam", 600)
         while True:  # the dropped call shows up without restarting anything
             at.run()
             assert not at.exception, at.exception
