@@ -205,11 +205,22 @@ def test_every_request_from_outside_the_allowlist_is_refused_and_creates_nothing
 
 # -- finding 6: floods are cut off, a good call still gets through --------------------------------
 
-def test_invite_flood_gets_503_beyond_the_burst_and_a_good_call_from_elsewhere_is_answered(caplog):
+def test_invite_flood_gets_503_beyond_the_burst_and_a_good_call_from_elsewhere_is_answered(caplog, tmp_path):
+    """sipp flood + a good call -> SipConnector -> LiveEngine -> StoreServer: only the good call is stored."""
+    from analysis.live.engine import LiveEngine
+    from emotivoice.config import load_settings
+    from storage.server import StoreServer
+
     caplog.set_level(logging.WARNING, logger="connector.sip")
     rate, burst, invites = 2.0, 10, 150
-    sink = CollectingSink()
-    conn = connector(sink, allow="127.0.0.0/8", invite_rate_per_s=rate, invite_burst=burst, no_media_timeout_s=3)
+    base = load_settings(env={})
+    settings = replace(base, db_path=tmp_path / "live.duckdb",
+                       live=replace(base.live, audio_dir=tmp_path / "calls", finalize="none", transcribe=False))
+    server = StoreServer(settings.db_path).start()
+    engine = LiveEngine(settings, server).start()
+    tee = TeeSink(engine.inbox)
+    sink = tee.record
+    conn = connector(tee, allow="127.0.0.0/8", invite_rate_per_s=rate, invite_burst=burst, no_media_timeout_s=3)
     flood: list = []
     flooder = threading.Thread(target=lambda: flood.append(
         flood_invites("127.0.0.1", conn.port, invites, 50, hold_s=15)), daemon=True)
@@ -224,8 +235,13 @@ def test_invite_flood_gets_503_beyond_the_burst_and_a_good_call_from_elsewhere_i
         # answered flood calls sent no media: we hang them up, they never reach the sink
         assert wait_for(lambda: conn.active_calls == 0, 15)
         stats = conn.stats()
+        engine.stop(wait_s=60)
+        stored = server.read("list_calls")
     finally:
         conn.stop()
+        engine.stop(wait_s=1)
+        server.close()
+    assert list(stored.call_id) == [sink.started[0].call_id]  # the good call is stored, the flood is not
     result = flood[0]
     answered, limited = result.invite_responses.count(200), result.invite_responses.count(503)
     assert answered + limited == invites, result.invite_responses
