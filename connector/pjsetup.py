@@ -91,3 +91,65 @@ def free_port(host: str, v6: bool) -> int:
         with socket.socket(family, socket.SOCK_DGRAM) as udp:
             udp.bind((host, port))
     return port
+
+
+def endpoint_config(max_calls: int, writer: LogWriter, debug: bool) -> pj.EpConfig:
+    """The Endpoint's settings: SIP events polled by the connector's own thread, pjsip's log into
+    ours, a 16 kHz bridge with room for every call's streams and leg ports."""
+    ep_cfg = pj.EpConfig()
+    ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by the connector's thread
+    ep_cfg.uaConfig.mainThreadOnly = False
+    ep_cfg.uaConfig.maxCalls = max_calls
+    ep_cfg.uaConfig.userAgent = "EmotiVoice"
+    ep_cfg.logConfig.writer = writer
+    ep_cfg.logConfig.level = 3 if debug else 2
+    ep_cfg.logConfig.consoleLevel = ep_cfg.logConfig.level
+    ep_cfg.logConfig.msgLogging = 0
+    ep_cfg.medConfig.clockRate = 16000
+    ep_cfg.medConfig.sndClockRate = 16000
+    ep_cfg.medConfig.noVad = True
+    ep_cfg.medConfig.ecTailLen = 0
+    ep_cfg.medConfig.maxMediaPorts = 4 * max_calls + 16
+    return ep_cfg
+
+
+def account_config(cfg: ConnectorConfig, bound: str, native_siprec: bool) -> pj.AccountConfig:
+    """The one account that answers every call: RTP from `rtp_port`, SRTP as configured."""
+    acc_cfg = pj.AccountConfig()
+    acc_cfg.idUri = f"sip:emotivoice@{bound or 'localhost'}"
+    if native_siprec:
+        acc_cfg.callConfig.siprecUse = pj.PJSUA_SIP_SIPREC_OPTIONAL
+    acc_cfg.mediaConfig.transportConfig.port = cfg.rtp_port
+    acc_cfg.mediaConfig.transportConfig.portRange = 0
+    if bound:
+        acc_cfg.mediaConfig.transportConfig.boundAddress = bound
+    acc_cfg.mediaConfig.srtpUse = getattr(pj, SRTP_MODES[cfg.srtp])
+    acc_cfg.mediaConfig.srtpSecureSignaling = 0
+    return acc_cfg
+
+
+def create_transports(ep: pj.Endpoint, cfg: ConnectorConfig, bound: str) -> tuple[int, int]:
+    """UDP and TCP on one port (`sip_port`, or a free one), TLS on `sip_tls_port` when set;
+    returns (port, tls_port)."""
+    v6 = ":" in cfg.sip_host
+    kinds = ((pj.PJSIP_TRANSPORT_UDP6, pj.PJSIP_TRANSPORT_TCP6, pj.PJSIP_TRANSPORT_TLS6) if v6
+             else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TLS))
+    for _attempt in range(20):  # port 0: UDP picks a port, TCP must get the same one
+        try:
+            port = cfg.sip_port or free_port(bound or ("::" if v6 else "0.0.0.0"), v6)
+            ep.transportCreate(kinds[0], transport_cfg(bound, port))
+        except (pj.Error, OSError):
+            if cfg.sip_port:
+                raise
+            continue
+        ep.transportCreate(kinds[1], transport_cfg(bound, port))
+        break
+    else:
+        raise RuntimeError("no free SIP port")
+    if not cfg.sip_tls_port:
+        return port, 0
+    tls = transport_cfg(bound, cfg.sip_tls_port)
+    tls.tlsConfig.certFile = cfg.tls_cert_file
+    tls.tlsConfig.privKeyFile = cfg.tls_key_file
+    ep.transportCreate(kinds[2], tls)
+    return port, cfg.sip_tls_port

@@ -4,7 +4,8 @@ One thread owns the pjsua2 Endpoint: it creates it, polls `libHandleEvents` (so 
 runs there) and destroys it. Audio arrives on pjmedia's clock thread (the null sound device drives
 the conference bridge): each leg's stream feeds a `LegPort` whose `onFrameReceived` copies the PCM
 through ctypes (a few microseconds, against ~100+ for `bytes(frame.buf)`) and hands it to the sink,
-which never blocks.
+which never blocks. A hung-up call's ports are retired through connector/portyard.py, which keeps
+each one alive until the bridge has let go of it (pjmedia removes ports on its next clock tick).
 
 A SIPREC INVITE (multipart SDP + rs-metadata) becomes one leg per audio m-line, named by its
 a=label and given the role/name of the participant sending it (connector/siprec.py). A plain INVITE
@@ -46,7 +47,9 @@ import pjsua2 as pj
 
 from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, wire_text
 from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
-from connector.pjsetup import SRTP_MODES, LogWriter, check_security, free_port, quiet_stdout, transport_cfg
+from connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
+                               quiet_stdout)
+from connector.portyard import BridgeEndpoint, PortYard
 from connector.sipcall import CallState, Leg, LegPort, SipAccount, SipCall, call_metadata_of
 from connector.sipguard import RequestPolicy, SipGuard
 from connector.siprec import parse_sip, summarize_invite
@@ -81,7 +84,8 @@ class SipConnector:
         self._guard: SipGuard | None = None
         self._calls_without_media = 0
         self._next_sweep = 0.0
-        self._ports: list[LegPort] = []
+        self._yard: PortYard | None = None  # retired leg ports, until the bridge lets go of them
+        self._kept_calls: list[SipCall] = []  # whose pjsua slot a new call took: never destroyed
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._error: BaseException | None = None
@@ -111,7 +115,8 @@ class SipConnector:
         """Requests seen by method, refusals by kind, calls hung up or ended without media."""
         return {"requests": dict(self._policy.checked), "refused": dict(self.refusal_log.counts),
                 "calls_without_media": self._calls_without_media, "rate_limited_sources": len(self._limiter),
-                "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0}
+                "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0,
+                "ports": self._yard.stats() if self._yard else {}}
 
     def _run(self) -> None:
         try:
@@ -129,6 +134,7 @@ class SipConnector:
             self._ep.libHandleEvents(20)
             self._send_refusals()
             self._reap()
+            self._yard.sweep()
             self._notice_media()
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + 0.5
@@ -138,39 +144,21 @@ class SipConnector:
         self._teardown()
 
     def _setup(self) -> None:
-        self._ep = pj.Endpoint()
+        import _pjsua2
+
+        self._yard = PortYard(_pjsua2.__file__)
+        self._ep = BridgeEndpoint(self._yard)  # tells the yard when the bridge has removed a port
         with quiet_stdout():  # pjlib prints its start-up chatter before our log config applies
             self._ep.libCreate()
-        ep_cfg = pj.EpConfig()
-        ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by this thread
-        ep_cfg.uaConfig.mainThreadOnly = False
-        ep_cfg.uaConfig.maxCalls = min(self._max_calls + 1, _MAX_CALLS_BUILT)  # +1: so we answer 486 ourselves
-        ep_cfg.uaConfig.userAgent = "EmotiVoice"
         self._log_writer = LogWriter()
-        ep_cfg.logConfig.writer = self._log_writer
-        ep_cfg.logConfig.level = 3 if log.isEnabledFor(logging.DEBUG) else 2
-        ep_cfg.logConfig.consoleLevel = ep_cfg.logConfig.level
-        ep_cfg.logConfig.msgLogging = 0
-        ep_cfg.medConfig.clockRate = 16000
-        ep_cfg.medConfig.sndClockRate = 16000
-        ep_cfg.medConfig.noVad = True
-        ep_cfg.medConfig.ecTailLen = 0
-        ep_cfg.medConfig.maxMediaPorts = 4 * ep_cfg.uaConfig.maxCalls + 16
+        ep_cfg = endpoint_config(min(self._max_calls + 1, _MAX_CALLS_BUILT), self._log_writer,  # +1: we say 486
+                                 log.isEnabledFor(logging.DEBUG))
         self._ep.libInit(ep_cfg)
         self._install_guard()  # before any transport exists, so no request arrives unchecked
         self._ep.audDevManager().setNullDev()
         self._create_transports()
         self._ep.libStart()
-        acc_cfg = pj.AccountConfig()
-        acc_cfg.idUri = f"sip:emotivoice@{self._bound or 'localhost'}"
-        if self.native_siprec:
-            acc_cfg.callConfig.siprecUse = pj.PJSUA_SIP_SIPREC_OPTIONAL
-        acc_cfg.mediaConfig.transportConfig.port = self.cfg.rtp_port
-        acc_cfg.mediaConfig.transportConfig.portRange = 0
-        if self._bound:
-            acc_cfg.mediaConfig.transportConfig.boundAddress = self._bound
-        acc_cfg.mediaConfig.srtpUse = getattr(pj, SRTP_MODES[self.cfg.srtp])
-        acc_cfg.mediaConfig.srtpSecureSignaling = 0
+        acc_cfg = account_config(self.cfg, self._bound, self.native_siprec)
         self._account = SipAccount(self)
         self._account.create(acc_cfg, True)
 
@@ -190,30 +178,7 @@ class SipConnector:
                       extra={"error": str(exc)})
 
     def _create_transports(self) -> None:
-        cfg = self.cfg
-        v6 = ":" in cfg.sip_host
-        bound = self._bound
-        kinds = ((pj.PJSIP_TRANSPORT_UDP6, pj.PJSIP_TRANSPORT_TCP6, pj.PJSIP_TRANSPORT_TLS6) if v6
-                 else (pj.PJSIP_TRANSPORT_UDP, pj.PJSIP_TRANSPORT_TCP, pj.PJSIP_TRANSPORT_TLS))
-        for _attempt in range(20):  # port 0: UDP picks a port, TCP must get the same one
-            try:
-                port = cfg.sip_port or free_port(bound or ("::" if v6 else "0.0.0.0"), v6)
-                self._ep.transportCreate(kinds[0], transport_cfg(bound, port))
-            except (pj.Error, OSError):
-                if cfg.sip_port:
-                    raise
-                continue
-            self._ep.transportCreate(kinds[1], transport_cfg(bound, port))
-            self.port = port
-            break
-        else:
-            raise RuntimeError("no free SIP port")
-        if cfg.sip_tls_port:
-            tls = transport_cfg(bound, cfg.sip_tls_port)
-            tls.tlsConfig.certFile = cfg.tls_cert_file
-            tls.tlsConfig.privKeyFile = cfg.tls_key_file
-            self._ep.transportCreate(kinds[2], tls)
-            self.tls_port = cfg.sip_tls_port
+        self.port, self.tls_port = create_transports(self._ep, self.cfg, self._bound)
 
     def _shutdown_calls(self) -> None:
         self._send_refusals()
@@ -226,6 +191,7 @@ class SipConnector:
             self._ep.libHandleEvents(20)
         for call in list(self._calls.values()):
             self._finish(call, "shutdown")
+            self._retire_ports(call)
         self._reap()
 
     def _teardown(self) -> None:
@@ -238,7 +204,8 @@ class SipConnector:
             except pj.Error:
                 pass
             self._account = None
-        self._ports.clear()
+        if self._yard is not None:  # every port out of the bridge (or kept) before pjsua goes
+            self._yard.drain(ep.libHandleEvents, 2.0)
         self._calls.clear()
         if self._guard is not None:
             self._guard.close()
@@ -315,6 +282,9 @@ class SipConnector:
             self._send_refusal(call, code, reason, headers)
 
     def _send_refusal(self, call: SipCall, code: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
+        if call.disconnected:  # CANCELled meanwhile: its pjsua slot may already be a new call's
+            self._done.append(call)
+            return
         op = pj.CallOpParam()
         op.statusCode = code
         op.reason = reason
@@ -345,7 +315,6 @@ class SipConnector:
             leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
             port = LegPort(self, state, leg, rate)
             state.legs[media.index] = Leg(LegInfo(leg, spec.role, spec.name, rate), port)
-            self._ports.append(port)
             new_ports.append((call.getAudioMedia(media.index), port))
         if not new_ports:
             return
@@ -417,14 +386,23 @@ class SipConnector:
                                                                 "remote": state.remote})
 
     def _reap(self) -> None:
-        """Drop disconnected calls and their ports (outside their own callbacks, on this thread)."""
+        """Drop disconnected calls (outside their own callbacks, on this thread); their ports go to
+        the yard, which frees each once the bridge has removed it (connector/portyard.py)."""
         if not self._done:
             return
         done, self._done = self._done, []
         for call in done:
             for index, entry in [(i, c) for i, c in self._calls.items() if c is call]:
                 del self._calls[index]
-            if call.state:
-                gone = {id(leg.port) for leg in call.state.legs.values()}
-                self._ports = [p for p in self._ports if id(p) not in gone]
-                call.state.legs.clear()
+            self._retire_ports(call)
+            if call.disconnected and call.isActive() and call not in self._kept_calls:
+                # its slot is a new call's already: pjsua2's destructor would unhook and hang up that one
+                call.__disown__()
+                self._kept_calls.append(call)
+
+    def _retire_ports(self, call: SipCall) -> None:
+        if call.state:
+            for leg in call.state.legs.values():
+                if leg.port is not None:
+                    self._yard.retire(leg.port)
+                    leg.port = None

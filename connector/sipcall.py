@@ -8,6 +8,7 @@ clock thread.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from connector.siprec import InviteSummary
 
 if TYPE_CHECKING:
     from connector.sip import SipConnector
+
+log = logging.getLogger("connector.sip")
 
 FRAME_MS = 20
 
@@ -54,7 +57,19 @@ class LegPort(pj.AudioMediaPort):
     until the event thread has seen RTP counted on some leg of the call (`media_seen`): the
     first frame after that announces the call (CallStarted), so a call that never sends media
     never reaches the engine.
+
+    The clock thread may call a port before its __init__ has finished or after the connector has
+    retired it (connector/portyard.py keeps it alive until the bridge lets go): the class-level
+    defaults make such a call a no-op, and no exception ever leaves the callback onto the clock
+    thread. onFrameRequested is not overridden: the port is never a source, and pjsua2's own
+    (C++) answer needs no Python at all.
     """
+
+    _live = False  # set once the port is fully made; cleared by detach()
+    _state: CallState | None = None
+    first_tick: float | None = None  # monotonic time of the first frame handed on
+    empty_frames = 0  # ticks with no audio from the network, once the call is announced
+    callback_errors = 0
 
     def __init__(self, owner: "SipConnector", state: CallState, leg: str, sample_rate: int):
         super().__init__()
@@ -62,15 +77,18 @@ class LegPort(pj.AudioMediaPort):
         self._seq = 0
         self._frame_bytes = sample_rate * FRAME_MS // 1000 * 2
         self._silence = bytes(self._frame_bytes)
-        self.empty_frames = 0  # ticks with no audio from the network, once the call is announced
-        self.first_tick: float | None = None  # monotonic time of the first frame handed on
         fmt = pj.MediaFormatAudio()
         fmt.type = pj.PJMEDIA_TYPE_AUDIO
         fmt.clockRate = sample_rate
         fmt.channelCount = 1
         fmt.bitsPerSample = 16
         fmt.frameTimeUsec = FRAME_MS * 1000
+        self._live = True  # before createPort: from then on the clock may call it
         self.createPort(f"{state.call_id[-12:]}/{leg}", fmt)
+
+    def detach(self) -> None:
+        """Hand nothing more on (the event thread retires the port; the clock may still tick it)."""
+        self._live = False
 
     def missing_frames(self) -> int:
         """Ticks without network audio, plus ticks the media clock never delivered (it fell behind)."""
@@ -80,6 +98,18 @@ class LegPort(pj.AudioMediaPort):
         return self.empty_frames + max(0, expected - self._seq - 1)
 
     def onFrameReceived(self, frame) -> None:
+        if not self._live:
+            return
+        try:
+            self._receive(frame)
+        except Exception as exc:  # out of the callback it would go onto pjmedia's clock thread
+            self.callback_errors += 1
+            if self.callback_errors in (1, 100) or self.callback_errors % 10000 == 0:
+                log.error("leg port callback failed", extra={
+                    "call_id": getattr(self._state, "call_id", None), "errors": self.callback_errors,
+                    "error": repr(exc)[:200]})
+
+    def _receive(self, frame) -> None:
         size = frame.size
         audio = frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and size == self._frame_bytes
         with self._state.lock:
@@ -101,14 +131,19 @@ class LegPort(pj.AudioMediaPort):
 
 
 class SipCall(pj.Call):
+    """One pjsua call. Once DISCONNECTED its pjsua slot may go to a new call at once, so nothing
+    may act on it through this object any more (`disconnected`)."""
+
     def __init__(self, owner: "SipConnector", account: pj.Account, call_index: int):
         super().__init__(account, call_index)
         self.owner = owner
         self.state: CallState | None = None
+        self.disconnected = False
 
     def onCallState(self, prm) -> None:
         info = self.getInfo()
         if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.disconnected = True
             self.owner.on_call_ended(self, f"{info.lastStatusCode} {info.lastReason}".strip())
 
     def onCallMediaState(self, prm) -> None:
