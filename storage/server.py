@@ -18,6 +18,11 @@ What the listener checks, in order, before anything reaches the database:
   must be a real column of its table (storage.db.check_record). No SQL is built from any of it.
 Errors are answered as {"error": a short message of ours, "request_id": id}; the full exception is
 logged under that id, so no Python or DuckDB text leaves the process.
+
+GET /health (no token: it says nothing about the data) answers 200 {"ok": true} while writes go
+through, and 503 {"ok": false, "store_fault": ..., "since": ..., "failures": n} from the first
+write the file refused (a full disk, a read-only file, any DuckDB error that is not the caller's
+bad data) until one succeeds again.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import socket
 import threading
 import time
 from http import HTTPStatus
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,13 +46,41 @@ import pyarrow as pa
 
 from emotivoice.config import StoreConfig
 from storage import queries
-from storage.db import BadRequest, CallRecord, StorageError, connect, save_call, short
+from storage.db import BadRequest, CallRecord, StorageError, connect, first_line, save_call, short
 from storage.files import write_private
 from storage.store import announcement
 
 log = logging.getLogger(__name__)
 
 SLOT_POLL_S = 0.2  # how often a full server looks up from waiting for a slot to see if it is closing
+
+
+class WriteHealth:
+    """Whether the file takes writes: the first refusal starts a fault, the next success ends it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fault: str | None = None
+        self.since: datetime | None = None
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.fault is None:
+                self.since = datetime.now(timezone.utc)
+            self.fault = f"{type(exc).__name__}: {first_line(exc)}"
+            self.failures += 1
+
+    def ok(self) -> None:
+        with self._lock:
+            self.fault, self.since, self.failures = None, None, 0
+
+    def report(self) -> dict:
+        with self._lock:
+            if self.fault is None:
+                return {"ok": True}
+            return {"ok": False, "store_fault": self.fault, "since": self.since.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "failures": self.failures}
 
 
 class StoreServer:
@@ -58,6 +92,7 @@ class StoreServer:
         self.config = config or StoreConfig()
         self.con = connect(self.db_path, wait_s=30.0)
         self.write_lock = threading.Lock()
+        self.health = WriteHealth()
         self.token = secrets.token_hex(16)
         self.httpd = _BoundedServer((host, port), _handler(self), self.config.max_connections)
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
@@ -81,11 +116,23 @@ class StoreServer:
     def write_named(self, action: str, params: dict) -> dict:
         queries.writer(action)
         with self.write_lock:
-            return queries.run_write(self.con, action, params)
+            return self._watched(queries.run_write, self.con, action, params)
 
     def save_call(self, record: CallRecord) -> None:
         with self.write_lock:
-            save_call(self.con, record)
+            self._watched(save_call, self.con, record)
+
+    def _watched(self, write, *args):
+        """Run a write, noting in `health` whether the file took it (a caller's bad data is no fault)."""
+        try:
+            result = write(*args)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            self.health.failed(exc)
+            raise
+        self.health.ok()
+        return result
 
     def start(self) -> StoreServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="store-server", daemon=True)
@@ -216,7 +263,8 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                self._reply(200, b'{"ok": true}')
+                report = server.health.report()
+                self._reply(200 if report["ok"] else 503, json.dumps(report).encode())
             else:
                 self._fail(404, "not found")
 

@@ -11,6 +11,9 @@ Five threads, each with one job, so that the fast answer never waits on the slow
 - writer: stores each changed call through the store (the process that owns the file);
 - finalize: at hang-up, keeps the audio and hands it to the batch pass, which supersedes the
   live results (analysis/live/finalize.py).
+
+The writer and the finaliser live in analysis/live/writer.py: no storage error of any kind stops
+them; it is retried until it succeeds and reported in stats() as `store_fault` meanwhile.
 """
 
 from __future__ import annotations
@@ -33,15 +36,15 @@ from analysis.insight.stage import InsightState
 from analysis.live.alerts import AlertPublisher
 from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
 from analysis.live.endpoint import Endpointer, Speech, to_16k
-from analysis.live.finalize import Finalizer, finish_call, record_manifest
+from analysis.live.finalize import Finalizer, record_manifest
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
 from analysis.live.recorder import apply_retention, open_recorder
+from analysis.live.storehealth import StoreHealth
+from analysis.live.writer import run_finalizer, run_writer
 from analysis.results import CallResult, Utterance
-from analysis.sink import to_record
 from analysis.transcription import transcribe_utterances
 from emotivoice.config import Settings
-from storage.db import StorageError
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class LiveEngine:
         self.calls: dict[str, LiveCall] = {}
         self.latencies: list[dict] = []  # per final utterance: seconds from speech end to stored emotion/text
         self.counters: collections.Counter[str] = collections.Counter()
+        self.store_health = StoreHealth()  # what the writer and finaliser met storing (analysis/live/writer.py)
         self._lock = threading.RLock()
         # calls the writer is storing right now: the finaliser waits for them, then marks the call
         # finalizing, after which only it stores the call
@@ -89,7 +93,7 @@ class LiveEngine:
         apply_retention(self.cfg.audio_dir, self.cfg.retention_days)
         for name, target in (("live-ingest", self._ingest), ("live-emotion", self._emotion_worker),
                              ("live-transcript", self._transcript_worker), ("live-writer", self._writer),
-                             ("live-finalize", self._finalize_worker)):
+                             ("live-finalize", self._finalizer)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -128,7 +132,7 @@ class LiveEngine:
             return {"active_calls": sum(1 for c in self.calls.values() if not c.ended),
                     "emotion_queue": len(self._emotion_queue),
                     "transcript_backlog_s": round(sum(u.end - u.start for u in self._transcript_queue), 1),
-                    "dropped_frames": self.inbox.total_dropped, **self.counters}
+                    "dropped_frames": self.inbox.total_dropped, **self.counters, **self.store_health.report()}
 
     # ---- ingest: messages -> legs -> endpointing ----------------------------------------------
 
@@ -387,105 +391,7 @@ class LiveEngine:
         self._work.notify_all()
 
     def _writer(self) -> None:
-        while True:
-            with self._work:
-                while self._running and not self._dirty:
-                    self._work.wait(0.5)
-                if not self._running and not self._dirty:
-                    return
-                call_id = self._dirty.pop()
-                call = self.calls.get(call_id)
-                if call is None or not call.has_media:
-                    continue
-                self._saving.add(call_id)
-                call.dropped_frames = sum(self.inbox.drops(call_id).values())
-                self._note_load(call)
-                record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
-                shown = [(u, u.utterance is not None, u.transcript != "pending") for u in call.utterances]
-            try:
-                self.store.save_call(record)
-            except StorageError as exc:  # e.g. a full disk: keep everything in memory and try again
-                log.error("live call not stored, retrying", extra={"call_id": call_id, "error": str(exc)})
-                time.sleep(1.0)
-                with self._work:
-                    self._saving.discard(call_id)
-                    self._mark_dirty(call_id)
-                continue
-            self._stored(call, shown, time.time())
-            with self._work:
-                self._saving.discard(call_id)
+        run_writer(self)
 
-    def _note_load(self, call: LiveCall) -> None:
-        warnings = [w for w in call.result.warnings if not w.startswith(("live:", "call audio"))]
-        if call.shed_transcripts:
-            warnings.append(f"live: {call.shed_transcripts} transcripts deferred to the final pass (over capacity)")
-        if call.dropped_frames:
-            warnings.append(f"live: {call.dropped_frames} audio frames dropped (analysis inbox full)")
-        # gaps in a leg's frame numbers that the inbox's own drops do not explain were lost upstream
-        missing = call.missing_frames + max(0, call.lost_frames - call.dropped_frames)
-        if missing:
-            warnings.append(f"live: {missing} frames ({missing * 0.02:.2f} s) of leg audio "
-                            "never arrived from the source (network loss or jitter), analysed as silence")
-        if call.recorder and call.recorder.error:
-            warnings.append(call.recorder.error)
-        call.result.warnings = warnings
-
-    def _stored(self, call: LiveCall, shown: list[tuple[LiveUtterance, bool, bool]], now: float) -> None:
-        """Note when each utterance's emotions, then its transcript, were first stored."""
-        with self._lock:
-            for item, had_emotion, had_text in shown:
-                if had_emotion and item.emotion_stored_at is None:
-                    item.emotion_stored_at = now
-                    item.latency = {"call_id": call.call_id, "leg": item.leg.info.leg,
-                                    "duration_s": round(item.end - item.start, 2),
-                                    "emotion_s": round(now - item.end_wall, 3),
-                                    "emotion_compute_s": round(item.emotion_at - item.end_wall, 3),
-                                    "transcript_s": None, "transcript": item.transcript}
-                    self.latencies.append(item.latency)
-                if had_text and item.transcript_stored_at is None and item.latency is not None:
-                    item.transcript_stored_at = now
-                    item.latency["transcript"] = item.transcript
-                    if item.transcript == "done":
-                        item.latency["transcript_s"] = round(now - item.end_wall, 3)
-
-    # ---- finalize -------------------------------------------------------------------------------
-
-    def _finalize_worker(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
-        except OSError:
-            pass
-        while True:
-            with self._work:
-                while self._running and not self._finishing:
-                    self._work.wait(0.5)
-                if not self._finishing:
-                    return
-                call_id = self._finishing.popleft()
-                call = self.calls[call_id]
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # let its last utterances through the live stages
-                with self._lock:
-                    if not call.pending_work() and call_id not in self._dirty and call_id not in self._saving:
-                        break
-                time.sleep(0.05)
-            with self._lock:  # from here on only the finaliser stores this call
-                call.finalizing = True
-                self._dirty.discard(call_id)
-            while call_id in self._saving:
-                time.sleep(0.05)
-            try:
-                self._finalize(call)
-            except Exception:
-                log.exception("call not finalised", extra={"call_id": call_id})
-            with self._lock:
-                self.calls.pop(call_id, None)
-                self._dirty.discard(call_id)
-            self.inbox.forget(call_id)
-
-    def _finalize(self, call: LiveCall) -> None:
-        with self._lock:
-            call.dropped_frames = sum(self.inbox.drops(call.call_id).values())
-            self._note_load(call)
-        if not finish_call(call, self.store, self.cfg, self.finalizer):
-            self.counters["calls_without_media"] += 1
+    def _finalizer(self) -> None:
+        run_finalizer(self)

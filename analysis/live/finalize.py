@@ -10,6 +10,10 @@ not stored, its recording is discarded and it gets no batch pass; the engine log
 ("calls_without_media"). One whose frames the engine itself dropped (its inbox was full) is
 stored as before, with the drops in its warnings: the source did send something. The kept
 audio is handed on only after checking it lies inside the audio dir.
+
+Storing is one attempt at a time (`store_final`): any exception from the store is a fault noted
+in the engine's StoreHealth, and the engine's finaliser (analysis/live/writer.py) tries again
+later, for as long as it takes, so a full disk delays a call's final save but never loses it.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from analysis.live.call import LiveCall
+from analysis.live.storehealth import StoreHealth
 from analysis.sink import to_record
 from emotivoice.config import LiveConfig
-from storage.db import CallRecord, StorageError
+from storage.db import CallRecord
 from storage.files import UnsafePath, inside
 from storage.store import Store
 
@@ -67,21 +72,6 @@ def record_manifest(call: LiveCall) -> None:
         call.recorder.write_manifest([leg.speaker.role for leg in call.legs.values()], sidecar_metadata(call))
 
 
-def save_retrying(store: Store, record: CallRecord, patience_s: float = 600.0) -> None:
-    """The call's last save: retried through a store outage (a full disk) rather than lost."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            store.save_call(record)
-            return
-        except StorageError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.error("finished call not stored, retrying", extra={"call_id": record.call["call_id"],
-                                                                    "error": str(exc)})
-            time.sleep(1.0)
-
-
 def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:
     """The call's finished WAV, or None when it was not kept or does not lie inside the audio dir."""
     if call.recorder is None:
@@ -96,35 +86,62 @@ def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:
         return None
 
 
-def finish_call(call: LiveCall, store: Store, cfg: LiveConfig, finalizer: Finalizer | None) -> bool:
-    """Store the finished call (through the batch pass when it is on); False when the call had
-    no audio at all and so was not stored."""
+def begin_final(call: LiveCall, cfg: LiveConfig) -> tuple[bool, Path | None]:
+    """At hang-up, once: (whether the call is to be stored, its kept WAV). A call without any
+    audio is not stored and its recording is discarded."""
     if not call.has_media and not call.dropped_frames:  # dropped by us: it may have had sound, so say so
         if call.recorder:
             call.recorder.discard()
         log.warning("live call ended without any audio; not stored",
                     extra={"call_id": call.call_id, "source": call.started.source,
                            "remote": call.started.remote, "external": call.started.metadata.get("external")})
-        return False
-    audio = kept_audio(call, cfg)
-    result = call.snapshot()
-    if audio:
-        result.source = str(audio)
+        return False, None
+    return True, kept_audio(call, cfg)
+
+
+def store_final(call: LiveCall, audio: Path | None, store: Store, cfg: LiveConfig, finalizer: Finalizer | None,
+                health: StoreHealth) -> bool:
+    """One attempt to store the finished call for good; False when the store refused it (the fault
+    is noted in `health`; the caller tries again later, and nothing of the call is lost meanwhile).
+
+    With the batch pass on and the store faulted, the live results are first saved (still
+    'live') as a probe: the pass runs only once the store takes writes again."""
     final_pass = cfg.finalize == "batch" and audio is not None and finalizer is not None
+    if final_pass and health.faulted and not _save(store, _record(call, audio, [], "live"), health):
+        return False
+    warnings = []
     if final_pass:
         try:
             t0 = time.perf_counter()
             finalizer(FinishedCall(call.call_id, audio, channel_roles(call)))
             log.info("live call finalised by the batch pass",
                      extra={"call_id": call.call_id, "seconds": round(time.perf_counter() - t0, 1)})
+            health.ok()  # it stored its result through the same store
         except Exception as exc:
             final_pass = False
-            result.warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
+            warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
             log.error("final batch pass failed; keeping the live results",
                       extra={"call_id": call.call_id, "error": str(exc)})
-    if not final_pass:
-        save_retrying(store, to_record(result, mode="live", metadata=call.metadata(), status="complete"))
+    if not final_pass and not _save(store, _record(call, audio, warnings, "complete"), health):
+        return False
     if audio and not cfg.keep_audio:
         audio.unlink(missing_ok=True)
         audio.with_suffix(".json").unlink(missing_ok=True)
+    return True
+
+
+def _record(call: LiveCall, audio: Path | None, warnings: list[str], status: str) -> CallRecord:
+    result = call.snapshot()  # the call's own result: a copy carries this attempt's warnings
+    result = replace(result, source=str(audio) if audio else result.source, warnings=[*result.warnings, *warnings])
+    return to_record(result, mode="live", metadata=call.metadata(), status=status)
+
+
+def _save(store: Store, record: CallRecord, health: StoreHealth) -> bool:
+    """Any exception out of the store is a fault to report and retry, whatever its class."""
+    try:
+        store.save_call(record)
+    except Exception as exc:
+        health.failed("final save", exc, record.call["call_id"])
+        return False
+    health.ok()
     return True
