@@ -62,7 +62,8 @@ def conversation_metrics(spans: Sequence[Span], duration_s: float) -> tuple[dict
             run_end = max(run_end, s.end)
     for i, s in enumerate(spans):
         for other in spans[:i]:
-            if other.speaker != s.speaker and other.start < s.start and other.end - s.start >= INTERRUPTION_MIN_OVERLAP_S:
+            if (other.speaker != s.speaker and other.start < s.start
+                    and other.end - s.start >= INTERRUPTION_MIN_OVERLAP_S):
                 per[s.speaker]["interruptions_made"] += 1
                 per[other.speaker]["interrupted"] += 1
                 by = per[other.speaker]["interrupted_by"]

@@ -53,7 +53,8 @@ def fill(db: Path, calls: int, per_call: int) -> dict:
         ("speakers", f"""INSERT INTO speakers (call_id, speaker, role, leg, language, talk_time_s, metrics,
                 role_confidence, role_source)
             SELECT 'call-' || lpad(i::VARCHAR, 7, '0'), r, r, (r = 'customer')::INT, 'en', 100 + i % 50,
-                   '{{"talk_share": 0.5, "interruptions_made": ' || (i % 4) || ', "words_per_minute": 150}}', 1.0, 'channel'
+                   '{{"talk_share": 0.5, "interruptions_made": ' || (i % 4) || ', "words_per_minute": 150}}',
+                   1.0, 'channel'
             FROM range({calls}) t(i), (VALUES ('agent'), ('customer')) s(r)"""),
         ("utterances", f"""INSERT INTO utterances (call_id, utterance_idx, speaker, leg, start_s, end_s, text, language,
                 loudness_dbfs, base_emotion, base_confidence, granular, complex_emotion, sentiment, interrupts)
@@ -67,9 +68,11 @@ def fill(db: Path, calls: int, per_call: int) -> dict:
             SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'), (i % {per_call})::INT, e, 1.0 / 7
             FROM range({calls * per_call}) t(i), (VALUES {', '.join(f"('{e}')" for e in EMOTIONS)}) s(e)"""),
         ("sarcasm", f"""INSERT INTO sarcasm SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'),
-                   (i % {per_call})::INT, false, 0.0, 'words not positive', false FROM range({calls * per_call}) t(i)"""),
+                   (i % {per_call})::INT, false, 0.0, 'words not positive', false
+                   FROM range({calls * per_call}) t(i)"""),
         ("risk_scores", f"""INSERT INTO risk_scores SELECT 'call-' || lpad((i // {per_call})::VARCHAR, 7, '0'),
-                   (i % {per_call})::INT, CASE WHEN i % 2 = 0 THEN 'agent' ELSE 'customer' END, (i % {per_call}) * 3.0 + 2.5,
+                   (i % {per_call})::INT, CASE WHEN i % 2 = 0 THEN 'agent' ELSE 'customer' END,
+                   (i % {per_call}) * 3.0 + 2.5,
                    (hash(i) % 1000) / 1000.0, '{{"negative emotion": 1.2}}' FROM range({calls * per_call}) t(i)"""),
         ("alerts", f"""INSERT INTO alerts (call_id, speaker, t_s, kind, score, factors, utterance_idx)
             SELECT 'call-' || lpad(i::VARCHAR, 7, '0'), 'customer', 120.0, 'escalation', 0.7, '{{}}', 40
@@ -103,7 +106,8 @@ def workload(calls: int, rng: random.Random) -> dict[str, callable]:
         "review: call_alerts": lambda: ("call_alerts", {"call_id": call_id()}),
         "review: agent_vs_team": lambda: ("agent_vs_team", {"call_id": call_id()}),
         "agents: agent_weekly (12 weeks)": lambda: ("agent_weekly", {**window(84), "team": None}),
-        "agents: coaching_opportunities (12 weeks)": lambda: ("coaching_opportunities", {**window(84), "team": "team-1"}),
+        "agents: coaching_opportunities (12 weeks)": lambda: ("coaching_opportunities",
+                                                              {**window(84), "team": "team-1"}),
         "churn: churn_risk (30 days)": lambda: ("churn_risk", {**window(30), "team": None}),
     }
 
@@ -139,7 +143,7 @@ def main() -> None:
         db = Path(args.db) if args.db else Path(tmp) / "scale.duckdb"
         filled = fill(db, args.calls, args.per_call)
         direct = time_queries(FileStore(db), args.calls, args.runs)
-        with StoreServer(db) as server:
+        with StoreServer(db):
             from storage.store import open_store
             served = time_queries(open_store(db), args.calls, args.runs)
     worst = max(v["p95_ms"] for v in served.values())

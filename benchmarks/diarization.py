@@ -179,7 +179,8 @@ def main() -> None:
                              "der_pct_2spk_clean_estimated": summarize(rows)["der_pct"]}
 
     write_result("diarization", {
-        "data": {"corpus": "CREMA-D (ODbL-1.0)", "seed": SEED, "dev_actors": len(dev_pool), "test_actors": len(test_pool),
+        "data": {"corpus": "CREMA-D (ODbL-1.0)", "seed": SEED, "dev_actors": len(dev_pool),
+                 "test_actors": len(test_pool),
                  "dev_conversations": len(dev), "test_conversations": len(test),
                  "test_audio_s": round(audio_s, 1), "mean_conversation_s": round(audio_s / len(test), 1),
                  "collar_s": 0.25, "overlap_scored": True},

@@ -104,7 +104,8 @@ def intensity(head, clips, settings) -> dict:
     level = np.array([{"low": 0, "medium": 1, "high": 2}[c.intensity] for c in rated])
     report = {"clips": len(rated), "spearman_rho": round(float(spearmanr(p_target, level).statistic), 3)}
     hi, lo = p_target[level == 2], p_target[level == 0]
-    report["auc_high_vs_low"] = round(float(np.mean(hi[:, None] > lo[None, :]) + 0.5 * np.mean(hi[:, None] == lo[None, :])), 3)
+    ties = np.mean(hi[:, None] == lo[None, :])
+    report["auc_high_vs_low"] = round(float(np.mean(hi[:, None] > lo[None, :]) + 0.5 * ties), 3)
     report["median_p_by_level"] = {name: round(float(np.median(p_target[level == k])), 3)
                                    for k, name in enumerate(("low", "medium", "high"))}
 

@@ -125,7 +125,8 @@ def main() -> None:
     for t in np.round(np.arange(0.4, 0.81, 0.025), 3):
         r = evaluate(dev, replace(configured, alert_threshold=float(t), rearm_below=float(t) - 0.15))
         grid[float(t)] = r
-    best = max(grid, key=lambda t: (grid[t]["alert_recall"] - grid[t]["false_alarm_rate"], -abs(t - configured.alert_threshold)))
+    best = max(grid, key=lambda t: (grid[t]["alert_recall"] - grid[t]["false_alarm_rate"],
+                                    -abs(t - configured.alert_threshold)))
     write_result("escalation", {
         "calls": "10 turns, agent and customer on their own channels, 8 kHz mu-law; half escalate (customer turns "
                  "angry or disgusted from its 3rd or 4th turn), half stay calm (neutral, happy, sad, afraid)",

@@ -123,7 +123,8 @@ def transcript_view(utterances: pd.DataFrame) -> pd.DataFrame:
         "time": utterances.start_s.map(clock),
         "speaker": utterances.speaker,
         "text": utterances.text,
-        "emotion": utterances.base_emotion + " " + (utterances.base_confidence * 100).round().astype(int).astype(str) + "%",
+        "emotion": (utterances.base_emotion + " "
+                    + (utterances.base_confidence * 100).round().astype(int).astype(str) + "%"),
         "granular": utterances.granular_labels.map(lambda g: ", ".join(g) if g is not None else ""),
         "complex": utterances.complex_emotion.fillna(""),
         "sarcasm": [("sarcastic?" if amb else "sarcastic") if s else ("ambiguous" if amb else "")

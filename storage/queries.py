@@ -179,7 +179,8 @@ def live_calls(con: Con, recent_minutes: int = 30, limit: int = 50) -> pd.DataFr
                (SELECT list(score ORDER BY t_s) FROM recent r WHERE r.call_id = a.call_id AND r.k <= 20) AS risk_trend,
                a.alert_count, a.analyzed_at
         FROM active a LEFT JOIN latest l USING (call_id)
-        ORDER BY risk DESC NULLS LAST, a.analyzed_at DESC""", [_utc_now() - timedelta(minutes=recent_minutes), limit]).df()
+        ORDER BY risk DESC NULLS LAST, a.analyzed_at DESC""",
+        [_utc_now() - timedelta(minutes=recent_minutes), limit]).df()
 
 
 @read_query
@@ -261,7 +262,8 @@ def coaching_opportunities(con: Con, date_from: str, date_to: str, team: str | N
         SELECT agent_id, count(*) AS calls, avg((alert_count > 0)::INT) AS escalation_share,
                avg(customer_end_negative - customer_start_negative) AS customer_worsening,
                avg(agent_empathy) AS empathy,
-               (0.6 * avg((alert_count > 0)::INT) + 0.4 * greatest(avg(customer_end_negative - customer_start_negative), 0))
+               (0.6 * avg((alert_count > 0)::INT)
+                + 0.4 * greatest(avg(customer_end_negative - customer_start_negative), 0))
                  * ln(1 + count(*)) AS opportunity
         FROM calls
         WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY

@@ -212,7 +212,7 @@ def test_request_size_and_length_are_checked_before_reading(served):
     for length in ("-1", "1e3", "abc", "²"):
         assert raw(served, (head + f"Content-Length: {length}\r\n\r\n").encode("utf-8"))[0] == 400
     assert raw(served, (head.replace(served.token, "0" * 32) + "Content-Length: 2\r\n\r\n{}").encode())[0] == 403
-    assert raw(served, (f"POST /calls HTTP/1.1\r\nContent-Length: 2\r\n\r\n{{}}").encode())[0] == 403
+    assert raw(served, b"POST /calls HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")[0] == 403
     assert list(served.read("list_calls").call_id) == ["good"]
 
 

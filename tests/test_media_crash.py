@@ -109,7 +109,8 @@ class Connector:
     """The child process and what it has said so far."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", "from tests.test_media_crash import child_main; child_main()"],
+        child = "from tests.test_media_crash import child_main; child_main()"
+        self.proc = subprocess.Popen([sys.executable, "-c", child],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         self.events: list[dict] = []

@@ -36,7 +36,8 @@ def test_save_replaces_the_call_and_keeps_feedback(tmp_path):
     db = tmp_path / "a.duckdb"
     con = connect(db)
     save_call(con, record(n=3))
-    con.execute("INSERT INTO feedback (call_id, utterance_idx, kind, value, author) VALUES ('c1', 1, 'emotion', 'sadness', 'coach')")
+    con.execute("INSERT INTO feedback (call_id, utterance_idx, kind, value, author) "
+                "VALUES ('c1', 1, 'emotion', 'sadness', 'coach')")
     save_call(con, record(n=2, text="again"))
     assert con.execute("SELECT count(*) FROM utterances").fetchone()[0] == 2
     assert con.execute("SELECT count(*) FROM emotion_scores").fetchone()[0] == 4
@@ -77,7 +78,8 @@ def test_locked_file_is_a_clear_error_after_waiting(tmp_path):
     import sys
     db = tmp_path / "a.duckdb"
     connect(db).close()
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('x', flush=True); time.sleep(30)"],
+    hold = f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('x', flush=True); time.sleep(30)"
+    holder = subprocess.Popen([sys.executable, "-c", hold],
                               stdout=subprocess.PIPE, text=True)
     try:
         holder.stdout.readline()

@@ -38,7 +38,8 @@ def diarization_error_rate(reference: Sequence[Segment], hypothesis: Sequence[Se
     if collar > 0:
         for start, stop, _ in reference:
             for boundary in (start, stop):
-                scored[max(0, int(round((boundary - collar) / STEP_S))):int(round((boundary + collar) / STEP_S))] = False
+                first = max(0, int(round((boundary - collar) / STEP_S)))
+                scored[first:int(round((boundary + collar) / STEP_S))] = False
     ref, hyp = ref[:, scored], hyp[:, scored]
     overlap = ref.astype(np.int64) @ hyp.T.astype(np.int64)  # (ref, hyp) co-active frames
     correct = np.zeros(ref.shape[1], dtype=np.int64)

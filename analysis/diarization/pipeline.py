@@ -65,7 +65,8 @@ class Diarizer:
         """Diarize mono float32 16 kHz audio (an array, or an iterable of blocks for long files)."""
         return self.resolve(self.analyse(samples, on_progress), num_speakers)
 
-    def analyse(self, samples: np.ndarray | Iterable[np.ndarray], on_progress: Progress | None = None) -> WindowAnalysis:
+    def analyse(self, samples: np.ndarray | Iterable[np.ndarray],
+                on_progress: Progress | None = None) -> WindowAnalysis:
         """Run segmentation and embeddings window by window, in batches, keeping per-window results only."""
         cfg, seg = self.config, self.segmentation
         total = samples.size / SAMPLE_RATE if isinstance(samples, np.ndarray) else None
@@ -91,7 +92,8 @@ class Diarizer:
                 break
         return WindowAnalysis(np.array(starts, dtype=int), np.stack(acts) if acts else np.zeros((0, 0, 3), bool),
                               np.array(runs, dtype=int).reshape(-1, 4),
-                              np.concatenate([f.embeddings for f in found]) if found else np.zeros((0, 192), np.float32),
+                              (np.concatenate([f.embeddings for f in found]) if found
+                               else np.zeros((0, 192), np.float32)),
                               np.concatenate([f.clean_s for f in found]) if found else np.zeros(0, np.float32),
                               np.concatenate([f.fresh for f in found]) if found else np.zeros(0, bool),
                               counted.n / SAMPLE_RATE, seg.frame_step_s, seg.frame_duration_s)

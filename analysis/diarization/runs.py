@@ -40,7 +40,8 @@ class WindowRuns:
 class RunEmbedder:
     """Embeds the runs of successive windows, remembering the previous window's runs."""
 
-    def __init__(self, frame_step_s: float, frame_duration_s: float, min_speech_s: float, max_run_s: float | None = None,
+    def __init__(self, frame_step_s: float, frame_duration_s: float, min_speech_s: float,
+                 max_run_s: float | None = None,
                  tolerance_frames: int = 3):
         self.frame_step_s, self.frame_duration_s = frame_step_s, frame_duration_s
         self.max_frames = round(max_run_s / frame_step_s) if max_run_s else None

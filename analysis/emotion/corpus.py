@@ -32,7 +32,8 @@ def read_manifest(manifest: Path | str, corpora: set[str] | None = None) -> list
         missing = {"path", "corpus", "speaker", "emotion"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{manifest}: missing columns {sorted(missing)}")
-        return [Clip(manifest.parent / r["path"], r["corpus"], SPEAKER_ALIASES.get(r["speaker"], r["speaker"]), r["emotion"],
+        return [Clip(manifest.parent / r["path"], r["corpus"], SPEAKER_ALIASES.get(r["speaker"], r["speaker"]),
+                     r["emotion"],
                      r.get("intensity", "") or "", r.get("text", "") or "")
                 for r in reader if corpora is None or r["corpus"] in corpora]
 

@@ -17,7 +17,8 @@ from analysis.assets import ModelUnavailable
 
 EGEMAPS_DIM = 88
 PITCH_MEAN, PITCH_RANGE, LOUDNESS = 0, 5, 10  # semitone mean, 20-80th pctl range (semitones), loudness
-_recent: OrderedDict[bytes, np.ndarray] = OrderedDict()  # the emotion head and the insight stage share a clip's features
+# the emotion head and the insight stage share a clip's features
+_recent: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
 
 @lru_cache(maxsize=1)

@@ -170,7 +170,8 @@ def render_card(card: dict) -> str:
              f"validation {len(card['splits']['val'])}, test {len(card['splits']['test'])} speakers",
              f"- Test speakers: {', '.join(card['splits']['test'])}",
              f"- Head {card['head']} (strength {card['strength']:g}) and temperature {card['temperature']:.3f}, "
-             "both chosen on the validation speakers", "", "| test speakers, audio | UA | WA | ECE (calibrated) | ECE (T=1) |",
+             "both chosen on the validation speakers", "",
+             "| test speakers, audio | UA | WA | ECE (calibrated) | ECE (T=1) |",
              "|---|---|---|---|---|"]
     for variant, scopes in card["test"].items():
         for scope, r in scopes.items():
@@ -179,7 +180,8 @@ def render_card(card: dict) -> str:
     clean = card["test"]["clean"]["overall"]
     lines += ["", "Per-class F1 (clean): " + ", ".join(f"{k} {v:.2f}" for k, v in clean["f1"].items()), "",
               "Confusion (clean; rows true, columns predicted, order as labels):", "", "```"]
-    lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row) for lab, row in zip(clean["labels"], clean["confusion"])]
+    lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row)
+              for lab, row in zip(clean["labels"], clean["confusion"])]
     lines += ["```", "", "## Limits", "",
               "- Acted English speech; spontaneous call-center speech is harder.",
               *(["- No surprise class: CREMA-D has none, and the corpora that do are non-commercial."]

@@ -23,7 +23,8 @@ class RoleGuess:
     reason: str = ""
 
 
-def guess_roles(first_start: dict[str, float], texts: dict[str, str], talk_share: dict[str, float]) -> dict[str, RoleGuess]:
+def guess_roles(first_start: dict[str, float], texts: dict[str, str],
+                talk_share: dict[str, float]) -> dict[str, RoleGuess]:
     """Roles for diarized speakers: the one with the strongest agent cues is the agent."""
     speakers = list(first_start)
     if not speakers:
@@ -37,7 +38,8 @@ def guess_roles(first_start: dict[str, float], texts: dict[str, str], talk_share
         customer_hits = matches(texts.get(sp, ""), CUSTOMER_CUES)
         score[sp] = 1.5 * len(agent_hits) - 1.0 * len(customer_hits) + (0.7 if sp == first else 0.0) \
             + 0.3 * (talk_share.get(sp, 0.0) - 0.5)
-        why[sp] = ", ".join([*(f'"{h}"' for h in agent_hits + customer_hits), *(["spoke first"] if sp == first else [])])
+        why[sp] = ", ".join([*(f'"{h}"' for h in agent_hits + customer_hits),
+                             *(["spoke first"] if sp == first else [])])
     ranked = sorted(speakers, key=lambda s: -score[s])
     margin = score[ranked[0]] - score[ranked[1]]
     confidence = round(1 / (1 + math.exp(-2 * margin)), 3)  # 0.5 when nothing tells them apart

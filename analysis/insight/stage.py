@@ -36,7 +36,8 @@ class InsightState:
             baseline.update(u.prosody)
         u.sarcasm = check_sarcasm(u.sentiment, u.emotions, u.prosody_z, self.sarcasm_config)
         u.phrases = {"escalation": matches(u.text, ESCALATION), "churn": matches(u.text, CHURN)}
-        u.interrupts = any(o.speaker != u.speaker and o.start < u.start and o.end - u.start >= INTERRUPTION_MIN_OVERLAP_S
+        u.interrupts = any(o.speaker != u.speaker and o.start < u.start
+                           and o.end - u.start >= INTERRUPTION_MIN_OVERLAP_S
                            for o in self.seen[-6:])
         self.seen.append(u)
         tracker = self.trackers.setdefault(u.speaker, RiskTracker(u.speaker, self.risk_config))

@@ -27,7 +27,8 @@ if weekly.empty:
 
 st.subheader("Coaching opportunities")
 st.dataframe(db.read("coaching_opportunities", **params), hide_index=True, width="stretch", column_config={
-    "escalation_share": st.column_config.ProgressColumn("escalated calls", min_value=0.0, max_value=1.0, format="percent"),
+    "escalation_share": st.column_config.ProgressColumn("escalated calls", min_value=0.0, max_value=1.0,
+                                                        format="percent"),
     "customer_worsening": st.column_config.NumberColumn("customer worse at end by", format="%.2f"),
     "empathy": st.column_config.NumberColumn("empathy", format="%.2f"),
     "opportunity": st.column_config.NumberColumn("opportunity", format="%.2f")})
