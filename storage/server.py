@@ -15,7 +15,8 @@ What the listener checks, in order, before anything reaches the database:
   `store.max_request_bytes` (413); the body must be a JSON object;
 - /read and /write name a query or action of storage.queries, and their params must match its
   signature; /calls may carry only CallRecord's fields, and every key of the call and of each row
-  must be a real column of its table (storage.db.check_record). No SQL is built from any of it.
+  must be a real column of its table (storage.db.check_record); /deltas (a live call's changed
+  rows, storage/incremental.py) is checked the same way. No SQL is built from any of it.
 Errors are answered as {"error": a short message of ours, "request_id": id}; the full exception is
 logged under that id, so no Python or DuckDB text leaves the process.
 
@@ -48,6 +49,7 @@ from emotivoice.config import StoreConfig
 from storage import queries
 from storage.db import BadRequest, CallRecord, StorageError, connect, first_line, save_call, short
 from storage.files import write_private
+from storage.incremental import CallDelta, save_deltas
 from storage.store import announcement
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,11 @@ class StoreServer:
     def save_call(self, record: CallRecord) -> None:
         with self.write_lock:
             self._watched(save_call, self.con, record)
+
+    def save_deltas(self, deltas: list[CallDelta]) -> None:
+        """Live changes of many calls in one transaction (storage/incremental.py)."""
+        with self.write_lock:
+            self._watched(save_deltas, self.con, deltas)
 
     def _watched(self, write, *args):
         """Run a write, noting in `health` whether the file took it (a caller's bad data is no fault)."""
@@ -313,6 +320,12 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
                 server.save_call(CallRecord.from_json(body))
                 self._reply(200, b'{"ok": true}')
                 return
+            if self.path == "/deltas":  # {"deltas": [CallDelta, ...]}, each checked by save_deltas
+                if set(body) != {"deltas"} or not isinstance(body["deltas"], list):
+                    raise BadRequest("a body of {'deltas': [...]} is required")
+                server.save_deltas([CallDelta.from_json(d) for d in body["deltas"]])
+                self._reply(200, b'{"ok": true}')
+                return
             name_key = "query" if self.path == "/read" else "action"
             for key in body:
                 if key not in (name_key, "params"):
@@ -329,7 +342,8 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-_FAILED = {"/read": "read failed", "/write": "write failed", "/calls": "could not store the call"}
+_FAILED = {"/read": "read failed", "/write": "write failed", "/calls": "could not store the call",
+           "/deltas": "could not store the changes"}
 
 
 def _arrow(frame: pd.DataFrame) -> bytes:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from storage import queries
 from storage.db import BadRequest, CallRecord, StorageError, connect, save_call
+from storage.incremental import CallDelta, save_deltas
 
 
 class Store(Protocol):
@@ -35,6 +36,10 @@ class Store(Protocol):
 
     def save_call(self, record: CallRecord) -> None:
         """Replace everything stored for this call, atomically."""
+        ...
+
+    def save_deltas(self, deltas: list[CallDelta]) -> None:
+        """Apply only what changed in these live calls, all in one transaction (storage/incremental.py)."""
         ...
 
 
@@ -71,6 +76,13 @@ class FileStore:
         finally:
             con.close()
 
+    def save_deltas(self, deltas: list[CallDelta]) -> None:
+        con = connect(self.db_path, wait_s=30.0)
+        try:
+            save_deltas(con, deltas)
+        finally:
+            con.close()
+
 
 class ServedStore:
     """A client of the process that owns the file (storage/server.py)."""
@@ -100,6 +112,9 @@ class ServedStore:
 
     def save_call(self, record: CallRecord) -> None:
         self._post("/calls", record.__dict__)
+
+    def save_deltas(self, deltas: list[CallDelta]) -> None:
+        self._post("/deltas", {"deltas": [d.__dict__ for d in deltas]})
 
 
 def _refusal(exc: urllib.error.HTTPError) -> StorageError:
