@@ -31,7 +31,7 @@ TORCH = "torch==2.13.0"  # the local CPU wheel; anything unpinned pulls a multi-
 # places the TLS and SRTP test calls (sipp has neither), with a certificate made by openssl.
 APT_PACKAGES = {"ffmpeg": "ffmpeg", "ffprobe": "ffmpeg", "chromium": "chromium", "chromedriver": "chromium-driver",
                 "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf": "fonts-noto-color-emoji", "sipp": "sip-tester",
-                "baresip": "baresip", "openssl": "openssl"}
+                "baresip": "baresip", "openssl": "openssl", "espeak-ng": "espeak-ng"}
 DEMO_CALL = ROOT / "assets" / "demo" / "demo_call.opus"
 
 

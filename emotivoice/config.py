@@ -171,6 +171,25 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class RedactionConfig:
+    """What personal data is taken out of transcripts and audio before anything is stored
+    (analysis/redaction/). The policy's name and a digest of these fields go on every call."""
+
+    transcripts: bool = True  # redact utterance text and words, batch and live (alerts and webhooks see the result)
+    audio: bool = True  # silence (or tone over) the redacted words' time spans in the kept recording
+    live: bool = True  # also redact live utterances as their words arrive (off: only the final batch pass)
+    entities: str = ("CREDIT_CARD,CARD_SECURITY_CODE,BANK_ACCOUNT,US_BANK_NUMBER,IBAN_CODE,US_SSN,US_ITIN,UK_NHS,"
+                     "UK_NINO,PHONE_NUMBER,EMAIL_ADDRESS,PERSON,DATE_OF_BIRTH,SECURITY_ANSWER")
+    replacement: str = "label"  # "label": [CREDIT_CARD]; "hash": [CREDIT_CARD:1f0c9a2b], HMAC-SHA256 keyed, stable
+    hash_key_file: str = ""  # the HMAC key (32 random bytes, 0600); empty: <data_dir>/redaction.key, made on first use
+    min_score: float = 0.4  # Presidio results below this are kept as said
+    audio_margin_s: float = 0.15  # added before and after each redacted word (Whisper's word edges drift ~0.1 s)
+    audio_fill: str = "silence"  # "silence" or "tone" (a 1 kHz beep at -20 dBFS, so a listener hears the cut)
+    audio_all_channels: bool = True  # cut every channel over a span: echo on the other leg carries the digits too
+    policy_name: str = "default"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -190,6 +209,7 @@ class Settings:
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:
