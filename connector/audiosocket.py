@@ -8,6 +8,9 @@ hangup (0x00, or simply closing the socket) and errors (0xff, an application err
 
 The protocol says nothing about calls with two parties, so this receiver decides:
 
+* A connection with a UUID of no call yet is a new call: while recording cannot keep up
+  (analysis/live/recording.py) it is refused, closed without a word (the protocol has no
+  refusal), logged and counted (`refused`).
 * Connections that send the same UUID are the legs of one call (Asterisk's dialplan gives
   both forks of a call the same `AudioSocket(${uuid},host:port)` argument). The UUID pairs
   them in memory and is kept as data in the call's metadata ("external": audiosocket_uuid);
@@ -40,7 +43,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata
+from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, refusal
 from connector.loop_thread import LoopThread
 from emotivoice.config import ConnectorConfig
 from storage.files import new_call_id
@@ -133,6 +136,7 @@ class AudioSocketServer:
         self._server: asyncio.Server | None = None
         self._calls: dict[str, _Call] = {}
         self._connections: set[asyncio.Task] = set()
+        self.refused = 0  # new calls refused because recording could not keep up
 
     def start(self) -> None:
         self._thread.start()
@@ -226,6 +230,13 @@ class AudioSocketServer:
     def _join(self, call_uuid: str, remote: str) -> _Leg | None:
         call = self._calls.get(call_uuid)
         if call is None:
+            overloaded = refusal(self.sink, "audiosocket")
+            if overloaded:  # the protocol has no refusal message: the connection is closed unanswered
+                self.refused += 1
+                log.warning("audiosocket call refused: recording cannot keep up",
+                            extra={"audiosocket_uuid": call_uuid, "remote": remote, "reason": overloaded,
+                                   "refused": self.refused})
+                return None
             call = self._calls[call_uuid] = _Call(call_uuid, new_call_id("audiosocket"), remote)
             loop = asyncio.get_running_loop()
             call.timer = loop.call_later(self.options.pair_wait_s, self._pair_wait_over, call)

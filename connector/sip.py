@@ -21,7 +21,10 @@ What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order
 3. a new INVITE: a token bucket per source address (`invite_rate_per_s`, `invite_burst`); beyond
    it, a stateless 503 with Retry-After;
 4. then, in onIncomingCall: digest credentials when `auth_user` is set (401 with a challenge),
-   `max_calls` (486), an audio stream in the SDP (488; a body we cannot read: 400).
+   admission (503 with Retry-After while the engine's recording cannot keep up: its queue for the
+   disk is over `live.record_max_lag_s` / `record_max_queued_mb`, or the disk faulted;
+   analysis/live/recording.py), `max_calls` (486), an audio stream in the SDP (488; a body we
+   cannot read: 400).
 
 Refusals are counted (`stats()`) and logged with the source, one line per source and kind per 10 s
 carrying the number held back. The call's id is ours (storage.files.new_call_id); the SIP Call-ID,
@@ -45,7 +48,7 @@ import time
 
 import pjsua2 as pj
 
-from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, wire_text
+from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, refusal, wire_text
 from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
 from connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
                                quiet_stdout)
@@ -240,6 +243,12 @@ class SipConnector:
                     self.refusal_log.note("bad_credentials", "SIP call refused: bad credentials", source,
                                            {"sip_call_id": sip_call_id})
                 return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
+        overloaded = refusal(self.sink, "sip")
+        if overloaded:  # recording cannot keep up: the calls already answered come first
+            self.refusal_log.note("overloaded", "SIP call refused: recording cannot keep up", source,
+                                  {"reason": overloaded, "sip_call_id": sip_call_id})
+            return self._refuse(call, 503, "Service Unavailable",
+                                [("Retry-After", str(max(1, self.cfg.overload_retry_after_s)))])
         starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)
         if self.active_calls + starting >= self._max_calls:
             self.refusal_log.note("busy", "SIP call refused: at max_calls", source, {"max_calls": self._max_calls})

@@ -8,8 +8,11 @@ stream URLs often carry one).
 What this listener checks for every connection: the path (404 otherwise), the opening
 handshake within websockets' open timeout (10 s), messages of at most 1 MiB without compression
 (a larger one closes the connection with 1009), then the route's own checks (connector/twilio.py,
-connector/audiohook.py). A session that fails its route's handshake stores nothing, and
-nothing a peer sends ever names a file: calls get ids of our own.
+connector/audiohook.py), then admission: while the engine's recording cannot keep up
+(analysis/live/recording.py) a new stream is refused at the upgrade with HTTP 503 and
+Retry-After, before any session exists (logged and counted in `refused`). A session that fails
+its route's handshake stores nothing, and nothing a peer sends ever names a file: calls get ids
+of our own.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from analysis.live.messages import LiveSink
+from analysis.live.messages import LiveSink, refusal
 from connector.audiohook import AudioHookRoute
 from connector.loop_thread import LoopThread
 from connector.twilio import TwilioRoute
@@ -58,6 +61,9 @@ class ForkWebSocketServer:
         self.host = cfg.websocket_host
         self.port = cfg.websocket_port
         self.routes: dict[str, Route] = {"/twilio": TwilioRoute(sink), "/audiohook": AudioHookRoute(cfg, sink)}
+        self.sink = sink
+        self.retry_after_s = max(1, cfg.overload_retry_after_s)
+        self.refused = 0  # streams refused because recording could not keep up
         self._thread = LoopThread("media-fork-websocket")
         self._server: Server | None = None
 
@@ -94,7 +100,19 @@ class ForkWebSocketServer:
             log.info("media fork websocket: unknown path", extra={"path": request.path,
                                                                  "remote": _remote(connection)})
             return connection.respond(404, "Not found: use /twilio or /audiohook\n")
-        return route.check_request(connection, request)
+        refused = route.check_request(connection, request)
+        if refused is not None:
+            return refused
+        path = route_path(request.path)
+        overloaded = refusal(self.sink, path.strip("/"))
+        if overloaded is None:
+            return None
+        self.refused += 1
+        log.warning("media fork refused: recording cannot keep up",
+                    extra={"path": path, "remote": _remote(connection), "reason": overloaded, "refused": self.refused})
+        response = connection.respond(503, "Service unavailable: call recording cannot keep up; try again later\n")
+        response.headers["Retry-After"] = str(self.retry_after_s)
+        return response
 
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from analysis.live.endpoint import Endpointer
 from analysis.live.messages import CALL_FIELDS, CallStarted, LegInfo
 from analysis.live.recorder import CallRecorder
 from analysis.results import CallResult, Speaker, Utterance
+
+if TYPE_CHECKING:
+    from analysis.live.recording import RecordingSummary
 
 
 @dataclass
@@ -69,6 +73,7 @@ class LiveCall:
     lost_frames: int = 0  # gaps in frame numbers (inbox drops, or loss upstream), filled with silence
     missing_frames: int = 0  # what the connector reported it never had (CallEnded.missing_frames)
     next_uid: int = 0
+    recording: "RecordingSummary | None" = None  # the front's account of it, once complete
     # some frame carried sound (a non-zero sample); until then the call is not stored, and a call
     # that ends without it is dropped (connectors send digital silence for ticks without media)
     has_media: bool = False
@@ -119,13 +124,20 @@ class LiveCall:
     def metadata(self) -> dict:
         """What is stored with the call and written in its sidecar: the call fields, the source's
         own ids ("external") and custom parameters as data, start and end, dropped frames."""
-        meta = {k: v for k, v in self.started.metadata.items() if k in CALL_FIELDS}
-        meta.update({k: self.started.metadata[k] for k in ("external", "custom") if k in self.started.metadata})
-        meta["started_at"] = self.started.started_at.astimezone(timezone.utc).replace(tzinfo=None)
+        meta = started_metadata(self.started)
         if self.ended_at:
             meta["ended_at"] = self.ended_at.astimezone(timezone.utc).replace(tzinfo=None)
         meta["dropped_frames"] = self.dropped_frames
         return meta
+
+
+def started_metadata(started: CallStarted) -> dict:
+    """What a call's start says about it for the store and the sidecar: the call fields, the
+    source's own ids ("external") and custom parameters as data, and when it started."""
+    meta = {k: v for k, v in started.metadata.items() if k in CALL_FIELDS}
+    meta.update({k: started.metadata[k] for k in ("external", "custom") if k in started.metadata})
+    meta["started_at"] = started.started_at.astimezone(timezone.utc).replace(tzinfo=None)
+    return meta
 
 
 def speakers_for(legs: tuple[LegInfo, ...]) -> list[Speaker]:

@@ -1,8 +1,14 @@
 """The live analysis service: frames in, per-speaker emotions, transcripts, risk and alerts out.
 
+Connectors feed `engine.inbox`, the recording front (analysis/live/recording.py): every leg is
+recorded there first, by its own writer thread, and only then offered to the bounded analysis
+inbox, which sheds frames (counted on the call and in stats()) when analysis is over capacity;
+a call ends for the engine only once its recording is complete, so the batch pass always runs on
+the whole call. When recording itself falls behind, the front refuses new calls (`admit`).
+
 Five threads, each with one job, so that the fast answer never waits on the slow one:
 
-- ingest: takes messages from the inbox, records each leg, runs VAD endpointing per leg;
+- ingest: takes messages from the analysis inbox, runs VAD endpointing per leg;
 - emotion: base emotions (and their tiers) for every finished utterance, rolling updates for long
   ones; its own single-threaded copy of the encoder, so a transcription never holds it up;
 - transcript: Whisper on finished utterances, several joined into one pass; niced, and when its
@@ -36,10 +42,11 @@ from analysis.insight.stage import InsightState
 from analysis.live.alerts import AlertPublisher
 from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
 from analysis.live.endpoint import Endpointer, Speech, to_16k
-from analysis.live.finalize import Finalizer, record_manifest
+from analysis.live.finalize import Finalizer
 from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
-from analysis.live.recorder import apply_retention, open_recorder
+from analysis.live.recorder import apply_retention
+from analysis.live.recording import RecordingFront, RecordingSummary
 from analysis.live.storehealth import StoreHealth
 from analysis.live.writer import run_finalizer, run_writer
 from analysis.results import CallResult, Utterance
@@ -49,7 +56,6 @@ from storage.store import Store
 
 log = logging.getLogger(__name__)
 
-MAX_GAP_FRAMES = 250  # a seq jump beyond this (5 s) is a restarted stream, not loss to fill
 TRANSCRIBE_BATCH_S = 20.0  # audio joined into one Whisper pass (it always encodes 30 s windows)
 
 
@@ -59,14 +65,16 @@ class LiveEngine:
                  finalizer: Finalizer | None = None):
         self.settings, self.store = settings, store
         self.cfg = settings.live
-        self.inbox = inbox or FrameInbox(self.cfg.max_queued_frames)
+        self.finalizer = finalizer
+        keep = self.cfg.keep_audio or (self.cfg.finalize == "batch" and finalizer is not None)
+        # the sink connectors feed: records first, then offers each frame to the analysis inbox
+        self.inbox = RecordingFront(self.cfg, inbox or FrameInbox(self.cfg.max_queued_frames), record=keep)
         tc = settings.transcription
         # one thread each: the emotion thread and the transcript thread each own a core
         self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
                                                            tc.compute_type, 1)
         self.publisher = publisher or AlertPublisher(self.cfg.webhook_url, self.cfg.webhook_retries,
                                                      self.cfg.webhook_timeout_s)
-        self.finalizer = finalizer
         self.calls: dict[str, LiveCall] = {}
         self.latencies: list[dict] = []  # per final utterance: seconds from speech end to stored emotion/text
         self.counters: collections.Counter[str] = collections.Counter()
@@ -91,6 +99,7 @@ class LiveEngine:
     def start(self) -> LiveEngine:
         self._running = True
         apply_retention(self.cfg.audio_dir, self.cfg.retention_days)
+        self.inbox.begin()
         for name, target in (("live-ingest", self._ingest), ("live-emotion", self._emotion_worker),
                              ("live-transcript", self._transcript_worker), ("live-writer", self._writer),
                              ("live-finalize", self._finalizer)):
@@ -124,6 +133,7 @@ class LiveEngine:
             self._work.notify_all()
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+        self.inbox.close()
         self.publisher.close()
 
     def stats(self) -> dict:
@@ -132,7 +142,8 @@ class LiveEngine:
             return {"active_calls": sum(1 for c in self.calls.values() if not c.ended),
                     "emotion_queue": len(self._emotion_queue),
                     "transcript_backlog_s": round(sum(u.end - u.start for u in self._transcript_queue), 1),
-                    "dropped_frames": self.inbox.total_dropped, **self.counters, **self.store_health.report()}
+                    "dropped_frames": self.inbox.total_dropped, **self.inbox.stats(), **self.counters,
+                    **self.store_health.report()}
 
     # ---- ingest: messages -> legs -> endpointing ----------------------------------------------
 
@@ -165,11 +176,8 @@ class LiveEngine:
                             asr_model=f"faster-whisper:{self.settings.transcription.model}",
                             emotion_model=self.emotion.name, emotion_provisional=self.emotion.provisional,
                             speakers=speakers)
-        keep = self.cfg.keep_audio or (self.cfg.finalize == "batch" and self.finalizer is not None)
-        recorder, why_not = open_recorder(self.cfg.audio_dir, started.call_id, list(legs),
-                                          {info.sample_rate for info in started.legs}) if keep else (None, None)
+        recorder, why_not = self.inbox.recording(started.call_id)  # made (and written) by the front
         call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
-        record_manifest(call)  # how a later start assembles these legs if this process dies mid-call
         if why_not:
             result.warnings.append(why_not)
         with self._lock:  # stored once its first sound arrives (_on_frame): no row for a call without media
@@ -193,16 +201,16 @@ class LiveEngine:
                 call.has_media = True
                 self._mark_dirty(call.call_id)
         gap = frame.seq - leg.next_seq
-        if 0 < gap <= MAX_GAP_FRAMES:  # keep leg time true: lost frames become silence
+        # keep leg time true, and the same as the recording's (the front fills by the same rule):
+        # frames shed by the analysis inbox or lost upstream become silence
+        if 0 < gap and gap * len(pcm) <= self.cfg.max_gap_fill_s * leg.info.sample_rate:
             call.lost_frames += gap
             self._feed(call, leg, np.zeros(gap * len(pcm), np.int16))
         leg.next_seq = frame.seq + 1
         self._feed(call, leg, pcm)
 
     def _feed(self, call: LiveCall, leg: LiveLeg, pcm: np.ndarray) -> None:
-        leg.samples += len(pcm)
-        if call.recorder:
-            call.recorder.write(leg.info.leg, pcm.astype("<i2").tobytes())
+        leg.samples += len(pcm)  # the recording front has written this leg's audio already
         for speech in leg.endpointer.feed(pcm):
             self._enqueue(call, leg, speech)
 
@@ -225,6 +233,7 @@ class LiveEngine:
                 self._enqueue(call, leg, speech)
         call.missing_frames = sum(ended.missing_frames.values())
         self.counters["missing_frames"] += call.missing_frames
+        self._note_recording(call, self.inbox.summary(ended.call_id))
         with self._work:
             call.ended, call.ended_at = True, datetime.now(timezone.utc)
             for leg in call.legs.values():  # rolling updates end with the call
@@ -233,6 +242,31 @@ class LiveEngine:
             self._finishing.append(call.call_id)
             self._work.notify_all()
         log.info("live call ended", extra={"call_id": ended.call_id, "reason": ended.reason})
+
+    def _note_recording(self, call: LiveCall, rec: RecordingSummary | None) -> None:
+        """What the front made of the call's recording (it is complete now): a call whose sound was
+        all shed from analysis still has media, and the call says what its recording holds."""
+        if rec is None:
+            return
+        call.recording = rec
+        with self._work:
+            if rec.sound and not call.has_media:
+                call.has_media = True
+                self._mark_dirty(call.call_id)
+        shed = sum(self.inbox.drops(call.call_id).values())
+        filled = sum(leg["filled_frames"] for leg in rec.legs.values())
+        lost = sum(leg["lost_s"] for leg in rec.legs.values())
+        if rec.recorder is None or rec.error or not (shed or filled or lost):
+            return
+        seconds = ", ".join(f"{name} {leg['seconds']:.2f} s" for name, leg in rec.legs.items())
+        note = f"recording: every leg recorded whole ({seconds})"
+        if filled:
+            note += f"; {filled} frames the source never sent recorded as silence"
+        if lost:
+            note += f"; {lost:.2f} s recorded as silence (recording memory bound)"
+        if shed:
+            note += f"; {shed} frames shed from live analysis (over capacity), analysed by the final pass"
+        call.result.warnings.append(note)
 
     # ---- emotion: first, always ---------------------------------------------------------------
 

@@ -9,7 +9,9 @@ SIP peer never sent RTP, a media fork opened and closed) is not a call anyone ca
 not stored, its recording is discarded and it gets no batch pass; the engine logs and counts it
 ("calls_without_media"). One whose frames the engine itself dropped (its inbox was full) is
 stored as before, with the drops in its warnings: the source did send something. The kept
-audio is handed on only after checking it lies inside the audio dir.
+audio is handed on only after checking it lies inside the audio dir. The recording itself is
+made by the recording front (analysis/live/recording.py), which ends the call for the engine
+only once it is complete on disk, so the batch pass always gets the whole call.
 
 Storing is one attempt at a time (`store_final`): any exception from the store is a fault noted
 in the engine's StoreHealth, and the engine's finaliser (analysis/live/writer.py) tries again
@@ -63,13 +65,6 @@ def channel_roles(call: LiveCall) -> tuple[str, ...]:
 def sidecar_metadata(call: LiveCall) -> dict:
     """What the kept WAV's sidecar says about the call (and so what the batch pass stores)."""
     return {**call.metadata(), "mode": "live"}
-
-
-def record_manifest(call: LiveCall) -> None:
-    """Write the call's recording manifest, so a service that dies mid-call leaves legs a later
-    start can assemble into the same WAV and sidecar (analysis/live/recovery.py)."""
-    if call.recorder is not None:
-        call.recorder.write_manifest([leg.speaker.role for leg in call.legs.values()], sidecar_metadata(call))
 
 
 def kept_audio(call: LiveCall, cfg: LiveConfig) -> Path | None:

@@ -1,7 +1,9 @@
-"""The bounded queue between a connector's media threads and the analysis workers.
+"""The bounded queue between the recording front and the analysis workers.
 
-A media thread must never wait on analysis: when the queue is full the frame is dropped and
-counted per call and leg, and the count is reported with the call (never silently lost). Call
+Every frame reaches it only after the recording front (analysis/live/recording.py) has taken
+it into the call's recording, so what it drops is shed from live analysis only. A media thread
+must never wait on analysis: when the queue is full the frame is dropped and counted per call
+and leg, and the count is reported with the call (never silently lost). Call
 start and end messages are never dropped: they are small and rare, and losing one would leave
 a call open forever.
 """

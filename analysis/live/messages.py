@@ -66,13 +66,24 @@ Message = CallStarted | Frame | CallEnded
 
 
 class LiveSink(Protocol):
-    """Where a connector hands messages. push() never blocks; it returns False for a dropped frame."""
+    """Where a connector hands messages. push() never blocks; it returns False for a dropped frame.
+
+    The engine's sink (analysis/live/recording.py) records every frame before analysis sees it
+    and also answers `admit(source)`: a connector asks it (through `refusal`) before it takes a
+    new call, and refuses the call the way its protocol allows when it says why not."""
 
     def start(self, call: CallStarted) -> None: ...
 
     def push(self, frame: Frame) -> bool: ...
 
     def end(self, call: CallEnded) -> None: ...
+
+
+def refusal(sink: LiveSink, source: str) -> str | None:
+    """Why `sink` will not take a new call from `source` now (its recording cannot keep up), or
+    None. A sink without admission control (a plain inbox, a test's collector) takes every call."""
+    admit = getattr(sink, "admit", None)
+    return admit(source) if callable(admit) else None
 
 
 def wire_text(value: object, limit: int = MAX_TEXT) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import wave
@@ -107,12 +108,16 @@ class CallRecorder:
         """Say how these legs become the call's WAV and sidecar, for a process that outlives this one."""
         if self.error:
             return
-        manifest = Manifest(self.call_id, self.day, self.rate, tuple(self.legs), tuple(roles),
-                            str(metadata.get("started_at", "")), metadata)
         try:
-            write_private(self._manifest(), json.dumps(asdict(manifest), default=str))
+            self.put_manifest(roles, metadata)
         except (OSError, UnsafePath) as exc:
             self._fail(exc)
+
+    def put_manifest(self, roles: list[str], metadata: dict) -> None:
+        """write_manifest that raises, for a caller that retries a full disk (the recording front)."""
+        manifest = Manifest(self.call_id, self.day, self.rate, tuple(self.legs), tuple(roles),
+                            str(metadata.get("started_at", "")), metadata)
+        write_private(self._manifest(), json.dumps(asdict(manifest), default=str))
 
     def _fail(self, exc: OSError | UnsafePath) -> None:
         self.error = f"call audio not kept: {getattr(exc, 'strerror', None) or exc}"
@@ -131,6 +136,33 @@ class CallRecorder:
                 self._flushed = now
         except OSError as exc:
             self._fail(exc)
+
+    # ---- the recording front's path (analysis/live/recording.py): its writer thread opens the
+    # legs when it can and appends batched audio with raw writes, so a failed write (ENOSPC) says
+    # exactly what reached the file and the rest can be written again once there is room
+
+    def open_legs(self) -> None:
+        """Create every leg's file not yet open. OSError (a full or faulted disk) leaves the rest
+        to a later attempt; UnsafePath (a symlink planted in the audio dir) is final."""
+        private_dir(self.audio_dir)
+        private_dir(inside(self.audio_dir, PARTIAL))
+        for leg in self.legs:
+            if leg not in self._files:
+                self._files[leg] = open_private(self._raw(leg), "wb")
+
+    def append(self, leg: str, data: bytes | memoryview) -> int:
+        """Write what the OS takes of `data` to the leg's file at once (no buffer of ours in
+        between); the bytes written. OSError when nothing could be written."""
+        return os.write(self._files[leg].fileno(), data)
+
+    def close_legs(self) -> None:
+        """The recording is complete: close the legs (finish or discard come later)."""
+        for f in self._files.values():
+            f.close()
+
+    def fail(self, exc: OSError | UnsafePath) -> None:
+        """Give the recording up for good (reported on the call) and remove what it had."""
+        self._fail(exc)
 
     def _leg_audio(self, leg: str) -> np.ndarray:
         """A leg's samples; a leg a crash left without a file, or cut mid-sample, keeps what is whole."""
