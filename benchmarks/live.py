@@ -8,10 +8,15 @@ once. For each N it reports, over every utterance of every call:
 - utterance end -> base emotion stored (p50, p95): the real-time target is under 1 s; it
   includes the 0.4 s of silence that tells the endpointer the speaker has stopped;
 - utterance end -> transcript stored (p50, p95), and transcripts shed to the final pass;
-- frames dropped (the inbox was full) and frames missing at the source (ticks without network
-  audio, or that the media clock never delivered because the process fell behind), CPU (cores
-  used by the service process, and by the whole machine including sipp and the RTP senders),
-  peak memory.
+- per leg, whether the kept recording holds what sipp sent within 0.1 s (record first: the
+  recording front writes every frame before analysis sees it; benchmarks/recording_match.py
+  aligns the sent audio's first and last seconds in the kept WAV and reports the drift);
+- what was shed: frames the analysis inbox dropped (live analysis only: they are recorded and the
+  final pass analyses them), frames the recording filled with silence (seq gaps at the source),
+  calls refused because recording could not keep up (SIP 503), and frames missing at the source
+  (ticks without network audio, or that the media clock never delivered because the process fell
+  behind); CPU (cores used by the service process, and by the whole machine including sipp and
+  the RTP senders), peak memory.
 
 The largest N whose p95 base-emotion latency stays under 1 s is the capacity on this machine.
 The final batch pass is off here (`live.finalize=none`): it runs niced after each call and is
@@ -78,7 +83,49 @@ def stored_utterances(store) -> int:
     return int(calls.utterances.sum()) if len(calls) else 0
 
 
-def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
+class NotingSink:
+    """The engine's sink, noting which of our call ids each sipp call (by its SIP Call-ID) became."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, {}
+
+    def start(self, call) -> None:
+        self.calls[call.metadata.get("external", {}).get("sip_call_id")] = call.call_id
+        self.inner.start(call)
+
+    def push(self, frame) -> bool:
+        return self.inner.push(frame)
+
+    def end(self, call) -> None:
+        self.inner.end(call)
+
+    def admit(self, source: str):
+        return self.inner.admit(source)
+
+
+def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]]) -> list[dict]:
+    """Per placed call and leg: does the kept WAV hold what sipp sent, within 0.1 s? (then removed)"""
+    import wave
+
+    from benchmarks.recording_match import match_leg
+
+    out = []
+    for sip_call_id, legs in sent.items():
+        call_id = sink.calls.get(sip_call_id)
+        wavs = list(audio_dir.glob(f"*/{call_id}.wav")) if call_id else []
+        if not wavs:
+            out.append({"sip_call_id": sip_call_id, "call_id": call_id, "recorded": False})
+            continue
+        with wave.open(str(wavs[0])) as w:
+            got = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).T
+        out.append({"sip_call_id": sip_call_id, "call_id": call_id, "recorded": True,
+                    "legs": [match_leg(leg, got[i]).report(0.1) for i, leg in enumerate(legs)]})
+        for path in (wavs[0], wavs[0].with_suffix(".json")):
+            path.unlink(missing_ok=True)
+    return out
+
+
+def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
     from connector.sipp import place_calls
 
     stored_before = stored_utterances(engine.store)
@@ -86,13 +133,17 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
     shed_before = engine.counters["transcripts_shed"]
     drops_before = engine.inbox.total_dropped
     missing_before = engine.counters["missing_frames"]
+    front_before = engine.inbox.stats()
+    sent: dict[str, list[np.ndarray]] = {}
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     peak = [rss_mb()]
     results = []
 
     def one(i: int) -> None:
         time.sleep(i * stagger_s)
-        results.append(place_calls("127.0.0.1", port, rotated(legs, 7.3 * i), siprec=True, calls=1))
+        sip_call_id = f"bench-{n}-{i}@emotivoice"
+        sent[sip_call_id] = rotated(legs, 7.3 * i)
+        results.append(place_calls("127.0.0.1", port, sent[sip_call_id], siprec=True, calls=1, call_id=sip_call_id))
 
     def sample() -> None:
         while len(results) < n:
@@ -113,6 +164,9 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
         time.sleep(0.2)
     cpu1, wall1, busy1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     service_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    front = engine.inbox.stats()
+    recordings = check_recordings(engine.cfg.audio_dir, sink, sent)
+    leg_checks = [leg for r in recordings for leg in r.get("legs", [])]
     lat = list(engine.latencies)
     emotion = [x["emotion_s"] for x in lat]
     transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
@@ -122,12 +176,18 @@ def run_level(engine, port: int, n: int, legs: list[np.ndarray], stagger_s: floa
         "emotion_p50_s": pct(emotion, 50), "emotion_p95_s": pct(emotion, 95), "emotion_max_s": pct(emotion, 100),
         "transcript_p50_s": pct(transcript, 50), "transcript_p95_s": pct(transcript, 95),
         "transcripts_shed": engine.counters["transcripts_shed"] - shed_before,
-        "frames_dropped": engine.inbox.total_dropped - drops_before,
+        "recorded_legs_matching": f"{sum(leg['match'] for leg in leg_checks)}/{2 * len(recordings)}",
+        "recorded_max_drift_s": max((abs(leg["drift_s"]) for leg in leg_checks), default=None),
+        "frames_shed_from_analysis": engine.inbox.total_dropped - drops_before,
+        "frames_filled_with_silence": front["frames_filled"] - front_before["frames_filled"],
+        "calls_refused": front["calls_refused"] - front_before["calls_refused"],
+        "recording_lost_frames": front["recording_lost_frames"] - front_before["recording_lost_frames"],
         "frames_missing_at_source": engine.counters["missing_frames"] - missing_before,
         "frames_per_leg": int(legs[0].size / 160),
         "service_cores": round(service_cpu / (wall1 - wall0), 2),
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
+        "recordings": recordings,
     }
 
 
@@ -148,20 +208,21 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="emotivoice-live-bench-"))
     settings = load_settings(env={})
     settings = replace(settings, db_path=tmp / "live.duckdb",
-                       live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=False),
+                       live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=True),
                        connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128))
     store = StoreServer(settings.db_path).start()
     engine = LiveEngine(settings, store).start()
     engine.publisher.stdout = False
-    connector = SipConnector(settings.connector, engine.inbox)
+    sink = NotingSink(engine.inbox)
+    connector = SipConnector(settings.connector, sink)
     connector.start()
     legs = demo_legs(args.seconds)
     levels = []
     try:
         for n in [int(x) for x in args.levels.split(",")]:
             print(f"{n} simultaneous calls...", flush=True)
-            level = run_level(engine, connector.port, n, legs, args.stagger)
-            print(level, flush=True)
+            level = run_level(engine, sink, connector.port, n, legs, args.stagger)
+            print({k: v for k, v in level.items() if k != "recordings"}, flush=True)
             levels.append(level)
             if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
                 break  # far past capacity: larger N only takes longer to say the same
@@ -174,7 +235,7 @@ def main() -> None:
     name = "live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s"  # longer calls: their own file
     write_result(name, {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
-                  "rotated per call", "finalize": "none (measured separately)",
+                  "rotated per call", "finalize": "none (measured separately); every leg recorded first",
                   "transcription": settings.transcription.model,
                   "live_beam_size": settings.live.beam_size, "endpoint_silence_s": settings.live.endpoint_silence_s},
         "levels": levels,
