@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,2,4,8,12,16", help="simultaneous calls to try, in order")
     parser.add_argument("--seconds", type=float, default=45.0, help="length of each call")
     parser.add_argument("--stagger", type=float, default=0.25, help="seconds between call starts")
+    parser.add_argument("--name", help="results file name (default: live, or live_<seconds>s for other lengths)")
     args = parser.parse_args()
 
     from analysis.live.engine import LiveEngine
@@ -232,7 +233,7 @@ def main() -> None:
         store.close()
     ok = [lv["calls"] for lv in levels if lv["emotion_p95_s"] is not None and lv["emotion_p95_s"] < 1.0
           and lv["answered"] == lv["calls"]]
-    name = "live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s"  # longer calls: their own file
+    name = args.name or ("live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s")  # longer: own file
     write_result(name, {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
                   "rotated per call", "finalize": "none (measured separately); every leg recorded first",
