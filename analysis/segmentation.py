@@ -1,20 +1,23 @@
 """Speech segmentation: where each speaker talks, cut into utterances.
 
-silero VAD finds speech; if it cannot load, the seed's energy rule (-40 dBFS frames, pauses
-over 500 ms) stands in. Regions are then shaped into utterances: short ones merged with a close
-neighbour toward about 10 s, long ones split, so every utterance suits both Whisper and the
-emotion head.
+silero VAD (analysis/vad.py, the ONNX export, also the live endpointer's model) finds speech at the
+leg's own rate: 8 kHz for a telephone recording, whose band above 4 kHz is empty anyway. If it
+cannot load, the seed's energy rule (-40 dBFS frames, pauses over 500 ms) stands in. Regions are
+then shaped into utterances: short ones merged with a close neighbour toward about 10 s, long
+ones split, so every utterance suits both Whisper and the emotion head. Each utterance keeps the
+speech regions it was made of (`parts`), so transcription can tell words over speech from words
+over the pauses a merge bridged.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from analysis.audio import SAMPLE_RATE
+from analysis.vad import VadParams, regions_from_probabilities, silero_session, windowed_probabilities
 from emotivoice.config import SegmentationConfig
 
 log = logging.getLogger(__name__)
@@ -24,29 +27,51 @@ log = logging.getLogger(__name__)
 class Region:
     start: float  # seconds
     end: float
+    # the speech regions (start, end) inside it; empty means all of it is speech
+    parts: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
     @property
     def duration(self) -> float:
         return self.end - self.start
 
+    @property
+    def speech(self) -> tuple[tuple[float, float], ...]:
+        return self.parts or ((self.start, self.end),)
 
-@lru_cache(maxsize=1)
+    def shifted(self, by: float) -> Region:
+        return Region(self.start + by, self.end + by, tuple((a + by, b + by) for a, b in self.parts))
+
+
 def _silero():
-    from silero_vad import get_speech_timestamps, load_silero_vad
+    """The shared ONNX session (a seam: tests break it to exercise the energy fallback)."""
+    return silero_session()
 
-    return load_silero_vad(), get_speech_timestamps
+
+def to_rate(samples: np.ndarray, rate: int) -> np.ndarray:
+    """16 kHz float audio at `rate` (8 or 16 kHz) for the VAD."""
+    if rate == SAMPLE_RATE:
+        return samples
+    from scipy.signal import resample_poly
+
+    return resample_poly(samples.astype(np.float64), rate, SAMPLE_RATE).astype(np.float32)
 
 
-def silero_regions(samples: np.ndarray, cfg: SegmentationConfig) -> list[Region]:
-    import torch
+def vad_params(cfg: SegmentationConfig) -> VadParams:
+    return VadParams(cfg.vad_threshold, cfg.vad_neg_threshold, cfg.min_silence_s, cfg.min_speech_s,
+                     cfg.speech_pad_s)
 
-    model, get_speech_timestamps = _silero()
-    stamps = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)), model,
-        sampling_rate=SAMPLE_RATE, min_silence_duration_ms=int(cfg.min_silence_s * 1000),
-        min_speech_duration_ms=int(cfg.min_speech_s * 1000), speech_pad_ms=int(cfg.speech_pad_s * 1000),
-    )
-    return [Region(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+def silero_probabilities(samples: np.ndarray, rate: int = SAMPLE_RATE,
+                         cfg: SegmentationConfig = SegmentationConfig()) -> np.ndarray:
+    """silero's speech probability per 32 ms chunk of 16 kHz `samples`, judged at `rate` in
+    fresh-state windows (analysis.vad.windowed_probabilities), as the live endpointer judges them."""
+    return windowed_probabilities(to_rate(samples, rate), rate, cfg.vad_window_s, cfg.vad_warmup_s, _silero())
+
+
+def silero_regions(samples: np.ndarray, cfg: SegmentationConfig, rate: int = SAMPLE_RATE) -> list[Region]:
+    probs = silero_probabilities(samples, rate, cfg)
+    total = len(samples) / SAMPLE_RATE
+    return [Region(a, b) for a, b in regions_from_probabilities(probs, rate, vad_params(cfg), total)]
 
 
 def energy_regions(samples: np.ndarray, cfg: SegmentationConfig, frame_s: float = 0.03) -> list[Region]:
@@ -77,11 +102,12 @@ def energy_regions(samples: np.ndarray, cfg: SegmentationConfig, frame_s: float 
             for r in bridged if r.duration >= cfg.min_speech_s]
 
 
-def speech_regions(samples: np.ndarray, cfg: SegmentationConfig) -> tuple[list[Region], str]:
-    """Speech regions and the name of the method that found them."""
+def speech_regions(samples: np.ndarray, cfg: SegmentationConfig,
+                   rate: int = SAMPLE_RATE) -> tuple[list[Region], str]:
+    """Speech regions of 16 kHz `samples` (silero judging them at `rate`) and the method's name."""
     if cfg.use_silero:
         try:
-            return silero_regions(samples, cfg), "silero"
+            return silero_regions(samples, cfg, rate), f"silero@{rate // 1000}k"
         except Exception as exc:  # a dead VAD model must not stop the analysis
             log.warning("silero VAD unavailable, using the energy rule", extra={"error": str(exc)})
     return energy_regions(samples, cfg), "energy"
@@ -96,7 +122,7 @@ def shape_utterances(regions: list[Region], cfg: SegmentationConfig) -> list[Reg
             gap = r.start - prev.end
             either_short = prev.duration < cfg.min_utterance_s or r.duration < cfg.min_utterance_s
             if gap <= cfg.merge_gap_s and either_short and r.end - prev.start <= cfg.target_utterance_s:
-                merged[-1] = Region(prev.start, r.end)
+                merged[-1] = Region(prev.start, r.end, prev.speech + r.speech)
                 continue
         merged.append(r)
     shaped: list[Region] = []
@@ -106,7 +132,9 @@ def shape_utterances(regions: list[Region], cfg: SegmentationConfig) -> list[Reg
             continue
         pieces = int(np.ceil(r.duration / cfg.target_utterance_s))
         step = r.duration / pieces
-        shaped.extend(Region(r.start + i * step, r.start + (i + 1) * step) for i in range(pieces))
+        for i in range(pieces):
+            a, b = r.start + i * step, r.start + (i + 1) * step
+            shaped.append(Region(a, b, tuple((max(a, x), min(b, y)) for x, y in r.speech if y > a and x < b)))
     return shaped
 
 
@@ -120,8 +148,8 @@ class StreamingSegmenter:
     so block edges never split an utterance; at most one block plus the held speech is kept.
     """
 
-    def __init__(self, cfg: SegmentationConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: SegmentationConfig, rate: int = SAMPLE_RATE):
+        self.cfg, self.rate = cfg, rate  # rate: what the VAD judges the leg at (its own, 8 or 16 kHz)
         self.methods: set[str] = set()
         self._held = np.zeros(0, np.float32)
         self._held_start = 0.0  # call time of _held[0]
@@ -131,7 +159,7 @@ class StreamingSegmenter:
         """Add audio; return the utterances that are complete, in call time, with raw clips."""
         buffer = np.concatenate([self._held, block.astype(np.float32)])
         peak = float(np.max(np.abs(buffer))) if buffer.size else 0.0
-        regions, method = speech_regions(buffer * (0.95 / peak) if peak > 1e-4 else buffer, self.cfg)
+        regions, method = speech_regions(buffer * (0.95 / peak) if peak > 1e-4 else buffer, self.cfg, self.rate)
         self.methods.add(method)
         regions = [r for r in regions if r.end > self._context]  # already emitted last time
         end = len(buffer) / SAMPLE_RATE
@@ -141,7 +169,7 @@ class StreamingSegmenter:
             if still_open and still_open[0].start > CONTEXT_S:
                 cut = still_open[0].start  # otherwise it fills the buffer: cut at the edge
         shaped = shape_utterances([r for r in regions if r.start < cut], self.cfg)
-        out = [(Region(r.start + self._held_start, r.end + self._held_start),
+        out = [(r.shifted(self._held_start),
                 buffer[int(r.start * SAMPLE_RATE): int(r.end * SAMPLE_RATE)]) for r in shaped]
         keep_from = int(max(0.0, cut - CONTEXT_S) * SAMPLE_RATE) if cut < end else len(buffer)
         self._held = buffer[keep_from:].copy()

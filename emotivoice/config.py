@@ -30,6 +30,14 @@ class SegmentationConfig:
     target_utterance_s: float = 10.0  # merging stops at about this length
     max_utterance_s: float = 15.0  # longer speech is split into target-length pieces
     speech_pad_s: float = 0.1  # padding kept around each speech region
+    # silero (run at the leg's own rate; analysis.vad.WindowedStream gives a live leg the same
+    # numbers chunk for chunk): a 32 ms chunk at or above vad_threshold
+    # starts speech, which ends after min_silence_s (live: live.endpoint_silence_s) below
+    # vad_neg_threshold; chosen on telephone calls of dev actors (benchmarks/telephone_asr.py --tune-vad)
+    vad_threshold: float = 0.5
+    vad_neg_threshold: float = 0.35
+    vad_window_s: float = 2.0  # silero judges each stretch this long with a fresh state (it forgets a shout)...
+    vad_warmup_s: float = 1.0  # ...after hearing this much audio before it (at most vad_window_s)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,17 @@ class TranscriptionConfig:
     beam_size: int = 5
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: let CTranslate2 decide
+    # >1: a leg's utterances, in stretches under 30 s cut at utterance edges, decoded together by
+    # faster-whisper's batched pipeline (2-minute stereo 8 kHz call, 2 cores: transcription 12.2 s
+    # one joined pass, 7.5 s at 4, 8.3 s at 8; words the same within 2 of 214)
+    batch_size: int = 4
+    target_dbfs: float = -20.0  # each utterance's active speech is levelled to this before Whisper
+    retry_empty: bool = True  # an utterance the joined pass leaves wordless is transcribed alone
+    # hallucination guards (dropped words are counted on the call, metrics.asr):
+    max_no_speech_prob: float = 0.6  # a segment above this with avg_logprob below -1 is silence
+    max_compression_ratio: float = 2.4  # an utterance's words more repetitive than this (gzip ratio) loop
+    word_slack_s: float = 0.3  # a word further than this outside every speech region is dropped
+    boilerplate_quiet_db: float = 15.0  # "thank you very much" this far below the utterance's speech
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ import pytest
 
 import analysis.segmentation as segmentation
 from analysis.audio import load_audio
-from analysis.segmentation import Region, StreamingSegmenter, energy_regions, shape_utterances, speech_regions
+from analysis.segmentation import (Region, StreamingSegmenter, energy_regions, shape_utterances, speech_regions,
+                                   to_rate)
+from analysis.synth import write_audio
+from analysis.vad import WindowedStream, windowed_probabilities
 from conftest import DEMO, DEMO_TRUTH
 from emotivoice.config import SegmentationConfig
 
@@ -37,13 +40,34 @@ def test_short_regions_merge_toward_target_and_long_ones_split():
     assert len(shaped) == 2 + 4 and all(r.duration <= CFG.max_utterance_s for r in shaped)
 
 
-def test_silero_finds_each_demo_turn_on_its_channel():
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_silero_finds_each_demo_turn_on_its_channel(rate, tmp_path):
+    """At 16 kHz, and at 8 kHz on the demo as a G.711 line carries it (the VAD at the line's rate)."""
     audio = load_audio(DEMO)
+    if rate == 8000:
+        audio = load_audio(write_audio(audio, tmp_path / "line.wav", ["-ar", "8000", "-c:a", "pcm_mulaw"]))
     for leg, role in enumerate(("agent", "customer")):
-        regions, method = speech_regions(audio[leg], CFG)
-        assert method == "silero"
+        regions, method = speech_regions(audio[leg], CFG, rate)
+        assert method == f"silero@{rate // 1000}k"
         turns = [t for t in DEMO_TRUTH["turns"] if t["speaker"] == role]
-        assert len(shape_utterances(regions, CFG)) == len(turns)
+        shaped = shape_utterances(regions, CFG)
+        assert len(shaped) == len(turns)
+        for region, turn in zip(shaped, turns):
+            assert turn["start"] - 0.3 <= region.start < region.end <= turn["end"] + 0.3
+            assert all(region.start <= a < b <= region.end for a, b in region.speech)
+
+
+def test_onnx_vad_gives_the_torchscript_models_probabilities():
+    """One VAD implementation (the ONNX export) for batch and live: it must be silero itself."""
+    import torch
+    from silero_vad import load_silero_vad
+
+    x = to_rate(load_audio(DEMO)[1][: 16000 * 8], 8000)
+    onnx = windowed_probabilities(x, 8000, window_s=1e6, warmup_s=0.0)  # one window: the plain model
+    model = load_silero_vad()
+    with torch.no_grad():
+        torch_probs = [float(model(torch.from_numpy(c), 8000)) for c in x[: len(x) // 256 * 256].reshape(-1, 256)]
+    assert np.max(np.abs(onnx[: len(torch_probs)] - np.array(torch_probs))) < 1e-4
 
 
 def test_dead_silero_falls_back_to_the_energy_rule(monkeypatch):
@@ -56,3 +80,22 @@ def test_dead_silero_falls_back_to_the_energy_rule(monkeypatch):
     found = segmenter.push(audio, final=True)
     assert segmenter.methods == {"energy"}
     assert len(found) == sum(t["speaker"] == "customer" for t in DEMO_TRUTH["turns"])
+
+
+def test_live_windowed_stream_gives_the_batch_probabilities_chunk_for_chunk():
+    x = to_rate(load_audio(DEMO)[1][: 16000 * 12], 8000)
+    batch = windowed_probabilities(x, 8000, 2.0, 1.0)
+    stream = WindowedStream(8000, 2.0, 1.0)
+    live = [stream.probability(x[i:i + 256]) for i in range(0, len(x) // 256 * 256, 256)]
+    assert np.max(np.abs(np.array(live) - batch[: len(live)])) < 1e-6
+
+
+def test_a_whisper_after_a_shout_is_found(emotion_data):
+    """silero's state remembers a shout; in fresh-state windows the quiet turn after it is speech."""
+    shout = load_audio(emotion_data / "cremad" / "cremad-1011" / "1011_IEO_ANG_HI.opus")[0]
+    whisper = load_audio(emotion_data / "cremad" / "cremad-1034" / "1034_IWW_SAD_XX.opus")[0]
+    leg = np.concatenate([shout, np.zeros(8000, np.float32), whisper * 0.5]).astype(np.float32)
+    at = (len(shout) + 8000) / 16000
+    for rate in (8000, 16000):
+        regions, _ = speech_regions(leg, CFG, rate)
+        assert any(r.end > at + 0.3 for r in regions), (rate, regions)
