@@ -140,3 +140,31 @@ def normalize(samples: np.ndarray, target_dbfs: float = -20.0, peak_limit: float
     if peak > peak_limit:
         gain *= peak_limit / peak
     return (samples * gain).astype(np.float32)
+
+
+def level_speech(samples: np.ndarray, target_dbfs: float = -20.0, peak_limit: float = 0.95,
+                 max_gain_db: float = 40.0) -> np.ndarray:
+    """Level one utterance for the recogniser: its active speech to `target_dbfs`, peaks soft-limited.
+
+    The RMS is taken over the clip's active 20 ms frames (within 30 dB of its loudest), so the
+    pauses inside a whispered turn do not make it look quieter still, and a shouted one with long
+    silences is not over-driven. The gain is then capped so the 99.9th-percentile sample reaches at
+    most `peak_limit` (a single click does not squash the whole clip), and what still exceeds
+    half the limit is bent under it with a tanh knee: no new flat tops, and a clip that was already
+    clipped on the line stays as it was instead of being clipped again harder.
+    """
+    x = np.asarray(samples, dtype=np.float32)
+    frames = x[: len(x) // 320 * 320].reshape(-1, 320).astype(np.float64)
+    power = np.mean(frames**2, axis=1) if len(frames) else np.mean(x.astype(np.float64) ** 2, keepdims=True)
+    if x.size == 0 or float(power.max(initial=0.0)) < 1e-10:
+        return x.copy()
+    active = float(np.mean(power[power >= power.max() * 1e-3]))
+    gain = min(10 ** (target_dbfs / 20.0) / np.sqrt(active), 10 ** (max_gain_db / 20.0))
+    high = float(np.percentile(np.abs(x), 99.9)) * gain
+    if high > peak_limit:
+        gain *= peak_limit / high
+    y = x.astype(np.float64) * gain
+    knee = peak_limit / 2
+    over = np.abs(y) > knee
+    y[over] = np.sign(y[over]) * (knee + (peak_limit - knee) * np.tanh((np.abs(y[over]) - knee) / (peak_limit - knee)))
+    return y.astype(np.float32)

@@ -13,13 +13,14 @@ import hashlib
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, normalize, probe, rms_dbfs
+from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe, rms_dbfs
 from analysis.conversation import Span, conversation_metrics
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
@@ -28,7 +29,8 @@ from analysis.insight.roles import assign_roles
 from analysis.insight.stage import InsightState, enrich
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
-from analysis.transcription import transcribe_utterances
+from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
+from analysis.vad import vad_rate
 from analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
@@ -96,18 +98,21 @@ class CallAnalyzer:
         if legs == 2:
             result.speakers = [Speaker(roles[i], roles[i], i) for i in range(2)]
             result.diarization = "channel-per-speaker (stereo)"
-            stream = self._utterance_stream(path, legs, vad_used, on_progress, result)
+            stream = self._utterance_stream(path, legs, vad_used, on_progress, result, vad_rate(info.sample_rate))
         else:
             result.diarization = "pyannote segmentation-3.0 + CAM++ embeddings, clustered"
             vad_used.add("pyannote-segmentation")
             count = self.settings.diarization.num_speakers if num_speakers is None else num_speakers
             stream = self._diarized_stream(path, result, on_progress, count or None)  # 0: estimate
+        asr: Counter = Counter()
         for speaker, regions, clips in stream:
-            result.utterances += self._analyze_leg(result, speaker, regions, clips)
+            result.utterances += self._analyze_leg(result, speaker, regions, clips, asr)
         result.vad = "+".join(sorted(vad_used))
         result.utterances.sort(key=lambda u: (u.start, u.leg))
         per_speaker, result.metrics = conversation_metrics(
             [Span(u.speaker, u.start, u.end, len(u.words)) for u in result.utterances], result.duration_s)
+        result.metrics["asr"] = asr_metrics(asr)
+        note_asr(result)
         for speaker in result.speakers:
             speaker.metrics = per_speaker.get(speaker.label, {})
             speaker.talk_time_s = speaker.metrics.get("talk_time_s", 0.0)
@@ -123,9 +128,10 @@ class CallAnalyzer:
         return result
 
     def _utterance_stream(self, path: Path, legs: int, vad_used: set[str], on_progress: ProgressHook | None,
-                          result: CallResult) -> Iterator[tuple[Speaker, list[Region], list[np.ndarray]]]:
-        """Yield (speaker, utterance regions, raw clips) per leg; speech carries over block edges."""
-        segmenters = [StreamingSegmenter(self.settings.segmentation) for _ in range(legs)]
+                          result: CallResult, rate: int) -> Iterator[tuple[Speaker, list[Region], list[np.ndarray]]]:
+        """Yield (speaker, utterance regions, raw clips) per leg; speech carries over block edges.
+        The VAD judges each leg at `rate`, the recording's own (8 kHz for telephony)."""
+        segmenters = [StreamingSegmenter(self.settings.segmentation, rate) for _ in range(legs)]
         position = 0.0
         blocks = iter_blocks(path, legs, self.settings.block_s)
         block = next(blocks, None)
@@ -193,13 +199,13 @@ class CallAnalyzer:
                 on_progress(first_pass[0] / 2 + position / 2)
 
     def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
-                     clips: list[np.ndarray]) -> list[Utterance]:
+                     clips: list[np.ndarray], asr: Counter) -> list[Utterance]:
         leg = speaker.leg
         tc, ec = self.settings.transcription, self.settings.emotion
         t0 = time.perf_counter()
-        normalized = [normalize(c) for c in clips]
-        transcript = transcribe_utterances(self.whisper, normalized, [r.start for r in regions],
-                                           tc.language, tc.beam_size)
+        transcript = transcribe_utterances(self.whisper, clips, [r.start for r in regions], tc.language,
+                                           tc.beam_size, [r.speech for r in regions], tc, [leg] * len(clips))
+        asr.update(transcript.counts)
         self.timings.add("transcription", t0)
         result.languages.setdefault(speaker.label, transcript.language)
         t0 = time.perf_counter()
@@ -214,8 +220,18 @@ class CallAnalyzer:
             out.append(Utterance(
                 call_id=result.call_id, leg=leg, speaker=speaker.label, start=region.start, end=region.end,
                 loudness_dbfs=loudness[i], text=transcript.text(i), language=transcript.language,
-                words=transcript.words[i], emotions=probs,
+                words=transcript.words[i], transcript_note=transcript.notes[i], emotions=probs,
                 granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
                 complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody[i],
             ))
         return out
+
+
+def note_asr(result: CallResult) -> None:
+    """Say on the call what the transcript guards did, where a user reads warnings."""
+    asr = result.metrics.get("asr", {})
+    empty = sum(1 for u in result.utterances if u.transcript_note == NO_WORDS)
+    if empty:
+        result.warnings.append(f"{empty} utterance(s) with {NO_WORDS} (kept with empty text)")
+    if asr.get("hallucinated_words_dropped"):
+        result.warnings.append(f"{asr['hallucinated_words_dropped']} hallucinated word(s) dropped from the transcript")

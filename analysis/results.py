@@ -29,6 +29,7 @@ class Utterance:
     text: str = ""
     language: str = ""
     words: list[Word] = field(default_factory=list)
+    transcript_note: str = ""  # "no words recognised" when speech was found but no words survived
     emotions: dict[str, float] = field(default_factory=dict)
     granular: list[GranularEmotion] = field(default_factory=list)
     complex: str | None = None
@@ -51,7 +52,7 @@ class Utterance:
     def to_json(self) -> dict:
         return {
             "speaker": self.speaker, "start": round(self.start, 3), "end": round(self.end, 3),
-            "text": self.text,
+            "text": self.text, "transcript_note": self.transcript_note,
             "words": [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
                       for w in self.words],
             "loudness_dbfs": round(self.loudness_dbfs, 2),

@@ -69,7 +69,8 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
         top, confidence = u.top_emotion
         utterances.append({
             "call_id": result.call_id, "utterance_idx": idx, "speaker": u.speaker, "leg": u.leg,
-            "start_s": u.start, "end_s": u.end, "text": u.text, "language": u.language,
+            "start_s": u.start, "end_s": u.end, "text": u.text, "transcript_note": u.transcript_note,
+            "language": u.language,
             "words": [{"word": w.word, "start_s": w.start, "end_s": w.end, "probability": w.probability}
                       for w in u.words],
             "loudness_dbfs": u.loudness_dbfs, "base_emotion": top, "base_confidence": confidence,

@@ -27,6 +27,7 @@ class WhisperRuntime:
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type=compute_type,
                                   cpu_threads=cpu_threads)
         self._lock = threading.Lock()  # CTranslate2 models are not re-entrant per call
+        self._batched = None  # faster-whisper's batched pipeline over the same model, made on first use
 
     @property
     def name(self) -> str:
@@ -50,12 +51,33 @@ class WhisperRuntime:
             out = self.model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=True)
         return np.asarray(out)[0]
 
-    def transcribe(self, samples: np.ndarray, language: str | None, beam_size: int):
-        """faster-whisper's transcribe with word timestamps; returns (segments list, info)."""
+    def transcribe(self, samples: np.ndarray, language: str | None, beam_size: int,
+                   initial_prompt: str | None = None):
+        """faster-whisper's transcribe with word timestamps; returns (segments list, info).
+        `initial_prompt`: text said around this audio (a lone utterance's neighbours)."""
         with self._lock:
             segments, info = self.model.transcribe(
                 samples.astype(np.float32), language=language, beam_size=beam_size,
                 word_timestamps=True, vad_filter=False, condition_on_previous_text=False,
+                initial_prompt=initial_prompt,
+            )
+            return list(segments), info
+
+    def transcribe_chunks(self, samples: np.ndarray, chunks: list[tuple[float, float]], language: str | None,
+                          beam_size: int, batch_size: int):
+        """Decode the given (start, end) stretches of `samples` (each at most 30 s) as one batch
+        through faster-whisper's batched pipeline; word timestamps in `samples` time."""
+        from faster_whisper import BatchedInferencePipeline
+
+        with self._lock:
+            if self._batched is None:
+                self._batched = BatchedInferencePipeline(self.model)
+            segments, info = self._batched.transcribe(
+                samples.astype(np.float32), language=language, beam_size=beam_size, word_timestamps=True,
+                clip_timestamps=[{"start": a, "end": b} for a, b in chunks], batch_size=batch_size,
+                # with timestamps each utterance of a stretch is its own segment: on 13 noisy 8 kHz
+                # calls 2 utterances were left wordless (retried) against 13 without, and 8% faster
+                without_timestamps=False,
             )
             return list(segments), info
 

@@ -186,7 +186,7 @@ SCHEMAS = {
         ("words", pa.list_(WORD)), ("loudness_dbfs", pa.float64()), ("base_emotion", pa.string()),
         ("base_confidence", pa.float64()), ("granular", pa.list_(GRANULAR)), ("complex_emotion", pa.string()),
         ("sentiment", pa.float64()), ("prosody", pa.string()), ("prosody_z", pa.string()), ("interrupts", pa.bool_()),
-        ("phrases", pa.string()), ("partial", pa.bool_())]),
+        ("phrases", pa.string()), ("partial", pa.bool_()), ("transcript_note", pa.string())]),
     "emotion_scores": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()),
                                  ("emotion", pa.string()), ("probability", pa.float64())]),
     "sarcasm": pa.schema([("call_id", pa.string()), ("utterance_idx", pa.int32()), ("is_sarcastic", pa.bool_()),

@@ -54,7 +54,11 @@ def test_json_document_has_the_documented_shape(demo_analysis):
     assert set(call) >= {"call_id", "duration_s", "speakers", "utterances"}
     assert abs(call["duration_s"] - 44.7) < 0.3
     assert {"label", "role", "talk_time_s"} <= set(call["speakers"][0])
-    assert {"speaker", "start", "end", "text", "emotions", "granular", "complex"} <= set(call["utterances"][0])
+    assert {"speaker", "start", "end", "text", "transcript_note", "emotions", "granular", "complex"} <= set(
+        call["utterances"][0])
+    # every turn of the demo has words, and nothing was invented: the guards had nothing to drop
+    assert all(u["transcript_note"] == "" and u["text"] for u in call["utterances"])
+    assert call["metrics"]["asr"]["no_words"] == 0 and call["metrics"]["asr"]["hallucinated_words_dropped"] == 0
     for speaker in call["speakers"]:  # acted sentences at a natural pace, turns that never overlap
         assert 80 < speaker["metrics"]["words_per_minute"] < 300
         assert speaker["metrics"]["interruptions_made"] == 0
