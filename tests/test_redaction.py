@@ -69,6 +69,8 @@ def _times_kept(before: Utterance, after: Utterance) -> None:
     "Yeah it's 4111-1111-1111-1111.",
     "My card number is five five double five, five five five five, four four four four, four four four four.",
     "It's forty-one eleven, eleven eleven, eleven eleven, eleven eleven.",
+    "My card number is 4-1-I-1-1-1-1-1-1-1-1-1-1-1-1-1.",  # a digit Whisper did not make out
+    "Card number, six two double, oh double seven nine seven, oh I mean, four four five six two one.",
 ])
 def test_card_numbers_said_any_way_are_redacted_in_text_and_words(redactor, said):
     before = utterance(said)
@@ -91,11 +93,18 @@ def test_card_numbers_said_any_way_are_redacted_in_text_and_words(redactor, said
     ("My date of birth is March 3rd, 1985.", "[DATE_OF_BIRTH]"),
     ("My mother's maiden name is Robinson.", "[SECURITY_ANSWER]"),
     ("And my social is 123-45-6789.", "[US_SSN]"),
+    ("My phone number is 683219. I'm 731.", "[PHONE_NUMBER]"),  # chunks split by a misheard word
+    ("It's 18th of October 1945.", "[DATE_OF_BIRTH]"),  # a full date long ago, the question lost
 ])
 def test_personal_data_is_redacted(redactor, said, expected):
     (u,) = _redacted(redactor, said)
     assert expected in u.text, u.text
     assert any(expected in w.word for w in u.words)
+
+
+def test_a_number_read_in_chunks_leaves_no_digit(redactor):
+    (u,) = _redacted(redactor, "My phone number is 683219. I'm 731.")
+    _no_digits_left(u)
 
 
 def test_what_was_said_is_gone_not_only_labelled(redactor):

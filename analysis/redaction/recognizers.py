@@ -68,10 +68,8 @@ def classify_digits(digits: str, kind: str | None) -> tuple[str, float] | None:
         return ("CREDIT_CARD", 0.6) if card_like else None
     if card_like or long_card:
         return "CREDIT_CARD", 0.95
-    if kind == "card":
-        if n >= 12:
-            return "CREDIT_CARD", 0.8
-        return None
+    if kind == "card":  # part of a card is still a card (Whisper drops digits); the last four alone are not
+        return ("CREDIT_CARD", 0.8) if n >= 6 else None
     if kind == "cvv":
         return ("CARD_SECURITY_CODE", 0.85) if 3 <= n <= 4 else None
     if kind == "ssn":
@@ -81,7 +79,7 @@ def classify_digits(digits: str, kind: str | None) -> tuple[str, float] | None:
     if kind == "account":
         return ("BANK_ACCOUNT", 0.8) if 6 <= n <= 17 else None
     if kind == "phone":
-        return ("PHONE_NUMBER", 0.85) if 7 <= n <= 15 else None
+        return ("PHONE_NUMBER", 0.85) if 6 <= n <= 15 else None
     if n in (15, 16):
         return "CREDIT_CARD", 0.5  # a card's length with a misheard digit
     if n == 10 or (n == 11 and digits[0] in "10") or (12 <= n <= 13 and digits.startswith(("44", "353", "61"))):
@@ -107,12 +105,42 @@ class SpokenNumberRecognizer(EntityRecognizer):
         pass
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list:
+        runs = digit_runs(tokenize(text))
+        kinds = [classify_digits(r.digits, context_kind(text, r.start)) for r in runs]
         out = []
-        for run in digit_runs(tokenize(text)):
-            got = classify_digits(run.digits, context_kind(text, run.start))
-            if got and (not entities or got[0] in entities):
-                out.append(_result(got[0], run.start, run.end, got[1], run.digits, self.name))
+        for (start, end, digits), got in _absorb(text, runs, kinds):
+            if not entities or got[0] in entities:
+                out.append(_result(got[0], start, end, got[1], digits, self.name))
         return out
+
+
+ABSORB_GAP_CHARS = 20  # "683219. I'm 731": Whisper breaks a number read in chunks with a misheard word
+ABSORBING = {"CREDIT_CARD", "PHONE_NUMBER", "BANK_ACCOUNT", "US_SSN"}
+
+
+def _absorb(text: str, runs: list[DigitRun], kinds: list) -> list[tuple[tuple[int, int, str], tuple[str, float]]]:
+    """Classified number runs, each grown over the unclassified runs said just before or after it
+    on the same line (a chunk of the same number the recognizer could not place alone)."""
+    groups: list[list[int]] = []
+    for k, got in enumerate(kinds):
+        near = groups and k - 1 == groups[-1][-1] and _close(text, runs[k - 1], runs[k])
+        both = near and (kinds[groups[-1][0]] is None or got is None)
+        grows = both and any(kinds[j] and kinds[j][0] in ABSORBING for j in groups[-1] + [k])
+        if grows and not (got and any(kinds[j] for j in groups[-1])):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    out = []
+    for g in groups:
+        got = next((kinds[j] for j in g if kinds[j]), None)
+        if got:
+            out.append(((runs[g[0]].start, runs[g[-1]].end, "".join(runs[j].digits for j in g)), got))
+    return out
+
+
+def _close(text: str, a: DigitRun, b: DigitRun) -> bool:
+    gap = text[a.end:b.start]
+    return len(gap) <= ABSORB_GAP_CHARS and "\n" not in gap
 
 
 class SpokenEmailRecognizer(EntityRecognizer):
@@ -133,7 +161,7 @@ class SpokenEmailRecognizer(EntityRecognizer):
 
 # said between the prompt and the answer: "your name, please?\nSure, it's John Smith."
 SKIP = frozenset("""is was it's its it that's that uh um er erm so well oh yeah yes sure okay ok the please would be
-called named a an answer just umm hmm mm , : ? - \n""".split()) | {"\n"}
+called named a an answer just umm hmm mm hi hello hey right this me , : ? - \n""".split()) | {"\n"}
 # words no answer is made of (names and pets are capitalised by Whisper, these are not)
 STOP = frozenset("""and but or i i'm i've i'd calling from with here speaking to of about because for so thanks
 thank you sir ma'am madam how what can could would will if not no don't do does did have has had am are be been
@@ -180,9 +208,10 @@ def _span_result(entity: str, got: list[Token], score: float, name: str) -> Reco
 
 
 NAME_STRONG = re.compile(r"\b((my|the|his|her)\s+(full\s+|first\s+|last\s+|middle\s+|family\s+|sur)?name(\s+is|'s)|"
-                         r"name's|surname is|last name is|first name is|name on the card( is)?|"
-                         r"your\s+(full\s+|first\s+|last\s+|middle\s+|family\s+|sur)?name|"
-                         r"who (am i|i'm) (speaking|talking) (with|to))\b")
+                         r"name's|surname is|last name is|first name is|name on the card is)\b")
+# the agent asking: the name is what the next line (the customer's answer) starts with
+NAME_ASKED = re.compile(r"\b(your\s+(full\s+|first\s+|last\s+|middle\s+|family\s+|sur)?name|name on the card|"
+                        r"who (am i|i'm) (speaking|talking) (with|to)|who do i have the pleasure)\b[^\n]*\n")
 NAME_WEAK = re.compile(r"\b(this is|i'm|i am|it's|speaking with|speak to|talking to|ask for|mister|mr|mrs|ms|miss|"
                        r"dr|doctor)\b")
 SPELLED = re.compile(r"\b(spell|spelled|spelt|spelling|name|surname|that's)\b")
@@ -203,7 +232,8 @@ class NameRecognizer(EntityRecognizer):
         low = text.lower().replace("’", "'")
         proper = _proper_nouns(nlp_artifacts)
         out = []
-        for pattern, only_proper, score in ((NAME_STRONG, None, 0.85), (NAME_WEAK, proper, 0.7)):
+        for pattern, only_proper, score in ((NAME_STRONG, None, 0.85), (NAME_ASKED, None, 0.75),
+                                            (NAME_WEAK, proper, 0.7)):
             for m in pattern.finditer(low):
                 got = _answer_tokens(tokens, _token_after(tokens, m.end()), only_proper)
                 if got:
@@ -297,10 +327,30 @@ class DateOfBirthRecognizer(EntityRecognizer):
         low = text.lower()
         out = []
         for a, b in spans:
+            value = " ".join(re.findall(r"[a-z0-9]+", low[a:b]))
             if DOB_CONTEXT.search(low[max(0, a - CONTEXT_CHARS):a]) or DOB_CONTEXT.search(low[b:b + 30]):
-                value = " ".join(re.findall(r"[a-z0-9]+", low[a:b]))
                 out.append(_result("DATE_OF_BIRTH", a, b, 0.85, value, self.name))
+            elif _full_date_long_ago(text[a:b]):
+                out.append(_result("DATE_OF_BIRTH", a, b, 0.6, value, self.name))
         return out
+
+
+MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b", re.I)
+BIRTH_YEARS = range(1900, 2011)  # a caller's own birth year; an order or a visit is recent
+
+
+def _full_date_long_ago(span: str) -> bool:
+    """A month or day and a year before 2011 ("the 18th of October 1945", "03/10/1945"): a date
+    of birth even where the question was lost (the agent's "date of birth" misheard)."""
+    numeric = [y for y in re.findall(r"\b\d{1,2}[/.-]\d{1,2}[/.-](\d{4})\b", span)]
+    if any(int(y) in BIRTH_YEARS for y in numeric):
+        return True
+    years = [d for d in (r.digits for r in digit_runs(tokenize(span))) if len(d) == 4 and d.isdigit()]
+    return any(int(y) in BIRTH_YEARS for y in years) and bool(MONTH.search(span) or ORDINAL.search(span))
+
+
+ORDINAL = re.compile(r"\b\d{1,2}(st|nd|rd|th)\b|\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|"
+                     r"eleventh|twelfth|[a-z]+teenth|twentieth|thirtieth)\b", re.I)
 
 
 # ---- Presidio's e-mail recognizer, offline ----------------------------------------------------

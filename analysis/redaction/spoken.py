@@ -60,16 +60,46 @@ def _unit(tok: Token) -> int | None:
     return UNITS.get(tok.low)
 
 
+def _tight(tokens: list[Token], i: int, j: int) -> bool:
+    """Tokens i and j (j = i +- 2) are joined by a hyphen with no space: "7-1", "1-I"."""
+    if not 0 <= j < len(tokens):
+        return False
+    a, b = sorted((i, j))
+    return tokens[a + 1].text == "-" and tokens[a].end == tokens[a + 1].start and tokens[a + 1].end == tokens[b].start
+
+
+def _misheard_digit(tokens: list[Token], i: int) -> bool:
+    """A letter in a hyphenated digit string: Whisper's "7-1-I-1-2-8" for a digit it did not
+    make out. Counted as a digit so the whole number is taken out, not all of it but one."""
+    tok = tokens[i]
+    if len(tok.text) != 1 or not tok.text.isalpha():
+        return False
+    for j in (i - 2, i + 2):
+        if _tight(tokens, i, j) and tokens[j].text.isdigit():
+            return True
+    for j in (i - 1, i + 1):  # "0756i040497"
+        near = 0 <= j < len(tokens) and tokens[j].start <= tok.end and tok.start <= tokens[j].end
+        if near and tokens[j].text.isdigit():
+            return True
+    return False
+
+
 def _number_at(tokens: list[Token], i: int) -> tuple[str, int, bool] | None:
-    """The digits said from token i on, how many tokens they took, and whether they were words."""
+    """The digits said from token i on, how many tokens they took, and whether they were words
+    (a misheard digit is "x")."""
     tok = tokens[i]
     low = tok.low
     if tok.text.isdigit():
         return tok.text, 1, False
-    if low in REPEAT and i + 1 < len(tokens):
-        unit = _unit(tokens[i + 1])
+    if _misheard_digit(tokens, i):
+        return "x", 1, True
+    if low in REPEAT:
+        j = i + 1
+        while j < len(tokens) and tokens[j].text in ",.-":  # Whisper's "double, oh" for "double oh"
+            j += 1
+        unit = _unit(tokens[j]) if j < len(tokens) else None
         if unit is not None:
-            return str(unit) * REPEAT[low], 2, True
+            return str(unit) * REPEAT[low], j + 1 - i, True
         return None
     if low in TEENS:
         return str(TEENS[low]), 1, True
@@ -152,7 +182,9 @@ def _has_digit_after(tokens: list[Token], i: int) -> bool:
 
 
 def luhn(digits: str) -> bool:
-    """The check digit of every payment card number (ISO/IEC 7812)."""
+    """The check digit of every payment card number (ISO/IEC 7812); False with a misheard digit."""
+    if not digits.isdigit():
+        return False
     total = 0
     for k, ch in enumerate(reversed(digits)):
         d = int(ch)
