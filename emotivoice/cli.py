@@ -159,6 +159,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cc, sip_port=cc.sip_port if args.sip_port is None else args.sip_port,
         audiosocket_port=cc.audiosocket_port if args.audiosocket_port is None else args.audiosocket_port,
         websocket_port=cc.websocket_port if args.websocket_port is None else args.websocket_port))
+    if args.ray:  # per-call analysis on Ray (analysis/live/cluster); the embedded engine is the default
+        from emotivoice.serve_ray import serve_ray
+
+        return serve_ray(settings, args.ray, args.config, watch_inbox=not args.no_inbox)
     return serve(settings, args.config, watch_inbox=not args.no_inbox)
 
 
@@ -302,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audiosocket-port", type=int, help="Asterisk AudioSocket TCP port (0: off)")
     p.add_argument("--websocket-port", type=int, help="Twilio Media Streams / Genesys AudioHook port (0: off)")
     p.add_argument("--no-inbox", action="store_true", help="do not watch the recordings inbox")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run per-call analysis on Ray: 'auto' (a running "
+                   "cluster, else a local one) or a cluster address (needs the 'ray' extra)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("place-call", help="play a recording into a running service as a live SIPREC call (sipp)")

@@ -1,0 +1,356 @@
+"""One call's live analysis as a Ray actor: the per-call stage state of the live chain.
+
+It holds the call's LiveCall (analysis/live/call.py): each leg's endpointer, the utterances in
+the order they finish, the insight state (risk, sarcasm, alerts). Audio comes in chunks of at
+least 200 ms with their leg offset (samples), so a chunk Ray retries after a restart, or one that
+overtakes another, is trimmed or held until it fits: each leg's audio is analysed exactly once,
+in order. Finished utterances go to the shared model pools; `changes()` is long-polled by the
+serving process and answers with what changed since the last answer (a CallDelta, plain data).
+
+Restart: Ray runs __init__ again in a new process. The actor then reads what the recording front
+(analysis/live/recording.py) has written of each leg so far and replays it, legs interleaved,
+through the same stages; utterances are analysed again, their alerts are not published twice,
+and the next delta rewrites the call. Chunks Ray retries are trimmed to what the recording did
+not hold; a chunk the dead actor took that the recording did not yet hold is read from the
+recording once it does (the front writes at least every 0.25 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from analysis.audio import normalize, rms_dbfs
+from analysis.emotion.tiers import complex_emotion, granular
+from analysis.insight.prosody import measure as measure_prosody
+from analysis.insight.stage import InsightState
+from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
+from analysis.live.endpoint import Endpointer, Speech, to_16k
+from analysis.live.messages import CallStarted
+from analysis.live.writer import note_load
+from analysis.results import CallResult, Utterance
+from analysis.sink import to_record
+from emotivoice.config import Settings
+from storage.incremental import diff_record
+
+log = logging.getLogger(__name__)
+
+RESTORE_SLICE_S = 0.5  # a restored call's legs are replayed interleaved in slices this long
+
+
+def build_utterance(item: LiveUtterance, probs: dict[str, float], ec) -> Utterance:
+    """The utterance with its emotion tiers and prosody (the embedded engine's emotion stage)."""
+    loudness = rms_dbfs(item.clip)
+    prosody = measure_prosody(item.clip, loudness, 0) if probs else None
+    return Utterance(call_id=item.call_id, leg=item.leg.index, speaker=item.leg.speaker.label,
+                     start=item.start, end=item.end, loudness_dbfs=loudness, emotions=probs,
+                     granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
+                     complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody,
+                     partial=not item.final)
+
+
+def new_call(started: CallStarted, settings: Settings, emotion_name: str, provisional: bool,
+             endpointers: bool = True) -> LiveCall:
+    """A LiveCall for `started`, as the embedded engine makes one (legs without endpointers for
+    the serving process's own copy, which only records and finalises)."""
+    sc, ec = settings.segmentation, settings.live
+    speakers = speakers_for(started.legs)
+    legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(
+        info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s)
+        if endpointers else None) for i, info in enumerate(started.legs)}
+    result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
+                        channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
+                        asr_model=f"faster-whisper:{settings.transcription.model}",
+                        emotion_model=emotion_name, emotion_provisional=provisional, speakers=speakers)
+    return LiveCall(started, result, legs, InsightState(settings.sarcasm, settings.risk))
+
+
+class CallActor:
+    """Ray actor class (wrapped by ray.remote in engine.py); every method runs on its event loop."""
+
+    def __init__(self, started: CallStarted, shared: tuple, recording: tuple | None = None, end_wait_s: float = 10.0):
+        """`shared`: (settings, emotion pool, transcript pool, (emotion model name, provisional))."""
+        import ray
+
+        settings, self.emotion, self.transcript, model_info = shared
+        self.settings = settings
+        self.end_wait_s = end_wait_s
+        self._deferred: list = []  # stage work a restore (in __init__, no event loop yet) left to start
+        self._restoring = False
+        self._end_at: float | None = None
+        self.call = new_call(started, settings, *model_info)
+        self.recording = recording  # (audio_dir, call_id, legs, rate) of the connector side's recording
+        self.changed = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.held: dict[str, dict[int, tuple[bytes, float]]] = {leg: {} for leg in self.call.legs}
+        self.totals: dict[str, int] | None = None  # each leg's length, once the call has ended
+        self.last = None  # the CallRecord the previous delta was made from
+        self.marks: dict[int, dict] = {}  # utterance uid -> its state, since the last changes()
+        self.alerts: list[dict] = []
+        self.restored: set[int] = set()
+        self.interim_busy: set[str] = set()  # legs with a rolling update at the emotion stage
+        self.counters = {"late_chunks": 0, "resumed": 0, "resume_gap_samples": 0, "emotion_failures": 0,
+                         "transcript_failures": 0, "restored_ms": 0}
+        self.resumed = ray.get_runtime_context().was_current_actor_reconstructed
+        if self.resumed and recording:
+            self._restore()
+
+    # ---- audio in ---------------------------------------------------------------------------------
+
+    async def feed(self, leg: str, offset: int, pcm: bytes, arrived: float, lost_frames: int = 0) -> None:
+        """One chunk of a leg, starting `offset` samples into it."""
+        state = self.call.legs.get(leg)
+        if state is None or self.call.ended:  # after the end: its audio was read from the recording
+            self.counters["late_chunks"] += 1
+            return
+        self.call.lost_frames = max(self.call.lost_frames, lost_frames)
+        self.held[leg][offset] = (pcm, arrived)
+        self._drain(leg)
+
+    def _drain(self, leg: str, force: bool = False) -> None:
+        state, held = self.call.legs[leg], self.held[leg]
+        while held:
+            offset = min(held)
+            pcm_bytes, arrived = held[offset]
+            pcm = np.frombuffer(pcm_bytes, dtype="<i2")
+            if offset > state.samples:  # an earlier chunk has not arrived yet...
+                # ...or, after a restart, the dead actor took it but the recording did not yet hold
+                # it when this one was rebuilt (the front writes every 0.25 s): read it once it does
+                gap = read_leg(self.recording, leg)[state.samples:offset] if self.resumed and self.recording \
+                    else np.zeros(0, np.int16)
+                if len(gap) == offset - state.samples:
+                    self._feed(state, gap, arrived)
+                    continue
+                if not force:
+                    return
+                self._feed(state, self._recorded(leg, state.samples, offset), arrived)
+                continue
+            del held[offset]
+            if offset + len(pcm) <= state.samples:
+                self.counters["late_chunks"] += 1  # retried after a restart: already heard
+                continue
+            self._feed(state, pcm[state.samples - offset:], arrived)
+
+    def _feed(self, leg: LiveLeg, pcm: np.ndarray, arrived: float) -> None:
+        leg.samples += len(pcm)
+        if not self.call.has_media and pcm.any():
+            self.call.has_media = True
+            self.changed.set()
+        for speech in leg.endpointer.feed(pcm, arrived):
+            self._speech(leg, speech)
+
+    def _speech(self, leg: LiveLeg, speech: Speech) -> None:
+        clip = to_16k(speech.clip, leg.info.sample_rate)
+        item = self.call.new_utterance(leg, speech.start, speech.end, clip, speech.end_wall, speech.final)
+        if not speech.final:
+            if self.call.ended or leg.info.leg in self.interim_busy:
+                return  # one rolling update per leg in flight: the next comes rolling_update_s later
+            self.interim_busy.add(leg.info.leg)
+            self._spawn(self._interim(item))
+            return
+        if self._restoring:
+            self.restored.add(item.uid)
+        self._spawn(self._analyse(item))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro) if self._loop_running() else None
+        if task is None:  # during __init__ (a restore) there is no running loop yet: run it later
+            self._deferred.append(coro)
+            return
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    @staticmethod
+    def _loop_running() -> bool:
+        try:
+            asyncio.get_running_loop()
+            return True
+        except RuntimeError:
+            return False
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call actor stage failed", extra={"call_id": self.call.call_id, "error": str(task.exception())})
+        self.changed.set()
+
+    # ---- the stages ---------------------------------------------------------------------------------
+
+    async def _emotions(self, item: LiveUtterance) -> dict[str, float]:
+        try:
+            return await self.emotion.pick().predict.remote(item.clip, not item.final)
+        except Exception as exc:  # a dead model: report it, keep the call (the final pass retries)
+            self.counters["emotion_failures"] += 1
+            log.error("emotion stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})
+            return {}
+
+    async def _interim(self, item: LiveUtterance) -> None:
+        try:
+            probs = await self._emotions(item)
+        finally:
+            self.interim_busy.discard(item.leg.info.leg)
+        leg = item.leg
+        if self.call.ended or (leg.interim is not None and item.start < leg.interim.start):
+            return
+        item.utterance, item.emotion_at = build_utterance(item, probs, self.settings.emotion), time.time()
+        leg.interim = item
+        self.changed.set()
+
+    async def _analyse(self, item: LiveUtterance) -> None:
+        probs = await self._emotions(item)
+        item.utterance, item.emotion_at = build_utterance(item, probs, self.settings.emotion), time.time()
+        leg = item.leg
+        if leg.interim is not None and leg.interim.start < item.end:
+            leg.interim = None  # the finished utterance replaces its rolling updates
+        self._mark(item)
+        self.changed.set()
+        if self.settings.live.transcribe:
+            try:
+                state, words, language = await self.transcript.pick().transcribe.remote(
+                    normalize(item.clip), item.start)
+            except Exception as exc:
+                self.counters["transcript_failures"] += 1
+                log.error("transcript stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})
+                state, words, language = "shed", [], ""
+            u = item.utterance
+            if state == "done":
+                u.words, u.text, u.language = words, "".join(x.word for x in words).strip(), language
+                if u.prosody is not None:  # the speaking rate needed the words
+                    u.prosody = replace(u.prosody, rate_wps=len(words) / max(u.end - u.start, 0.25))
+            else:
+                self.call.shed_transcripts += 1
+            item.transcript = state
+        else:
+            item.transcript = "off"
+        self._mark(item)
+        self._score()
+
+    def _mark(self, item: LiveUtterance) -> None:
+        self.marks[item.uid] = {"uid": item.uid, "leg": item.leg.info.leg,
+                                "duration_s": round(item.end - item.start, 2), "end_wall": item.end_wall,
+                                "emotion_at": item.emotion_at, "transcript": item.transcript,
+                                "resumed": item.uid in self.restored}
+
+    def _score(self) -> None:
+        call = self.call
+        for item, alert in call.score_ready():
+            if item.uid in self.restored:
+                continue  # published before the restart
+            speaker = next((s for s in call.result.speakers if s.label == alert.speaker), None)
+            self.alerts.append({
+                "call_id": call.call_id, "speaker": alert.speaker, "role": speaker.role if speaker else None,
+                "t_s": round(alert.t_s, 2), "score": round(alert.score, 3), "factors": alert.factors,
+                "kind": alert.kind, "text": item.utterance.text, "emotion": item.utterance.top_emotion[0],
+                **{k: call.started.metadata.get(k) for k in ("agent_id", "customer_id", "team")}})
+        self.changed.set()
+
+    # ---- the end, and what the serving process polls ---------------------------------------------
+
+    async def end(self, totals: dict[str, int], missing_frames: int = 0) -> None:
+        """The call hung up: each leg's length in samples, to wait for its last chunks."""
+        self.totals = dict(totals)
+        self.call.missing_frames = missing_frames
+        self.changed.set()
+
+    async def _finish(self) -> None:
+        """Once every chunk is in (or end_wait_s passed: the rest is read from the recording)."""
+        call = self.call
+        for leg, state in call.legs.items():
+            self._drain(leg, force=True)
+            want = self.totals.get(leg, state.samples)
+            if state.samples < want:
+                self._feed(state, self._recorded(leg, state.samples, want), time.time())
+            for speech in state.endpointer.flush():
+                self._speech(state, speech)
+            state.interim = None
+        call.ended = True
+
+    async def changes(self, timeout_s: float = 1.0) -> dict:
+        """What changed since the last answer, once something has (or after timeout_s):
+        {"delta", "marks", "alerts", "counters", "final"}; "final" is the call's result once it
+        has ended and every utterance is through the stages (the last answer)."""
+        await self._run_deferred()
+        if self.totals is not None and not self.call.ended:
+            if self._end_at is None:
+                self._end_at = time.monotonic()
+            if self._all_in() or time.monotonic() - self._end_at >= self.end_wait_s:
+                await self._finish()
+        if not self.changed.is_set():
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        self.changed.clear()
+        call = self.call
+        delta = None
+        # a restarted actor says nothing until what it replayed has its emotions again: a delta
+        # before then would take utterances the store already shows off the Live floor
+        catching_up = any(u.utterance is None for u in call.utterances if u.uid in self.restored)
+        if call.has_media and not catching_up:
+            note_load(call)
+            record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
+            delta = diff_record(self.last, record)
+            self.last = record
+        final = call.snapshot() if call.ended and not self.tasks and not call.pending_work() else None
+        marks, alerts, self.marks, self.alerts = list(self.marks.values()), self.alerts, {}, []
+        return {"delta": delta, "marks": marks, "alerts": alerts, "final": final, "has_media": call.has_media,
+                "counters": {**self.counters, "resumed": int(self.resumed),
+                             "shed_transcripts": call.shed_transcripts}}
+
+    def _all_in(self) -> bool:
+        return all(state.samples + sum(len(p) // 2 for p, _ in self.held[leg].values()) >= self.totals.get(leg, 0)
+                   for leg, state in self.call.legs.items())
+
+    async def _run_deferred(self) -> None:
+        while self._deferred:
+            self._spawn(self._deferred.pop(0))
+
+    def ping(self) -> bool:
+        return True
+
+    # ---- restart --------------------------------------------------------------------------------------
+
+    def _recorded(self, leg: str, start: int, end: int) -> np.ndarray:
+        """Samples start..end of a leg from the recording; silence for what it does not hold."""
+        got = np.zeros(0, np.int16)
+        if self.recording:
+            got = read_leg(self.recording, leg)[start:end]
+        if len(got) < end - start:
+            self.counters["resume_gap_samples"] += end - start - len(got)
+            got = np.concatenate([got, np.zeros(end - start - len(got), np.int16)])
+        return got
+
+    def _restore(self) -> None:
+        """Replay what was recorded of each leg, interleaved, through the stages."""
+        self._restoring = True
+        audio = {leg: read_leg(self.recording, leg) for leg in self.call.legs}
+        now = time.time()
+        longest = max((len(a) for a in audio.values()), default=0)
+        for leg, state in self.call.legs.items():
+            step = int(RESTORE_SLICE_S * state.info.sample_rate)
+            audio[leg] = [audio[leg][i:i + step] for i in range(0, longest, step)]
+        for i in range(max((len(s) for s in audio.values()), default=0)):
+            for leg, slices in audio.items():
+                if i < len(slices) and len(slices[i]):
+                    self._feed(self.call.legs[leg], slices[i], now)
+        self._restoring = False
+        self.counters["restored_ms"] = int(1000 * sum(s.samples / s.info.sample_rate for s in self.call.legs.values()))
+        log.warning("call actor restarted: call rebuilt from its recording",
+                    extra={"call_id": self.call.call_id, "seconds": {leg: s.samples / s.info.sample_rate
+                                                                     for leg, s in self.call.legs.items()}})
+
+
+def read_leg(recording: tuple, leg: str) -> np.ndarray:
+    """What the connector side has recorded of one leg so far (analysis/live/recorder.py's files)."""
+    from analysis.live.recorder import CallRecorder
+
+    audio_dir, call_id, legs, rate = recording
+    try:
+        return CallRecorder(audio_dir, call_id, list(legs), rate, open_legs=False)._leg_audio(leg)
+    except Exception as exc:  # no recording (not kept, or elsewhere): the call resumes from here
+        log.warning("recording not readable for a restarted call", extra={"call_id": call_id, "error": str(exc)})
+        return np.zeros(0, np.int16)

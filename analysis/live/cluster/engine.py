@@ -1,0 +1,390 @@
+"""The Ray engine: call actors, shared model pools, and the one store writer, wired together.
+
+The serving process keeps what must stay with the DuckDB file and the connectors: the sink
+(recording, chunking), a collector that long-polls every call actor's `changes()` and writes the
+deltas of all calls that changed in one transaction (storage/incremental.py), and a finaliser
+that, at hang-up, keeps the audio and runs the batch pass exactly as the embedded engine does
+(analysis/live/finalize.py). Its public surface is the embedded engine's where benchmarks and
+`serve` use it: start/stop, stats(), latencies, counters, calls, store, publisher, and `inbox`,
+the recording front (analysis/live/recording.py) the listeners feed: it records every leg first
+and hands frames on to the RaySink, and a call's end only once its recording is complete. The
+front always records here (the WAV is deleted after the final pass unless `live.keep_audio`):
+a restarted call actor resumes from it.
+
+Faults: a store refusal keeps the merged deltas in memory and retries with backoff (StoreHealth);
+a call actor that dies is restarted by Ray (`call_restarts`) and resumes from the recording; one
+that cannot be restarted leaves its call to the batch pass over the recording, with a warning.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from analysis.live.alerts import AlertPublisher
+from analysis.live.call import LiveCall
+from analysis.live.cluster.callactor import CallActor, new_call
+from analysis.live.cluster.config import RayConfig
+from analysis.live.cluster.models import EmotionWorker, Pool, TranscriptWorker
+from analysis.live.cluster.sink import RaySink
+from analysis.live.finalize import Finalizer, begin_final, store_final
+from analysis.live.messages import CallEnded, CallStarted
+from analysis.live.recorder import apply_retention
+from analysis.live.recording import RecordingFront
+from analysis.live.storehealth import StoreHealth
+from analysis.live.writer import note_load
+from analysis.results import CallResult
+from emotivoice.config import Settings
+from storage.incremental import CallDelta, merge
+from storage.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class ShadowCall(LiveCall):
+    """The serving process's copy of a call: its recording and metadata, and at the end the
+    result the call actor reached (`result`), which is what the final save stores."""
+
+    def snapshot(self) -> CallResult:
+        return self.result
+
+
+@dataclass
+class ClusterCall:
+    shadow: ShadowCall
+    actor: object = None
+    ended: bool = False
+    final: CallResult | None = None
+    lost_actor: bool = False
+    resumed: bool = False
+    queued: bool = False  # handed to the finaliser
+    shed: int = 0
+    latencies: dict[int, dict] = field(default_factory=dict)
+
+    @property
+    def call_id(self) -> str:
+        return self.shadow.call_id
+
+
+def connect_ray(config: RayConfig):
+    """Join the cluster at `config.address`, or start a local instance when it is "auto" and none
+    runs; returns whether we started it (so stop() shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if config.address != "auto":
+        ray.init(address=config.address, include_dashboard=False, log_to_driver=False)
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address="auto", include_dashboard=False, log_to_driver=False)
+        return False
+    ray.init(num_cpus=config.local_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    return True
+
+
+class RayEngine:
+    def __init__(self, settings: Settings, store: Store, config: RayConfig | None = None,
+                 finalizer: Finalizer | None = None, publisher: AlertPublisher | None = None):
+        self.settings, self.store, self.config = settings, store, config or RayConfig()
+        self.cfg = settings.live
+        self.finalizer = finalizer
+        self.publisher = publisher or AlertPublisher(self.cfg.webhook_url, self.cfg.webhook_retries,
+                                                     self.cfg.webhook_timeout_s)
+        self.calls: dict[str, ClusterCall] = {}  # until finalised
+        self.latencies: list[dict] = []
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.store_health = StoreHealth()
+        self.sink = RaySink(self)
+        self.inbox = RecordingFront(self.cfg, self.sink, record=True)
+        self._lock = threading.Lock()
+        self._outstanding: dict = {}  # changes() ObjectRef -> call id
+        self._pending: dict[str, CallDelta] = {}
+        self._marks: dict[str, dict[int, dict]] = {}
+        self._finals: queue.SimpleQueue[ClusterCall] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running = False
+        self._own_ray = False
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> RayEngine:
+        import ray
+
+        self._own_ray = connect_ray(self.config)
+        apply_retention(self.cfg.audio_dir, self.cfg.retention_days)
+        worker = dict(num_cpus=1, max_restarts=-1, max_task_retries=-1, max_concurrency=1000)
+        self.emotion_actors = [ray.remote(**worker)(EmotionWorker).remote(self.settings)
+                               for _ in range(self.config.emotion_workers)]
+        self.transcript_actors = [ray.remote(**worker)(TranscriptWorker).remote(self.settings)
+                                  for _ in range(self.config.transcript_workers)] if self.cfg.transcribe else []
+        self.model_info = ray.get(self.emotion_actors[0].info.remote())
+        try:
+            ray.get([a.info.remote() for a in self.transcript_actors])
+        except Exception as exc:  # as the embedded engine: emotions only
+            log.error("live transcription unavailable: emotions only", extra={"error": str(exc)})
+            self.settings = _no_transcripts(self.settings)
+        self.emotion, self.transcript = Pool(self.emotion_actors), Pool(self.transcript_actors or [None])
+        # what every call actor shares, put once and held here: Ray restarts an actor from its
+        # constructor arguments, which must not go out of scope meanwhile (ray-project/ray#53727)
+        self._shared = ray.put((self.settings, self.emotion, self.transcript, self.model_info))
+        self._remote_call = ray.remote(CallActor).options(
+            num_cpus=0, max_restarts=self.config.call_restarts, max_task_retries=-1, max_concurrency=1000)
+        self._running = True
+        self.inbox.begin()
+        self.sink.start_thread()
+        for name, target in (("ray-collector", self._collect), ("ray-finalize", self._finalize)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("ray engine started", extra={"emotion_workers": len(self.emotion_actors),
+                                              "transcript_workers": len(self.transcript_actors)})
+        return self
+
+    def stop(self, wait_s: float = 30.0) -> None:
+        """End every open call (finalising it), wait for the finals, stop the threads and the pools."""
+        import ray
+
+        deadline = time.monotonic() + wait_s
+        for call_id in self.sink.open_calls():
+            self.inbox.end(CallEnded(call_id, "service stopping"))
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.calls:
+                    break
+            time.sleep(0.1)
+        self._running = False
+        self.inbox.close()
+        self.sink.stop_thread()
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        for cc in list(self.calls.values()):
+            _kill(cc.actor)
+        for actor in self.emotion_actors + self.transcript_actors:
+            _kill(actor)
+        self.publisher.close()
+        if self._own_ray:
+            ray.shutdown()
+
+    def stats(self) -> dict:
+        with self._lock:
+            active = sum(1 for c in self.calls.values() if not c.ended)
+            waiting = len(self.calls)
+        return {"active_calls": active, "calls_in_flight": waiting, "dropped_frames": 0,
+                **self.inbox.stats(), **self.sink.counters, **self.counters,
+                **self.store_health.report()}
+
+    # ---- calls (the sink calls these) -------------------------------------------------------------
+
+    def open_call(self, started: CallStarted) -> ClusterCall:
+        base = new_call(started, self.settings, *getattr(self, "model_info", ("", True)), endpointers=False)
+        shadow = ShadowCall(base.started, base.result, base.legs, base.insight)
+        shadow.recorder, why_not = self.inbox.recording(started.call_id)  # made and written by the front
+        if why_not:
+            shadow.result.warnings.append(why_not)
+        cc = ClusterCall(shadow)
+        with self._lock:
+            self.calls[started.call_id] = cc
+        log.info("live call started", extra={"call_id": started.call_id, "source": started.source,
+                                              "legs": [leg.leg for leg in started.legs], "engine": "ray"})
+        return cc
+
+    def spawn(self, cc: ClusterCall) -> None:
+        """The call's actor (from the sender thread: actor creation is not the media thread's work)."""
+        rec = cc.shadow.recorder
+        recording = (rec.audio_dir, rec.call_id, tuple(rec.legs), rec.rate) if rec and not rec.error else None
+        cc.actor = self._remote_call.remote(cc.shadow.started, self._shared, recording, self.config.end_wait_s)
+        self._poll(cc)
+
+    def ended(self, cc: ClusterCall) -> None:
+        """The sink has sent the call's end; a call whose actor is gone goes straight to the finaliser."""
+        with self._lock:
+            through = cc.lost_actor and not cc.queued
+            cc.queued = cc.queued or through
+        if through:
+            self._finals.put(cc)
+
+    def _poll(self, cc: ClusterCall) -> None:
+        ref = cc.actor.changes.remote()
+        with self._lock:
+            self._outstanding[ref] = cc.call_id
+
+    # ---- collector: changes in, deltas out ------------------------------------------------------------
+
+    def _collect(self) -> None:
+        import ray
+
+        while self._running or self._outstanding:
+            with self._lock:
+                refs = list(self._outstanding)
+            if refs:
+                ready, _ = ray.wait(refs, num_returns=1, timeout=0.2)
+                if ready:
+                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            else:
+                ready = []
+                time.sleep(0.05)
+            finished = []
+            for ref in ready:
+                with self._lock:
+                    call_id = self._outstanding.pop(ref)
+                    cc = self.calls.get(call_id)
+                if cc is not None and self._take(cc, ref):
+                    finished.append(cc)
+            self._write()
+            for cc in finished:  # after their last live write: from here only the finaliser stores them
+                with self._lock:
+                    self._pending.pop(cc.call_id, None)
+                self._finals.put(cc)
+
+    def _take(self, cc: ClusterCall, ref) -> bool:
+        """Apply one changes() answer; True when the call is through (final, or its actor is gone)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            update = ray.get(ref)
+        except RayActorError as exc:  # restarts used up: the recording and the batch pass carry the call
+            log.error("call actor lost; the call is left to the batch pass", extra={
+                "call_id": cc.call_id, "error": str(exc).splitlines()[0][:200]})
+            self.counters["call_actors_lost"] += 1
+            with self._lock:
+                cc.lost_actor = True
+                through = cc.ended and not cc.queued
+                cc.queued = cc.queued or through
+            return through
+        except Exception:
+            log.exception("call actor answer failed", extra={"call_id": cc.call_id})
+            self._poll(cc)
+            return False
+        delta = update["delta"]
+        with self._lock:
+            if delta is not None:
+                old = self._pending.get(cc.call_id)
+                self._pending[cc.call_id] = merge(old, delta) if old else delta
+            marks = self._marks.setdefault(cc.call_id, {})
+            for mark in update["marks"]:
+                marks[mark["uid"]] = mark
+        shed = update["counters"]["shed_transcripts"]
+        self.counters["transcripts_shed"] += max(0, shed - cc.shed)
+        cc.shed = max(cc.shed, shed)
+        if update["counters"]["resumed"] and not cc.resumed:
+            self.counters["call_actor_restarts"] += 1
+            self.counters["restored_audio_ms"] += update["counters"]["restored_ms"]  # replayed from the recording
+            cc.resumed = True
+        for alert in update["alerts"]:  # published outside any lock
+            self.counters["alerts"] += 1
+            self.publisher.publish(alert)
+        if update["final"] is not None:
+            cc.final = update["final"]
+            with self._lock:
+                cc.queued = True
+            return True
+        self._poll(cc)
+        return False
+
+    def _write(self) -> None:
+        health = self.store_health
+        with self._lock:
+            if not self._pending or health.wait_s() > 0:
+                return
+            deltas = list(self._pending.values())
+        try:
+            self.store.save_deltas(deltas)
+        except Exception as exc:  # any class: kept (merged with what follows) and retried
+            self.counters["store_failures"] += 1
+            health.failed("live save", exc, deltas[0].call_id)
+            return
+        health.ok()
+        now = time.time()
+        self.counters["delta_batches"] += 1
+        self.counters["deltas"] += len(deltas)
+        with self._lock:
+            for delta in deltas:
+                if self._pending.get(delta.call_id) is delta:
+                    del self._pending[delta.call_id]
+                cc = self.calls.get(delta.call_id)
+                marks = self._marks.pop(delta.call_id, {})
+                if cc is not None:
+                    self._note_stored(cc, marks.values(), now)
+
+    def _note_stored(self, cc: ClusterCall, marks, now: float) -> None:
+        """When each utterance's emotions, then its transcript, were first stored (as note_stored)."""
+        for mark in marks:
+            if mark["resumed"]:
+                continue
+            entry = cc.latencies.get(mark["uid"])
+            if entry is None:
+                entry = {"call_id": cc.call_id, "leg": mark["leg"], "duration_s": mark["duration_s"],
+                         "emotion_s": round(now - mark["end_wall"], 3),
+                         "emotion_compute_s": round(mark["emotion_at"] - mark["end_wall"], 3),
+                         "transcript_s": None, "transcript": mark["transcript"]}
+                cc.latencies[mark["uid"]] = entry
+                self.latencies.append(entry)
+            if entry["transcript_s"] is None and mark["transcript"] != "pending":
+                entry["transcript"] = mark["transcript"]
+                if mark["transcript"] == "done":
+                    entry["transcript_s"] = round(now - mark["end_wall"], 3)
+
+    # ---- finaliser: as the embedded engine ------------------------------------------------------------
+
+    def _finalize(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
+        except OSError:
+            pass
+        while self._running or not self._finals.empty():
+            try:
+                cc = self._finals.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._final(cc)
+            except Exception:
+                log.exception("call not finalised", extra={"call_id": cc.call_id})
+            _kill(cc.actor)
+            with self._lock:
+                self.calls.pop(cc.call_id, None)
+                self._marks.pop(cc.call_id, None)
+
+    def _final(self, cc: ClusterCall) -> None:
+        shadow = cc.shadow
+        if cc.final is not None:
+            shadow.result = cc.final
+        else:
+            shadow.result.warnings.append("live: the call's analysis worker was lost; results are the batch pass's")
+        shadow.ended, shadow.ended_at, shadow.shed_transcripts = True, datetime.now(timezone.utc), cc.shed
+        note_load(shadow)
+        keep, audio = begin_final(shadow, self.cfg)
+        if not keep:
+            self.counters["calls_without_media"] += 1
+            return
+        while not store_final(shadow, audio, self.store, self.cfg, self.finalizer, self.store_health):
+            time.sleep(max(self.store_health.wait_s(), 0.5))  # a full disk delays the final save, never loses it
+            if not self._running and self.store_health.faulted:
+                log.error("service stopping with a finished call not stored (store fault)",
+                          extra={"call_id": cc.call_id})
+                return
+
+
+def _kill(actor) -> None:
+    if actor is None:
+        return
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already gone
+        pass
+
+
+def _no_transcripts(settings: Settings) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, live=replace(settings.live, transcribe=False))

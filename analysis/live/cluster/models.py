@@ -1,0 +1,199 @@
+"""The shared model stages as Ray actor pools that batch: emotion (encoder + head) and Whisper.
+
+Every call actor sends its finished utterances here, one request per utterance; each worker
+gathers what is queued into one model call (up to EMOTION_BATCH clips, or TRANSCRIBE_BATCH_S of
+speech joined into one Whisper pass, as the embedded engine does), so N calls cost one model
+pass per batch instead of one per utterance. The model runs in a worker thread, so the actor
+keeps taking requests while it computes; that is what lets the next batch form.
+
+Why an actor pool and not Ray Serve: a Serve deployment adds a controller and a router in every
+calling process (here: every call actor), which on a 2-core machine costs more than the batching
+saves; a plain actor with an asyncio queue batches the same way (Serve's @serve.batch does
+exactly this) and starts in the time its model loads.
+
+Shedding is the embedded engine's: emotions are never shed; when the queued speech waiting for
+Whisper passes `live.transcript_backlog_s`, the oldest waits for the final pass ("shed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emotivoice.config import Settings
+
+log = logging.getLogger(__name__)
+
+EMOTION_BATCH = 4  # clips per emotion pass (the embedded engine's figure)
+TRANSCRIBE_BATCH_S = 20.0  # speech joined into one Whisper pass (it always encodes 30 s windows)
+
+
+@dataclass
+class _Request:
+    clip: np.ndarray
+    start: float
+    future: asyncio.Future
+    interim: bool = False  # a rolling update: served only when no finished utterance waits
+    seconds: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seconds = self.clip.size / 16000
+
+
+class _Worker:
+    """An asyncio queue in front of a model that runs in one thread."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(1)
+        self._queue: list[_Request] = []
+        self._more: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        self.counters: dict[str, int] = {"requests": 0, "batches": 0, "failures": 0, "shed": 0}
+
+    def _ensure_loop(self) -> None:
+        if self._loop_task is None:
+            self._more = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _submit(self, clip: np.ndarray, start: float = 0.0, interim: bool = False):
+        self._ensure_loop()
+        request = _Request(np.asarray(clip, np.float32), start, asyncio.get_running_loop().create_future(), interim)
+        self._queue.append(request)
+        self.counters["requests"] += 1
+        self._admitted()
+        self._more.set()
+        return await request.future
+
+    def _admitted(self) -> None:
+        """Hook: shed from the queue after a new request (transcripts)."""
+
+    def _take(self) -> list[_Request]:
+        raise NotImplementedError
+
+    def _compute(self, batch: list[_Request]) -> list:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._more.wait()
+            self._more.clear()
+            while self._queue:
+                batch = self._take()
+                self.counters["batches"] += 1
+                try:
+                    results = await loop.run_in_executor(self._executor, self._compute, batch)
+                except Exception as exc:  # a dead model: each caller gets the error, the worker goes on
+                    self.counters["failures"] += len(batch)
+                    log.error("model stage failed", extra={"error": str(exc), "requests": len(batch)})
+                    for r in batch:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    continue
+                for r, result in zip(batch, results):
+                    if not r.future.done():
+                        r.future.set_result(result)
+
+    def stats(self) -> dict:
+        return {**self.counters, "queued": len(self._queue),
+                "queued_s": round(sum(r.seconds for r in self._queue), 1), "pid": os.getpid()}
+
+
+class EmotionWorker(_Worker):
+    """One copy of the emotion model (Whisper encoder + head, one thread)."""
+
+    def __init__(self, settings: Settings, model=None):
+        super().__init__()
+        if model is None:
+            from analysis.emotion.model import load_emotion_model
+
+            model = load_emotion_model(settings.emotion, settings.model_cache_dir,
+                                       settings.transcription.compute_type, 1)
+        self.model = model
+        self.name, self.provisional = model.name, model.provisional
+
+    def info(self) -> tuple[str, bool]:
+        return self.name, self.provisional
+
+    async def predict(self, clip: np.ndarray, interim: bool = False) -> dict[str, float]:
+        """{emotion: probability} for one 16 kHz clip, computed in a batch with other calls' clips;
+        rolling updates (`interim`) wait while any finished utterance does (as the embedded engine)."""
+        return await self._submit(clip, interim=interim)
+
+    def _take(self) -> list[_Request]:
+        finals = [r for r in self._queue if not r.interim]
+        batch = (finals or self._queue)[:EMOTION_BATCH]
+        taken = {id(r) for r in batch}
+        self._queue = [r for r in self._queue if id(r) not in taken]
+        return batch
+
+    def _compute(self, batch: list[_Request]) -> list[dict[str, float]]:
+        return self.model.predict([r.clip for r in batch])
+
+
+class TranscriptWorker(_Worker):
+    """One Whisper (the live settings: greedy decoding), niced below the emotion stage."""
+
+    def __init__(self, settings: Settings, whisper=None):
+        super().__init__()
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 5)  # as the embedded engine's transcript thread
+        except OSError:
+            pass
+        if whisper is None:
+            from analysis.assets import whisper_model_dir
+            from analysis.whisper import WhisperRuntime
+
+            tc = settings.transcription
+            whisper = WhisperRuntime(whisper_model_dir(tc.model, settings.model_cache_dir), tc.compute_type, 1)
+        self.whisper = whisper
+        self.language, self.beam_size = settings.transcription.language, settings.live.beam_size
+        self.backlog_s = settings.live.transcript_backlog_s
+
+    def info(self) -> str:
+        return "ready"
+
+    async def transcribe(self, clip: np.ndarray, start: float) -> tuple[str, list, str]:
+        """("done", words, language) for one utterance (clip normalised, 16 kHz, starting at `start`
+        leg time), or ("shed", [], "") when it waited past the backlog and is left to the final pass."""
+        return await self._submit(clip, start)
+
+    def _admitted(self) -> None:
+        backlog = sum(r.seconds for r in self._queue)
+        while self._queue and backlog > self.backlog_s:
+            oldest = self._queue.pop(0)
+            backlog -= oldest.seconds
+            self.counters["shed"] += 1
+            oldest.future.set_result(("shed", [], ""))
+
+    def _take(self) -> list[_Request]:
+        batch, total = [], 0.0
+        while self._queue and (not batch or total + self._queue[0].seconds <= TRANSCRIBE_BATCH_S):
+            request = self._queue.pop(0)
+            batch.append(request)
+            total += request.seconds
+        return batch
+
+    def _compute(self, batch: list[_Request]) -> list[tuple[str, list, str]]:
+        from analysis.transcription import transcribe_utterances
+
+        transcript = transcribe_utterances(self.whisper, [r.clip for r in batch], [r.start for r in batch],
+                                           self.language, self.beam_size)
+        return [("done", words, transcript.language) for words in transcript.words]
+
+
+class Pool:
+    """Round-robin over a stage's workers (Ray actor handles)."""
+
+    def __init__(self, handles: list):
+        self.handles, self._next = list(handles), 0
+
+    def pick(self):
+        handle = self.handles[self._next % len(self.handles)]
+        self._next += 1
+        return handle
