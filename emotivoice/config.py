@@ -50,8 +50,9 @@ class TranscriptionConfig:
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: let CTranslate2 decide
     # >1: a leg's utterances, in stretches under 30 s cut at utterance edges, decoded together by
-    # faster-whisper's batched pipeline (2-minute stereo 8 kHz call, 2 cores: transcription 12.2 s
-    # one joined pass, 7.5 s at 4, 8.3 s at 8; words the same within 2 of 214)
+    # faster-whisper's batched pipeline (2-minute stereo 8 kHz call, 2 cores, warm: transcription
+    # 12.2 s as one joined pass, 7.5 s at 4, 8.3 s at 8, same words within 2 of 214; on the 24
+    # telephone_asr calls it also hallucinates less in noise)
     batch_size: int = 4
     target_dbfs: float = -20.0  # each utterance's active speech is levelled to this before Whisper
     retry_empty: bool = True  # an utterance the joined pass leaves wordless is transcribed alone
@@ -159,6 +160,9 @@ class ConnectorConfig:
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
     websocket_host: str = "127.0.0.1"
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
+    # a call refused because recording cannot keep up (live.record_*) gets 503 with this Retry-After;
+    # the WebSocket forks get HTTP 503 at the upgrade, AudioSocket has its connection closed
+    overload_retry_after_s: int = 5
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,17 @@ class StoreConfig:
 class LiveConfig:
     """Live analysis of calls as they happen."""
 
-    max_queued_frames: int = 3000  # inbox bound (20 ms frames, all legs together); beyond it frames drop
+    # analysis inbox bound (20 ms frames, all legs together); beyond it frames are shed from live
+    # analysis only: every frame is recorded first (analysis/live/recording.py)
+    max_queued_frames: int = 3000
+    # record first: each leg's audio is appended by a writer thread at least this often (what a kill -9 costs)
+    record_flush_s: float = 0.25
+    record_max_lag_s: float = 2.0  # audio waiting longer than this for the disk: new calls are refused (503)
+    record_max_queued_mb: float = 16.0  # ...or more of it than this, all legs (about 17 min of one 8 kHz leg)
+    # hard memory bound on audio waiting for the disk (a disk fault): beyond it, admitted calls' new
+    # audio is recorded as silence of the same length and counted on the call
+    record_limit_mb: float = 256.0
+    max_gap_fill_s: float = 30.0  # a leg's seq gap up to this long is recorded as silence; longer: a restarted stream
     rolling_update_s: float = 2.5  # a long utterance gets an interim emotion this often
     endpoint_silence_s: float = 0.4  # silence that ends an utterance live (batch uses segmentation's)
     transcribe: bool = True  # transcripts follow emotions; they are the first work shed under load
