@@ -95,6 +95,7 @@ def test_card_numbers_said_any_way_are_redacted_in_text_and_words(redactor, said
     ("And my social is 123-45-6789.", "[US_SSN]"),
     ("My phone number is 683219. I'm 731.", "[PHONE_NUMBER]"),  # chunks split by a misheard word
     ("It's 18th of October 1945.", "[DATE_OF_BIRTH]"),  # a full date long ago, the question lost
+    ("Peter. Johnson. At Outlook.com.", "[EMAIL_ADDRESS]"),  # Whisper punctuating a spelled address
 ])
 def test_personal_data_is_redacted(redactor, said, expected):
     (u,) = _redacted(redactor, said)
@@ -112,6 +113,8 @@ def test_what_was_said_is_gone_not_only_labelled(redactor):
     assert not re.search(r"john|smith|gmail", email.text + "".join(w.word for w in email.words), re.I)
     (name,) = _redacted(redactor, "My mother's maiden name is Robinson.")
     assert "Robinson" not in name.text and "maiden name" in name.text
+    (dob,) = _redacted(redactor, "I was born on the 9th of November 1965.")
+    assert dob.text == "I was born on [DATE_OF_BIRTH]."
 
 
 def test_answers_to_the_agents_question_are_redacted(redactor):

@@ -327,12 +327,25 @@ class DateOfBirthRecognizer(EntityRecognizer):
         low = text.lower()
         out = []
         for a, b in spans:
+            a = _day_before(low, a)
             value = " ".join(re.findall(r"[a-z0-9]+", low[a:b]))
             if DOB_CONTEXT.search(low[max(0, a - CONTEXT_CHARS):a]) or DOB_CONTEXT.search(low[b:b + 30]):
                 out.append(_result("DATE_OF_BIRTH", a, b, 0.85, value, self.name))
             elif _full_date_long_ago(text[a:b]):
                 out.append(_result("DATE_OF_BIRTH", a, b, 0.6, value, self.name))
         return out
+
+
+DAY_BEFORE = re.compile(r"(\bthe\s+)?(\b\d{1,2}(st|nd|rd|th)?|\b[a-z]+(st|nd|rd|th))(\s+of)?[\s,]*$")
+
+
+def _day_before(low: str, a: int) -> int:
+    """Start the date at the day said before it: spaCy's DATE is often "November 1965" alone in
+    "9th of November 1965"."""
+    m = DAY_BEFORE.search(low[max(0, a - 30):a])
+    if m and (m.group(2)[0].isdigit() or ORDINAL.fullmatch(m.group(2))):
+        return a - (len(low[max(0, a - 30):a]) - m.start())
+    return a
 
 
 MONTH = re.compile(r"\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b", re.I)

@@ -208,6 +208,8 @@ LOCAL_STOP = frozenset("""is it's its was email e-mail mail address my your his 
 that this me you him us them be at to on in of for from with by and or but so um uh er yeah yes okay ok sure
 please send sent reach contact write look stay home work here there it i i'm we they he she just
 then well oh like use using under""".split())
+# words that are no domain label ("email" is one: Whisper hears "gmail" as "email.com")
+DOMAIN_STOP = frozenset("is it's its was my your the a an and or but so please thanks thank you i".split())
 MAX_LOCAL_WORDS = 3  # "john smith at gmail" is one address; more words before "at" are the sentence
 
 
@@ -235,6 +237,8 @@ def email_spans(tokens: list[Token]) -> list[tuple[int, int, str]]:
 def _local_part(tokens: list[Token], at: int) -> tuple[int, str] | None:
     """Where the local part said before "at" starts, and the local part rebuilt."""
     i, words, start, prev_join = at - 1, 0, None, True
+    while i >= 0 and tokens[i].text in {".", ","}:  # Whisper's sentence punctuation: "Peter. Johnson. At Outlook.com."
+        i -= 1
     while i >= 0:
         tok = tokens[i]
         low = tok.low
@@ -288,7 +292,7 @@ def _domain(tokens: list[Token], i: int) -> tuple[int, str] | None:
         i += 1
     labels: list[tuple[str, int]] = []  # (label, index of its last token)
     n = len(tokens)
-    while i < n and _is_word(tokens[i]) and tokens[i].low not in LOCAL_STOP:
+    while i < n and _is_word(tokens[i]) and tokens[i].low not in DOMAIN_STOP:
         label, j = tokens[i].low, i + 1
         while j + 1 < n and tokens[j].low in {"-", "dash", "hyphen"} and _is_word(tokens[j + 1]):
             label += "-" + tokens[j + 1].low
