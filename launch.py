@@ -88,7 +88,8 @@ def ensure_project() -> str:
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode()).hexdigest()
     if stamp.is_file() and stamp.read_text() == want and _venv_has("import emotivoice, analysis, storage"):
         return "dependencies up to date"
-    run([str(PY), "-m", "pip", "install", "--progress-bar", "on", "-e", f"{ROOT}[dev]"])
+    # the ray extra (serve --ray, tests/test_ray.py): about 400 MB more in the venv, 23 s from a cached wheel
+    run([str(PY), "-m", "pip", "install", "--progress-bar", "on", "-e", f"{ROOT}[dev,ray]"])
     stamp.write_text(want)
     return "installed EmotiVoice and its pinned dependencies"
 
