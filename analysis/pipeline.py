@@ -30,7 +30,7 @@ from analysis.insight.stage import InsightState, enrich
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
 from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
-from analysis.vad import vad_rate
+from analysis.vad import silero_session, vad_rate
 from analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
@@ -77,6 +77,8 @@ class CallAnalyzer:
                                                            tc.compute_type, tc.cpu_threads)
         self.timings = Timings()
         self.diarizer = None  # loaded on the first mono call
+        if settings.segmentation.use_silero:
+            _load_vad()
 
     def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
                 on_progress: ProgressHook | None = None, num_speakers: int | None = None,
@@ -225,6 +227,14 @@ class CallAnalyzer:
                 complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody[i],
             ))
         return out
+
+
+def _load_vad() -> None:
+    """Load silero with the other models, so the first call's segmentation is not charged for it."""
+    try:
+        silero_session()
+    except Exception as exc:  # the segmenter falls back to the energy rule and says so per call
+        log.warning("silero VAD did not load", extra={"error": str(exc)})
 
 
 def note_asr(result: CallResult) -> None:

@@ -2,7 +2,9 @@
 
 The call is assembled from CREMA-D clips of held-out actors in ../shared (agent left, customer
 right), written as 8 kHz mu-law like a telephony recording, and analysed in a fresh process per
-model so peak memory is the analysis's own.
+model so peak memory is the analysis's own. Accuracy is measured in the same run (turns heard and
+WER per role, scored as benchmarks/telephone_asr.py scores them), so a speed-up that costs words
+shows here too.
 
     python benchmarks/analyze_rtf.py [--minutes 2] [--models base,tiny.en]
 """
@@ -49,6 +51,7 @@ def build_call(minutes: float, out: Path) -> Path:
         total += 3.2  # clips average about 2.5 s plus the gap
         i += 1
     audio, placed = assemble(turns)
+    out.with_suffix(".truth.json").write_text(json.dumps([p.__dict__ for p in placed]))
     return write_audio(audio, out, ["-ar", "8000", "-c:a", "pcm_mulaw"])
 
 
@@ -69,7 +72,15 @@ def measure(call: Path, model: str) -> dict:
     result = analyzer.analyze(call)
     wall = time.perf_counter() - t0
     duration = probe(call).duration_s
-    return {"model": model, "audio_s": round(duration, 1), "model_load_s": round(load_s, 2),
+    from benchmarks.telephone_asr import Placed, score_call
+
+    placed = [Placed(p["leg"], p["start"], p["end"], p["text"], p["emotion"])
+              for p in json.loads(call.with_suffix(".truth.json").read_text())]
+    scored = score_call(result, placed)
+    accuracy = {"turns_heard": f"{sum(scored['heard'])}/{len(placed)}",
+                "wer": {role: round(e / max(1, n), 4) for role, (e, n) in scored["wer"].items()},
+                "hallucinated_words": len(scored["outside"])}
+    return {"model": model, "accuracy": accuracy, "audio_s": round(duration, 1), "model_load_s": round(load_s, 2),
             "analysis_s": round(wall, 2), "real_time_factor": round(wall / duration, 3),
             "stages_s": {k: round(v, 2) for k, v in analyzer.timings.seconds.items()},
             "utterances": len(result.utterances),
@@ -92,8 +103,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", str(call), model], capture_output=True,
                                  text=True, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    write_result(f"analyze_rtf_{args.minutes:g}min", {"call": f"{args.minutes:g} min stereo, 8 kHz mu-law, CREMA-D held-out actors",
-                                 "runs": runs})
+    call = f"{args.minutes:g} min stereo, 8 kHz mu-law, CREMA-D held-out actors"
+    write_result(f"analyze_rtf_{args.minutes:g}min", {"call": call, "runs": runs})
 
 
 if __name__ == "__main__":
