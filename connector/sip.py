@@ -23,8 +23,16 @@ What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order
 4. then, in onIncomingCall: digest credentials when `auth_user` is set (401 with a challenge),
    admission (503 with Retry-After while the engine's recording cannot keep up: its queue for the
    disk is over `live.record_max_lag_s` / `record_max_queued_mb`, or the disk faulted;
-   analysis/live/recording.py), `max_calls` (486), an audio stream in the SDP (488; a body we
+   analysis/live/recording.py; or while pjmedia's media clock has skipped more than
+   `clock_max_skipped_share` of leg ticks in most of the last 5 s, connector/sipcall.py ClockWatch),
+   `max_calls` (486), an audio stream in the SDP (488; a body we
    cannot read: 400).
+
+Each leg's frames are numbered by the media clock's wall time (connector/sipcall.py), so ticks
+the clock thread skipped while it waited for the GIL become seq gaps the recording fills with
+silence: a kept leg's timeline stays true. (Lowering Python's switch interval from 5 ms to 1 ms
+went with 7,608 skipped ticks at 24 calls against 20,159 before, but in that run analysis fell
+so far behind that the calls had not drained 120 s after hanging up: not kept without a cleaner A/B.)
 
 Refusals are counted (`stats()`) and logged with the source, one line per source and kind per 10 s
 carrying the number held back. The call's id is ours (storage.files.new_call_id); the SIP Call-ID,
@@ -53,7 +61,7 @@ from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_al
 from connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
                                quiet_stdout)
 from connector.portyard import BridgeEndpoint, PortYard
-from connector.sipcall import CallState, Leg, LegPort, SipAccount, SipCall, call_metadata_of
+from connector.sipcall import CallState, ClockWatch, Leg, LegPort, SipAccount, SipCall, call_metadata_of
 from connector.sipguard import RequestPolicy, SipGuard
 from connector.siprec import parse_sip, summarize_invite
 from emotivoice.config import ConnectorConfig
@@ -89,6 +97,7 @@ class SipConnector:
         self._next_sweep = 0.0
         self._yard: PortYard | None = None  # retired leg ports, until the bridge lets go of them
         self._kept_calls: list[SipCall] = []  # whose pjsua slot a new call took: never destroyed
+        self.clock = ClockWatch()  # the media clock's skipped ticks, fed by every LegPort
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._error: BaseException | None = None
@@ -119,7 +128,8 @@ class SipConnector:
         return {"requests": dict(self._policy.checked), "refused": dict(self.refusal_log.counts),
                 "calls_without_media": self._calls_without_media, "rate_limited_sources": len(self._limiter),
                 "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0,
-                "ports": self._yard.stats() if self._yard else {}}
+                "ports": self._yard.stats() if self._yard else {},
+                "clock_skipped_frames": self.clock.total_skipped, "clock_skipped_share": round(self.clock.share(), 3)}
 
     def _run(self) -> None:
         try:
@@ -247,6 +257,12 @@ class SipConnector:
         if overloaded:  # recording cannot keep up: the calls already answered come first
             self.refusal_log.note("overloaded", "SIP call refused: recording cannot keep up", source,
                                   {"reason": overloaded, "sip_call_id": sip_call_id})
+            return self._refuse(call, 503, "Service Unavailable",
+                                [("Retry-After", str(max(1, self.cfg.overload_retry_after_s)))])
+        behind = self.clock.behind(self.cfg.clock_max_skipped_share)
+        if behind:  # the media clock is starved: another call would lose its audio's timing too
+            self.refusal_log.note("clock_behind", "SIP call refused: media clock skipping ticks", source,
+                                  {"reason": behind, "sip_call_id": sip_call_id})
             return self._refuse(call, 503, "Service Unavailable",
                                 [("Retry-After", str(max(1, self.cfg.overload_retry_after_s)))])
         starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)

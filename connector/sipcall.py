@@ -27,6 +27,68 @@ if TYPE_CHECKING:
 log = logging.getLogger("connector.sip")
 
 FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
+# a tick more than this many frame slots behind the leg's wall-clock timeline means the media clock
+# skipped ticks (pjmedia drops them once it is 500 ms behind): the slots between become a seq gap,
+# recorded as silence. Below it is scheduling jitter, never a gap.
+LATE_SLOTS = 1.5
+# a tick this soon after the previous one is the clock catching up a short backlog in a burst
+# (pjmedia delivers every tick while less than 500 ms behind): numbered consecutively, no gap
+BURST_S = FRAME_S / 2
+# the first tick this long after the previous one waits for the next to say which: a burst (the
+# clock delivers what it owes) or not (it skipped those ticks); jumping at once counted a 0.3 s
+# stall caught up in a burst twice (simulated)
+STALL_S = 3 * FRAME_S
+
+
+class ClockWatch:
+    """Share of leg ticks the media clock skipped over the last `window_s`: the connector's
+    admission signal. Written by the clock thread without a lock (plain int updates under the
+    GIL; a lost increment only blurs a share), read by the event thread."""
+
+    def __init__(self, window_s: float = 5.0, buckets: int = 5):
+        self.window_s = window_s
+        self._width = window_s / buckets
+        self._n = buckets
+        self._stamp = [-1] * buckets
+        self._ticks = [0] * buckets  # slots, delivered or skipped
+        self._skipped = [0] * buckets
+        self.total_skipped = 0
+
+    def note(self, now: float, skipped: int) -> None:
+        i = int(now / self._width)
+        b = i % self._n
+        if self._stamp[b] != i:
+            self._stamp[b], self._ticks[b], self._skipped[b] = i, 0, 0
+        self._ticks[b] += 1 + skipped
+        if skipped:
+            self._skipped[b] += skipped
+            self.total_skipped += skipped
+
+    def _recent(self, now: float | None) -> list[tuple[int, int]]:
+        """(slots, skipped) of each bucket in the window."""
+        i = int((time.monotonic() if now is None else now) / self._width)
+        return [(self._ticks[b], self._skipped[b]) for b in range(self._n) if i - self._n < self._stamp[b] <= i]
+
+    def share(self, now: float | None = None) -> float:
+        """Skipped slots over all slots in the window (0.0 with no calls)."""
+        recent = self._recent(now)
+        ticks = sum(t for t, _ in recent)
+        return sum(k for _, k in recent) / ticks if ticks else 0.0
+
+    def behind(self, limit: float, now: float | None = None) -> str | None:
+        """Why the clock counts as behind (more than `limit` of slots skipped in most buckets of
+        the window), or None. Most buckets, not the window's total: one stall (the first call
+        warming the models up stalled the clock ~0.4 s once: 44 slots) is recorded as silence
+        but must not refuse every call for the next 5 s (it refused 18 of 24 in the benchmark)."""
+        if limit <= 0:
+            return None
+        recent = self._recent(now)
+        lagging = sum(1 for t, k in recent if t and k / t > limit)
+        if lagging * 2 <= self._n:
+            return None
+        return (f"media clock behind: {self.share(now):.0%} of leg ticks skipped over the last "
+                f"{self.window_s:.0f} s ({lagging} of {self._n} buckets over {limit:.0%})")
 
 
 @dataclass
@@ -69,6 +131,9 @@ class LegPort(pj.AudioMediaPort):
     _state: CallState | None = None
     first_tick: float | None = None  # monotonic time of the first frame handed on
     empty_frames = 0  # ticks with no audio from the network, once the call is announced
+    skipped_frames = 0  # slots the media clock never ticked (seq gaps, recorded as silence)
+    _last_tick = 0.0
+    _stalled = False  # the last tick came after a stall; the next says whether the clock catches up
     callback_errors = 0
 
     def __init__(self, owner: "SipConnector", state: CallState, leg: str, sample_rate: int):
@@ -95,7 +160,32 @@ class LegPort(pj.AudioMediaPort):
         if self.first_tick is None:
             return 0
         expected = int((time.monotonic() - self.first_tick) * 1000 / FRAME_MS)
-        return self.empty_frames + max(0, expected - self._seq - 1)
+        return self.empty_frames + self.skipped_frames + max(0, expected - self._seq - 1)
+
+    def _number(self, now: float) -> int:
+        """This tick's seq on the leg's wall-clock timeline (20 ms slots since its first tick).
+
+        Strictly increasing (two ticks within one slot never collide). A tick more than
+        LATE_SLOTS behind its slot jumps seq to its slot (the clock skipped the ticks between)
+        unless the clock is catching up in a burst, or the tick is the first after a stall (the
+        next tick tells). Being ahead (a burst after a jump, when the clock stays starved) needs
+        no re-anchoring: it absorbs the next lag of the same size before another gap is counted.
+        """
+        seq = self._seq
+        late = (now - self.first_tick) / FRAME_S - seq
+        interval = now - self._last_tick
+        if interval < BURST_S:  # catching up: every tick it owes comes
+            may_jump, self._stalled = False, False
+        elif interval > STALL_S and not self._stalled:  # see whether a burst follows
+            may_jump, self._stalled = False, True
+        else:
+            may_jump, self._stalled = True, interval > STALL_S
+        if may_jump and late > LATE_SLOTS:
+            seq += int(late)
+            self.skipped_frames += int(late)
+        self._last_tick = now
+        self._owner.clock.note(now, seq - self._seq)
+        return seq
 
     def onFrameReceived(self, frame) -> None:
         if not self._live:
@@ -119,15 +209,17 @@ class LegPort(pj.AudioMediaPort):
                 if not self._state.media_seen:
                     return  # before the call's first RTP: nothing handed on, nothing counted
                 self._owner.announce(self._state)
+            now = time.monotonic()
             if self.first_tick is None:
-                self.first_tick = time.monotonic()
+                self.first_tick = now
+            seq = self._number(now)
             if audio:
                 pcm = vector_bytes(frame.buf, size)
             else:
                 pcm = self._silence  # no audio this tick: keep the leg's timeline continuous
                 self.empty_frames += 1
-            self._sink.push(Frame(self._state.call_id, self._leg, self._seq, pcm))
-        self._seq += 1
+            self._seq = seq + 1  # before the push: a failing sink must not rewind the timeline
+            self._sink.push(Frame(self._state.call_id, self._leg, seq, pcm))
 
 
 class SipCall(pj.Call):

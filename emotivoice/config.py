@@ -163,6 +163,10 @@ class ConnectorConfig:
     # a call refused because recording cannot keep up (live.record_*) gets 503 with this Retry-After;
     # the WebSocket forks get HTTP 503 at the upgrade, AudioSocket has its connection closed
     overload_retry_after_s: int = 5
+    # new SIP calls get 503 (that Retry-After) while pjmedia's media clock has skipped more than this
+    # share of leg ticks in most (3+) of the last 5 seconds: the process is too CPU-bound for the clock
+    # thread to get the GIL (skipped ticks are recorded as silence, connector/sipcall.py); 0: off
+    clock_max_skipped_share: float = 0.05
 
 
 @dataclass(frozen=True)

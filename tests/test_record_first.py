@@ -7,6 +7,9 @@
 - Real SIP calls from sipp while the recording disk (a real tmpfs) fills: the new call gets
   503 and a Twilio stream HTTP 503, each refusal counted, while the call already answered keeps
   recording; once space returns its kept legs hold what sipp sent within 0.1 s.
+- A real SIP call while a thread holds the GIL in stretches of ~0.8 s, so pjmedia's clock thread
+  skips ticks: the skipped slots are recorded as silence (counted), the kept legs still span what
+  sipp sent within 0.1 s, and a new call gets 503 while the clock is behind.
 
 Every wait is bounded; nothing asserts on time.
 """
@@ -245,3 +248,90 @@ def test_when_recording_cannot_keep_up_new_calls_get_503_and_admitted_calls_keep
         assert result.matches(0.1), (i, result)
     assert not [p for p in (tmpfs.dir / ".partial").iterdir()]
     assert os.statvfs(tmpfs.dir).f_bavail > 0
+
+
+# ---- a starved media clock: the process holds the GIL for long stretches during a SIP call -----------
+
+class GilHog:
+    """A thread that holds the GIL in stretches of ~1.2 s (sum over a range runs in C and never lets
+    go), as a CPU-bound analysis thread can: pjmedia's clock thread cannot run a leg's callback
+    meanwhile and, over 500 ms behind, skips the ticks it missed."""
+
+    def __init__(self, stretch_s: float = 1.2):
+        t = time.perf_counter()
+        sum(range(5_000_000))  # a slow calibration (a busy machine) only makes the stretches longer
+        self.n = int(5_000_000 * stretch_s / max(time.perf_counter() - t, 1e-6))
+        self.stretches = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.stretches < 6:  # bounded: ~7.5 s at most
+            sum(range(self.n))
+            self.stretches += 1
+            time.sleep(0.05)
+
+    def start(self) -> GilHog:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_a_starved_media_clock_keeps_the_legs_timeline_and_refuses_new_calls(settings, tmp_path, demo_legs):
+    pytest.importorskip("pjsua2")
+    from connector.sip import SipConnector
+    from connector.sipp import have_sipp, place_calls
+
+    if not have_sipp():
+        pytest.skip("sipp missing")
+    s = replace(settings, db_path=tmp_path / "live.duckdb",
+                connector=replace(settings.connector, sip_host="127.0.0.1", sip_port=0, rtp_port=0,
+                                  siprec_agent_match="agent", clock_max_skipped_share=0.05),
+                live=replace(settings.live, audio_dir=tmp_path / "calls", transcribe=False, finalize="none",
+                             keep_audio=True))
+    store = StoreServer(s.db_path).start()
+    engine = LiveEngine(s, store).start()
+    sip = SipConnector(s.connector, engine.inbox)
+    sip.start()
+    legs = [demo_legs["agent"][: 30 * RATE], demo_legs["customer"][: 30 * RATE]]
+    first: list = []
+    caller = threading.Thread(target=lambda: first.append(place_calls("127.0.0.1", sip.port, legs)), daemon=True)
+    hog = GilHog()
+    try:
+        caller.start()
+        # 8.5 s into the call: the stretches (until ~16 s) fall between the 3 s head and tail pieces
+        # match_leg aligns (the customer's starts at 5 s, the agent's tail at 26.6 s), leaving the
+        # jitter buffer time to shed the backlog a stall leaves it
+        assert wait_for(lambda: engine.inbox.stats()["frames_recorded"] > 2 * 425), engine.stats()
+        hog.start()
+        assert wait_for(lambda: sip.clock.behind(0.05), 15), (sip.clock.total_skipped, hog.stretches, hog.n)
+        refused = place_calls("127.0.0.1", sip.port, [legs[0][: RATE], legs[1][: RATE]])
+        during = sip.stats()
+        hog.stop()
+        caller.join(60)
+        assert wait_for(lambda: not engine.calls and not engine.inbox.pending(), 60), engine.stats()
+        after = engine.stats()
+        calls = store.read("list_calls")
+    finally:
+        hog.stop()
+        sip.stop()
+        engine.stop(wait_s=30)
+        store.close()
+
+    assert first and first[0].invite_responses == [200], first[0].output if first else "no result"
+    assert refused.invite_responses == [503], refused.output
+    assert during["refused"].get("clock_behind") == 1, during
+    skipped = sip.stats()["clock_skipped_frames"]
+    assert skipped > 50, sip.stats()  # the hog's stretches cost the clock ticks...
+    assert after["frames_filled"] == skipped, (after, skipped)  # ...each one recorded as silence
+    assert len(calls) == 1 and calls.status[0] == "complete"
+    [wav] = list((tmp_path / "calls").rglob(f"{calls.call_id[0]}.wav"))
+    got = wav_channels(wav)
+    # no time lost inside the kept legs: numbered consecutively they would be short by the skipped
+    # slots (~5 s each here); what is left is the jitter buffer's latency, which a stall changes
+    # (pjmedia's buffer fills during it and sheds the backlog after): measured -0.18 s and +0.1 s
+    results = [match_leg(sent, got[i], RATE) for i, sent in enumerate(legs)]
+    assert all(r.matches(0.3) for r in results), (results, skipped)
