@@ -6,7 +6,10 @@ and the model pools (`--emotion-workers` + `--transcript-workers`, one CPU each:
 "2 workers"), on a local Ray instance this script starts. For each N it reports utterance end ->
 emotion / transcript stored (p50, p95), transcripts shed, frames dropped and missing, CPU of
 the whole service (this process and every Ray process: raylet, GCS, workers, call actors) and
-of the machine, and the peak memory of the service's processes together.
+of the machine (and by kind of process), the peak memory of the service's processes together,
+how long each call waited for its actor, and where each utterance's emotion latency went, stage
+by stage (engine.py's stage_times: the endpoint's 0.4 s of silence and the crossing to the call
+actor, the emotion pool's queue and model, the answer back, the long poll, the store).
 
     python benchmarks/live_ray.py [--levels 1,2,4,8] [--seconds 45]
 """
@@ -72,6 +75,7 @@ class ServiceMeter:
     def __init__(self) -> None:
         self.first: dict[int, float] = {pid: proc_cpu_s(pid) for pid in service_pids()}
         self.last = dict(self.first)
+        self.kind: dict[int, str] = {}
         self.peak_mb = 0.0
 
     def sample(self) -> None:
@@ -79,10 +83,34 @@ class ServiceMeter:
         for pid in pids:
             self.first.setdefault(pid, 0.0)
             self.last[pid] = max(self.last.get(pid, 0.0), proc_cpu_s(pid))
+            self.kind[pid] = process_kind(pid)
         self.peak_mb = max(self.peak_mb, sum(proc_rss_mb(pid) for pid in pids))
 
     def cpu_s(self) -> float:
         return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+    def by_kind(self, wall_s: float) -> dict[str, float]:
+        """Cores used by each kind of process (serving process, CallActor, EmotionWorker, raylet...)."""
+        out: dict[str, float] = {}
+        for pid in self.last:
+            kind = self.kind.get(pid, "other")
+            out[kind] = out.get(kind, 0.0) + (self.last[pid] - self.first[pid]) / wall_s
+        return {k: round(v, 3) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def process_kind(pid: int) -> str:
+    if pid == os.getpid():
+        return "serving process"
+    try:
+        cmd = (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if cmd.startswith("ray::"):
+        return cmd[5:].split(".")[0].split("(")[0].split()[0] or "ray worker (idle)"
+    for name in ("raylet", "gcs_server", "default_worker"):
+        if name in cmd:
+            return name
+    return "other"
 
 
 def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
@@ -90,6 +118,7 @@ def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
 
     stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
+    starts_before = len(engine.actor_starts)
     shed_before, missing_before = engine.counters["transcripts_shed"], engine.counters["missing_frames"]
     meter, wall0, busy0 = ServiceMeter(), time.monotonic(), machine_busy()
     results = []
@@ -111,6 +140,7 @@ def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
     meter.sample()
     wall1, busy1 = time.monotonic(), machine_busy()
     lat = list(engine.latencies)
+    starts = list(engine.actor_starts[starts_before:])
     emotion = [x["emotion_s"] for x in lat]
     transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
     stats = engine.stats()
@@ -125,9 +155,25 @@ def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
         "frames_per_leg": int(legs[0].size / 160), "chunks_sent": stats.get("chunks", 0),
         "delta_batches": stats.get("delta_batches", 0), "deltas": stats.get("deltas", 0),
         "service_cores": round(meter.cpu_s() / (wall1 - wall0), 2),
+        "cores_by_process": meter.by_kind(wall1 - wall0),
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * (os.cpu_count() or 1), 2),
         "peak_rss_mb": round(meter.peak_mb), "wall_s": round(wall1 - wall0, 1),
+        "actor_start_s": {"p50": pct(starts, 50), "max": pct(starts, 100)},
+        "emotion_stages_s": stage_summary(lat),
     }
+
+
+def stage_summary(lat: list[dict]) -> dict:
+    """p50/p95 of each stage of utterance end -> emotion stored (analysis/live/cluster/engine.py's
+    stage_times), so a slow level says where its time went."""
+    names = [k for k in ("to_actor", "endpoint", "to_pool", "queue", "model", "back", "to_answer",
+                         "to_collector", "store", "batch_size")]
+    out = {}
+    for name in names:
+        values = [x["stages"][name] for x in lat if name in x.get("stages", {})]
+        if values:
+            out[name] = {"p50": pct(values, 50), "p95": pct(values, 95), "max": pct(values, 100)}
+    return out
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ def local_ray():
         ray.shutdown()
 
 
-def ray_service(tmp_path, finalize: str):
+def ray_service(tmp_path, finalize: str, standby_calls: int = 4):
     from analysis.live.cluster.config import RayConfig
     from analysis.live.cluster.engine import RayEngine
     from connector.sip import SipConnector
@@ -44,7 +44,7 @@ def ray_service(tmp_path, finalize: str):
                        live=replace(base.live, audio_dir=tmp_path / "calls", finalize=finalize))
     server = StoreServer(settings.db_path).start()
     finalizer = batch_finalizer(settings) if finalize == "batch" else None
-    engine = RayEngine(settings, server, RayConfig(), finalizer=finalizer).start()
+    engine = RayEngine(settings, server, RayConfig(standby_calls=standby_calls), finalizer=finalizer).start()
     engine.publisher.stdout = False
     tee = TeeSink(engine.inbox)
     conn = SipConnector(replace(settings.connector, sip_host="127.0.0.1", sip_port=0, rtp_port=0), tee)
@@ -171,3 +171,37 @@ def test_call_actor_killed_mid_call_loses_nothing(tmp_path, demo_legs, local_ray
     for i, leg in enumerate(legs):
         got = tee.record.pcm(call_id, leg)
         assert len(audio) >= len(got) and np.array_equal(audio[: len(got), i], got)
+
+
+@needs_stack
+@pytest.mark.slow
+def test_a_call_actor_serves_the_next_call_after_its_call_is_stored(tmp_path, demo_legs, local_ray):  # noqa: F811
+    """Standby call actors: a call gets a warm actor, which after the call is stored takes the
+    next call with nothing of the first left in it."""
+    from connector.sipp import place_calls
+
+    short = [leg[: 8000 * 12] for leg in demo_legs]
+    settings, server, engine, tee, conn = ray_service(tmp_path, finalize="none", standby_calls=1)
+    actors = []
+    try:
+        for n in (1, 2):
+            actors.append(engine._standby[0]._actor_id.hex())
+            assert place_calls("127.0.0.1", conn.port, short, siprec=True).invite_responses == [200]
+            assert wait_for(lambda: len(tee.record.ended) == n)
+            assert wait_for(lambda: not engine.calls, 120), "the call was not finished"
+        calls = server.read("list_calls")
+        per_call = {cid: server.read("call_utterances", call_id=cid) for cid in calls.call_id}
+        stats = engine.stats()
+    finally:
+        conn.stop()
+        engine.stop(wait_s=5)
+        server.close()
+
+    assert actors[0] == actors[1] and stats["call_actors_reused"] >= 1 and "cold_call_actors" not in stats
+    assert len(per_call) == 2
+    for utterances in per_call.values():
+        assert set(utterances.speaker) == {"agent", "customer"} and utterances.base_emotion.notna().all()
+        assert utterances.end_s.max() <= 12.5  # the second call holds none of the first's audio or utterances
+        heard_what_was_said(utterances)
+    counts = [len(u) for u in per_call.values()]
+    assert counts[0] == counts[1], counts

@@ -3,7 +3,8 @@
     connector media threads ──LiveSink──> RaySink (the serving process)
         │  records each leg first (analysis/live/recorder.py), then ships >= 200 ms chunks
         ▼
-    CallActor, one per call (Ray actor): endpointing of its legs, its utterances, insight/risk
+    CallActor, one per call (Ray actor, started ahead as a standby, a standby again after its call):
+        endpointing of its legs, its utterances, insight/risk
         │  each finished utterance ──> EmotionWorker pool ──> TranscriptWorker pool (batched)
         ▼  long-polled changes: only the utterances that changed (storage/incremental.py)
     RayEngine collector (the serving process, which owns DuckDB): many calls' deltas per transaction

@@ -70,44 +70,100 @@ def new_call(started: CallStarted, settings: Settings, emotion_name: str, provis
 
 
 class CallActor:
-    """Ray actor class (wrapped by ray.remote in engine.py); every method runs on its event loop."""
+    """Ray actor class (wrapped by ray.remote in engine.py); every method runs on its event loop.
 
-    def __init__(self, started: CallStarted, shared: tuple, recording: tuple | None = None, end_wait_s: float = 10.0):
+    Made ahead of its call as a standby (engine.py keeps a few): a new Ray worker process that
+    imports these modules and loads the VAD took 3-14 s on 2 cores (benchmarks/live_ray.py,
+    actor_start_s), during which the call's audio queued; `begin()` then hands it its call at
+    once, and `release()` after the call makes it a standby again (a new process costs ~3 CPU
+    seconds). It serves one call at a time. A restarted actor (Ray reruns __init__ with the
+    standby's arguments) does not know its call: it says so in changes() and the collector sends
+    begin(resume=True), which rebuilds the call from the recording.
+    """
+
+    def __init__(self, shared: tuple, end_wait_s: float = 10.0):
         """`shared`: (settings, emotion pool, transcript pool, (emotion model name, provisional))."""
         import ray
 
-        settings, self.emotion, self.transcript, model_info = shared
-        self.settings = settings
+        self.settings, self.emotion, self.transcript, self.model_info = shared
         self.end_wait_s = end_wait_s
+        self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
+        self._reset()
+        warm_up()
+
+    def _reset(self) -> None:
+        self.resumed = False
+        self.call: LiveCall | None = None
+        self.early: list[tuple] = []  # chunks that came before begin() (a restart, or overtaking it)
+        self.totals: dict[str, int] | None = None  # each leg's length, once the call has ended
+        self._missing = 0
+        self.assigned = asyncio.Event()
+        self.counters = {"late_chunks": 0, "resumed": 0, "resume_gap_samples": 0, "emotion_failures": 0,
+                         "transcript_failures": 0, "restored_ms": 0}
+
+    async def begin(self, started: CallStarted, recording: tuple | None = None, resume: bool = False) -> bool:
+        """This actor's call (`recording`: (audio_dir, call_id, legs, rate) of the connector side's
+        recording; `resume`: rebuild what it holds so far, after a restart); False when it already
+        has one (a begin() the collector repeated)."""
+        if self.call is not None:
+            return False
+        self.resumed = resume
+        self._assign(started, recording)
+        return True
+
+    async def release(self) -> bool:
+        """The call is stored: become a standby for the next one (False while work is left)."""
+        if self.call is not None and (self.tasks or self._deferred):
+            return False
+        self._reset()
+        return True
+
+    def _assign(self, started: CallStarted, recording: tuple | None) -> None:
         self._deferred: list = []  # stage work a restore (in __init__, no event loop yet) left to start
         self._restoring = False
         self._end_at: float | None = None
-        self.call = new_call(started, settings, *model_info)
-        self.recording = recording  # (audio_dir, call_id, legs, rate) of the connector side's recording
+        self.call = new_call(started, self.settings, *self.model_info)
+        self.call.missing_frames = self._missing
+        self.recording = recording
         self.changed = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.held: dict[str, dict[int, tuple[bytes, float]]] = {leg: {} for leg in self.call.legs}
-        self.totals: dict[str, int] | None = None  # each leg's length, once the call has ended
         self.last = None  # the CallRecord the previous delta was made from
         self.marks: dict[int, dict] = {}  # utterance uid -> its state, since the last changes()
         self.alerts: list[dict] = []
         self.restored: set[int] = set()
         self.interim_busy: set[str] = set()  # legs with a rolling update at the emotion stage
-        self.counters = {"late_chunks": 0, "resumed": 0, "resume_gap_samples": 0, "emotion_failures": 0,
-                         "transcript_failures": 0, "restored_ms": 0}
-        self.resumed = ray.get_runtime_context().was_current_actor_reconstructed
+        self._fed_at = time.time()
+        self.stages: dict[int, dict] = {}  # utterance uid -> stage timestamps (benchmarks/live_ray.py)
         if self.resumed and recording:
             self._restore()
+        early, self.early = self.early, []
+        for call_id, *chunk in early:
+            if call_id == started.call_id:
+                self._take_chunk(*chunk)
+        self.assigned_at = time.time()
+        self.assigned.set()
 
     # ---- audio in ---------------------------------------------------------------------------------
 
-    async def feed(self, leg: str, offset: int, pcm: bytes, arrived: float, lost_frames: int = 0) -> None:
-        """One chunk of a leg, starting `offset` samples into it."""
+    async def feed(self, call_id: str, leg: str, offset: int, pcm: bytes, arrived: float,
+                   lost_frames: int = 0) -> None:
+        """One chunk of a leg of call `call_id`, starting `offset` samples into it."""
+        if self.call is None:
+            self.early.append((call_id, leg, offset, pcm, arrived, lost_frames))
+            return
+        if call_id != self.call.call_id:  # a previous call's straggler
+            self.counters["late_chunks"] += 1
+            return
+        self._take_chunk(leg, offset, pcm, arrived, lost_frames)
+
+    def _take_chunk(self, leg: str, offset: int, pcm: bytes, arrived: float, lost_frames: int) -> None:
         state = self.call.legs.get(leg)
         if state is None or self.call.ended:  # after the end: its audio was read from the recording
             self.counters["late_chunks"] += 1
             return
         self.call.lost_frames = max(self.call.lost_frames, lost_frames)
+        self._fed_at = time.time()  # stage timing: when the chunk that ends an utterance got here
         self.held[leg][offset] = (pcm, arrived)
         self._drain(leg)
 
@@ -154,6 +210,7 @@ class CallActor:
             return
         if self._restoring:
             self.restored.add(item.uid)
+        self.stages[item.uid] = {"fed_at": self._fed_at, "asked_at": time.time()}
         self._spawn(self._analyse(item))
 
     def _spawn(self, coro) -> None:
@@ -180,13 +237,15 @@ class CallActor:
 
     # ---- the stages ---------------------------------------------------------------------------------
 
-    async def _emotions(self, item: LiveUtterance) -> dict[str, float]:
+    async def _emotions(self, item: LiveUtterance, timed: bool = False):
+        """The clip's emotions; with `timed`, (emotions, the pool's queue/compute timestamps)."""
         try:
-            return await self.emotion.pick().predict.remote(item.clip, not item.final)
+            probs, timing = await self.emotion.pick().predict.remote(item.clip, not item.final)
         except Exception as exc:  # a dead model: report it, keep the call (the final pass retries)
             self.counters["emotion_failures"] += 1
             log.error("emotion stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})
-            return {}
+            probs, timing = {}, {}
+        return (probs, timing) if timed else probs
 
     async def _interim(self, item: LiveUtterance) -> None:
         try:
@@ -201,7 +260,8 @@ class CallActor:
         self.changed.set()
 
     async def _analyse(self, item: LiveUtterance) -> None:
-        probs = await self._emotions(item)
+        probs, timing = await self._emotions(item, timed=True)
+        self.stages.setdefault(item.uid, {}).update(timing)
         item.utterance, item.emotion_at = build_utterance(item, probs, self.settings.emotion), time.time()
         leg = item.leg
         if leg.interim is not None and leg.interim.start < item.end:
@@ -233,7 +293,7 @@ class CallActor:
         self.marks[item.uid] = {"uid": item.uid, "leg": item.leg.info.leg,
                                 "duration_s": round(item.end - item.start, 2), "end_wall": item.end_wall,
                                 "emotion_at": item.emotion_at, "transcript": item.transcript,
-                                "resumed": item.uid in self.restored}
+                                "resumed": item.uid in self.restored, "stages": self.stages.get(item.uid, {})}
 
     def _score(self) -> None:
         call = self.call
@@ -250,11 +310,14 @@ class CallActor:
 
     # ---- the end, and what the serving process polls ---------------------------------------------
 
-    async def end(self, totals: dict[str, int], missing_frames: int = 0) -> None:
+    async def end(self, call_id: str, totals: dict[str, int], missing_frames: int = 0) -> None:
         """The call hung up: each leg's length in samples, to wait for its last chunks."""
-        self.totals = dict(totals)
-        self.call.missing_frames = missing_frames
-        self.changed.set()
+        if self.call is not None and call_id != self.call.call_id:
+            return
+        self.totals, self._missing = dict(totals), missing_frames
+        if self.call is not None:
+            self.call.missing_frames = missing_frames
+            self.changed.set()
 
     async def _finish(self) -> None:
         """Once every chunk is in (or end_wait_s passed: the rest is read from the recording)."""
@@ -272,7 +335,15 @@ class CallActor:
     async def changes(self, timeout_s: float = 1.0) -> dict:
         """What changed since the last answer, once something has (or after timeout_s):
         {"delta", "marks", "alerts", "counters", "final"}; "final" is the call's result once it
-        has ended and every utterance is through the stages (the last answer)."""
+        has ended and every utterance is through the stages (the last answer); {"unassigned": True}
+        from an actor without its call (restarted: the collector sends begin() again)."""
+        if self.call is None and not self.reconstructed:  # a begin() this answer overtook
+            try:
+                await asyncio.wait_for(self.assigned.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        if self.call is None:
+            return {"unassigned": True, "answered_at": time.time()}
         await self._run_deferred()
         if self.totals is not None and not self.call.ended:
             if self._end_at is None:
@@ -297,7 +368,8 @@ class CallActor:
             self.last = record
         final = call.snapshot() if call.ended and not self.tasks and not call.pending_work() else None
         marks, alerts, self.marks, self.alerts = list(self.marks.values()), self.alerts, {}, []
-        return {"delta": delta, "marks": marks, "alerts": alerts, "final": final, "has_media": call.has_media,
+        return {"answered_at": time.time(), "assigned_at": self.assigned_at, "delta": delta, "marks": marks,
+                "alerts": alerts, "final": final, "has_media": call.has_media,
                 "counters": {**self.counters, "resumed": int(self.resumed),
                              "shed_transcripts": call.shed_transcripts}}
 
@@ -342,6 +414,12 @@ class CallActor:
         log.warning("call actor restarted: call rebuilt from its recording",
                     extra={"call_id": self.call.call_id, "seconds": {leg: s.samples / s.info.sample_rate
                                                                      for leg, s in self.call.legs.items()}})
+
+
+def warm_up() -> None:
+    """What a call's first audio would otherwise pay for: the VAD's model session and the resampler."""
+    Endpointer(8000).feed(np.zeros(8000, np.int16), time.time())
+    to_16k(np.zeros(800, np.int16), 8000)
 
 
 def read_leg(recording: tuple, leg: str) -> np.ndarray:

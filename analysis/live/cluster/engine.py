@@ -66,6 +66,9 @@ class ClusterCall:
     queued: bool = False  # handed to the finaliser
     shed: int = 0
     latencies: dict[int, dict] = field(default_factory=dict)
+    recording: tuple | None = None  # (audio_dir, call_id, legs, rate): what a restarted actor resumes from
+    spawned_at: float = 0.0
+    ready_s: float | None = None  # spawn -> the actor has its call (a standby: ms; a cold actor: seconds)
 
     @property
     def call_id(self) -> str:
@@ -99,6 +102,7 @@ class RayEngine:
                                                      self.cfg.webhook_timeout_s)
         self.calls: dict[str, ClusterCall] = {}  # until finalised
         self.latencies: list[dict] = []
+        self.actor_starts: list[float] = []  # seconds from spawn to each call actor having its call
         self.counters: collections.Counter[str] = collections.Counter()
         self.store_health = StoreHealth()
         self.sink = RaySink(self)
@@ -136,6 +140,8 @@ class RayEngine:
         self._shared = ray.put((self.settings, self.emotion, self.transcript, self.model_info))
         self._remote_call = ray.remote(CallActor).options(
             num_cpus=0, max_restarts=self.config.call_restarts, max_task_retries=-1, max_concurrency=1000)
+        self._standby = collections.deque(self._new_actor() for _ in range(self.config.standby_calls))
+        ray.get([a.ping.remote() for a in self._standby], timeout=120)  # warm before the first call
         self._running = True
         self.inbox.begin()
         self.sink.start_thread()
@@ -166,6 +172,8 @@ class RayEngine:
             thread.join(max(0.1, deadline - time.monotonic()))
         for cc in list(self.calls.values()):
             _kill(cc.actor)
+        while self._standby:
+            _kill(self._standby.popleft())
         for actor in self.emotion_actors + self.transcript_actors:
             _kill(actor)
         self.publisher.close()
@@ -195,12 +203,24 @@ class RayEngine:
                                               "legs": [leg.leg for leg in started.legs], "engine": "ray"})
         return cc
 
+    def _new_actor(self):
+        return self._remote_call.remote(self._shared, self.config.end_wait_s)
+
     def spawn(self, cc: ClusterCall) -> None:
-        """The call's actor (from the sender thread: actor creation is not the media thread's work)."""
+        """The call's actor: a standby when one is left, replaced at once in the background (from
+        the sender thread: actor creation is not the media thread's work)."""
         rec = cc.shadow.recorder
-        recording = (rec.audio_dir, rec.call_id, tuple(rec.legs), rec.rate) if rec and not rec.error else None
-        cc.actor = self._remote_call.remote(cc.shadow.started, self._shared, recording, self.config.end_wait_s)
+        cc.recording = (rec.audio_dir, rec.call_id, tuple(rec.legs), rec.rate) if rec and not rec.error else None
+        cc.spawned_at = time.time()
+        try:
+            cc.actor = self._standby.popleft()
+        except IndexError:
+            self.counters["cold_call_actors"] += 1
+            cc.actor = self._new_actor()
+        cc.actor.begin.remote(cc.shadow.started, cc.recording)
         self._poll(cc)
+        if self._running and len(self._standby) < self.config.standby_calls:
+            self._standby.append(self._new_actor())
 
     def ended(self, cc: ClusterCall) -> None:
         """The sink has sent the call's end; a call whose actor is gone goes straight to the finaliser."""
@@ -263,13 +283,24 @@ class RayEngine:
             log.exception("call actor answer failed", extra={"call_id": cc.call_id})
             self._poll(cc)
             return False
-        delta = update["delta"]
+        if update.get("unassigned"):  # restarted: Ray ran its standby constructor; give it its call again
+            cc.actor.begin.remote(cc.shadow.started, cc.recording, True)
+            self._poll(cc)
+            return False
+        delta, collected_at = update["delta"], time.time()
+        if cc.ready_s is None:
+            cc.ready_s = round(update["assigned_at"] - cc.spawned_at, 3)
+            self.actor_starts.append(cc.ready_s)
         with self._lock:
             if delta is not None:
                 old = self._pending.get(cc.call_id)
                 self._pending[cc.call_id] = merge(old, delta) if old else delta
             marks = self._marks.setdefault(cc.call_id, {})
             for mark in update["marks"]:
+                old = marks.get(mark["uid"])
+                mark["answered_at"], mark["collected_at"] = update["answered_at"], collected_at
+                if old is not None and "answered_at" in old and old["emotion_at"] == mark["emotion_at"]:
+                    mark["answered_at"], mark["collected_at"] = old["answered_at"], old["collected_at"]
                 marks[mark["uid"]] = mark
         shed = update["counters"]["shed_transcripts"]
         self.counters["transcripts_shed"] += max(0, shed - cc.shed)
@@ -324,7 +355,8 @@ class RayEngine:
                 entry = {"call_id": cc.call_id, "leg": mark["leg"], "duration_s": mark["duration_s"],
                          "emotion_s": round(now - mark["end_wall"], 3),
                          "emotion_compute_s": round(mark["emotion_at"] - mark["end_wall"], 3),
-                         "transcript_s": None, "transcript": mark["transcript"]}
+                         "transcript_s": None, "transcript": mark["transcript"],
+                         "stages": stage_times(mark, now)}
                 cc.latencies[mark["uid"]] = entry
                 self.latencies.append(entry)
             if entry["transcript_s"] is None and mark["transcript"] != "pending":
@@ -348,10 +380,28 @@ class RayEngine:
                 self._final(cc)
             except Exception:
                 log.exception("call not finalised", extra={"call_id": cc.call_id})
-            _kill(cc.actor)
+            self._recycle(cc)
             with self._lock:
                 self.calls.pop(cc.call_id, None)
                 self._marks.pop(cc.call_id, None)
+
+    def _recycle(self, cc: ClusterCall) -> None:
+        """A finished call's actor becomes a standby again (a new one costs ~3 CPU seconds of
+        process start and imports, which on 2 cores the live calls' models feel)."""
+        import ray
+
+        keep = False
+        if self._running and cc.final is not None and not cc.lost_actor \
+                and len(self._standby) < 2 * self.config.standby_calls:
+            try:
+                keep = ray.get(cc.actor.release.remote(), timeout=5)
+            except Exception:  # dead or stuck: a fresh one replaces it
+                keep = False
+        if keep:  # first in line: the next call takes it before a newer standby
+            self._standby.appendleft(cc.actor)
+            self.counters["call_actors_reused"] += 1
+        else:
+            _kill(cc.actor)
 
     def _final(self, cc: ClusterCall) -> None:
         shadow = cc.shadow
@@ -371,6 +421,25 @@ class RayEngine:
                 log.error("service stopping with a finished call not stored (store fault)",
                           extra={"call_id": cc.call_id})
                 return
+
+
+def stage_times(mark: dict, stored_at: float) -> dict:
+    """Where an utterance's emotion latency went, stage by stage (seconds; from its end_wall,
+    the arrival of the audio that ended it, to its first store)."""
+    st = {**mark.get("stages", {}), "emotion_at": mark["emotion_at"], "answered_at": mark.get("answered_at"),
+          "collected_at": mark.get("collected_at"), "stored_at": stored_at}
+    order = [("to_actor", "fed_at"), ("endpoint", "asked_at"), ("to_pool", "queued_at"),
+             ("queue", "batch_began_at"), ("model", "batch_done_at"), ("back", "emotion_at"),
+             ("to_answer", "answered_at"), ("to_collector", "collected_at"), ("store", "stored_at")]
+    out, prev = {}, mark["end_wall"]
+    for name, key in order:
+        if st.get(key) is None:
+            continue
+        out[name] = round(st[key] - prev, 3)
+        prev = st[key]
+    if "batch_size" in st:
+        out["batch_size"] = st["batch_size"]
+    return out
 
 
 def _kill(actor) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -40,9 +41,11 @@ class _Request:
     future: asyncio.Future
     interim: bool = False  # a rolling update: served only when no finished utterance waits
     seconds: float = field(init=False)
+    queued_at: float = field(init=False)  # stage timing (time.time()): queued, then batch start/end
 
     def __post_init__(self) -> None:
         self.seconds = self.clip.size / 16000
+        self.queued_at = time.time()
 
 
 class _Worker:
@@ -72,6 +75,10 @@ class _Worker:
     def _admitted(self) -> None:
         """Hook: shed from the queue after a new request (transcripts)."""
 
+    def _answer(self, request: _Request, result, timing: dict):
+        """Hook: what a caller gets for its request (emotions add their stage timing)."""
+        return result
+
     def _take(self) -> list[_Request]:
         raise NotImplementedError
 
@@ -86,6 +93,7 @@ class _Worker:
             while self._queue:
                 batch = self._take()
                 self.counters["batches"] += 1
+                began = time.time()
                 try:
                     results = await loop.run_in_executor(self._executor, self._compute, batch)
                 except Exception as exc:  # a dead model: each caller gets the error, the worker goes on
@@ -95,9 +103,10 @@ class _Worker:
                         if not r.future.done():
                             r.future.set_exception(exc)
                     continue
+                timing = {"batch_began_at": began, "batch_done_at": time.time(), "batch_size": len(batch)}
                 for r, result in zip(batch, results):
                     if not r.future.done():
-                        r.future.set_result(result)
+                        r.future.set_result(self._answer(r, result, timing))
 
     def stats(self) -> dict:
         return {**self.counters, "queued": len(self._queue),
@@ -120,10 +129,14 @@ class EmotionWorker(_Worker):
     def info(self) -> tuple[str, bool]:
         return self.name, self.provisional
 
-    async def predict(self, clip: np.ndarray, interim: bool = False) -> dict[str, float]:
-        """{emotion: probability} for one 16 kHz clip, computed in a batch with other calls' clips;
-        rolling updates (`interim`) wait while any finished utterance does (as the embedded engine)."""
+    async def predict(self, clip: np.ndarray, interim: bool = False) -> tuple[dict[str, float], dict]:
+        """({emotion: probability}, stage timestamps) for one 16 kHz clip, computed in a batch with
+        other calls' clips; rolling updates (`interim`) wait while any finished utterance does (as
+        the embedded engine)."""
         return await self._submit(clip, interim=interim)
+
+    def _answer(self, request: _Request, result, timing: dict):
+        return result, {"queued_at": request.queued_at, **timing}
 
     def _take(self) -> list[_Request]:
         finals = [r for r in self._queue if not r.interim]

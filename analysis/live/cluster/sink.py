@@ -168,8 +168,8 @@ class RaySink:
             self.engine.spawn(cc)
         elif kind == "chunk":
             _, _, leg, offset, pcm, arrived, lost = item
-            cc.actor.feed.remote(leg, offset, pcm, arrived, lost)
+            cc.actor.feed.remote(cc.call_id, leg, offset, pcm, arrived, lost)
             self.counters["chunks"] += 1
         elif kind == "end":
-            cc.actor.end.remote(item[2], cc.shadow.missing_frames)
+            cc.actor.end.remote(cc.call_id, item[2], cc.shadow.missing_frames)
             self.engine.ended(cc)
