@@ -20,6 +20,8 @@ from analysis.live.endpoint import Endpointer
 from analysis.live.engine import LiveEngine
 from analysis.live.recorder import CallRecorder, apply_retention
 from analysis.live.replay import replay
+from analysis.vad import CHUNK, windowed_probabilities
+from emotivoice.config import SegmentationConfig
 from emotivoice.serve import batch_finalizer
 from storage.db import StorageError
 from storage.files import UnsafePath
@@ -44,6 +46,28 @@ def umask_022():
     os.umask(old)
 
 
+def speech_core(clip: np.ndarray) -> np.ndarray:
+    """A clip of the endpointer's cut to its voiced part: from its first chunk at or above the VAD's
+    threshold to its last at or above the release threshold.
+
+    Each clip ends with the soft ending the endpointer kept (about 0.4 s of it since the VAD judges
+    in fresh windows), so clips joined as they are hold real pauses over the 0.4 s endpoint and are
+    rightly cut there; joined cores are one stretch of speech with 0.15 s breaths.
+    """
+    vad = SegmentationConfig()
+    p = windowed_probabilities(clip.astype(np.float32) / 32768.0, RATE, vad.vad_window_s, vad.vad_warmup_s)
+    chunk = CHUNK[RATE]
+    first = int(np.flatnonzero(p >= vad.vad_threshold)[0])
+    last = int(np.flatnonzero(p >= vad.vad_neg_threshold)[-1]) + 1
+    return clip[first * chunk:last * chunk]
+
+
+def long_turn(clips: list[np.ndarray]) -> np.ndarray:
+    """Several turns' speech said as one: their cores with 0.15 s pauses between them."""
+    gap = np.zeros(int(0.15 * RATE), np.int16)
+    return np.concatenate([np.concatenate([speech_core(c), gap]) for c in clips])
+
+
 def live_settings(settings, tmp_path, **live):
     return replace(settings, db_path=tmp_path / "live.duckdb",
                    live=replace(settings.live, audio_dir=tmp_path / "calls", **live))
@@ -62,8 +86,7 @@ def test_endpointer_cuts_each_turn_and_sends_rolling_updates(demo_legs):
     for speech, turn in zip(finals, turns):  # inside the turn (CREMA-D clips carry some silence)
         assert turn["start"] - 0.2 <= speech.start < speech.end <= turn["end"] + 0.3
     # a long stretch of speech (four turns' speech with short pauses) gets rolling updates before its end
-    pieces = [s.clip for s in finals[:4]]
-    long_speech = np.concatenate([np.concatenate([p, np.zeros(int(0.15 * RATE), np.int16)]) for p in pieces])
+    long_speech = long_turn([s.clip for s in finals[:4]])
     endpointer = Endpointer(RATE, rolling_update_s=2.5)
     events = []
     for i in range(0, len(long_speech), 160):
@@ -267,8 +290,7 @@ def test_long_speech_is_stored_as_rolling_updates_then_replaced_by_the_finished_
     customer = demo_legs["customer"]
     endpointer = Endpointer(RATE)
     speech = [s.clip for s in endpointer.feed(customer) + endpointer.flush()][:5]
-    long_turn = np.concatenate([np.concatenate([c, np.zeros(int(0.15 * RATE), np.int16)]) for c in speech])
-    legs = {"customer": np.concatenate([np.zeros(RATE, np.int16), long_turn, np.zeros(2 * RATE, np.int16)])}
+    legs = {"customer": np.concatenate([np.zeros(RATE, np.int16), long_turn(speech), np.zeros(2 * RATE, np.int16)])}
     s = live_settings(settings, tmp_path, finalize="none", keep_audio=False)
     store = StoreServer(s.db_path).start()
     engine = LiveEngine(s, store).start()

@@ -99,3 +99,22 @@ def test_a_whisper_after_a_shout_is_found(emotion_data):
     for rate in (8000, 16000):
         regions, _ = speech_regions(leg, CFG, rate)
         assert any(r.end > at + 0.3 for r in regions), (rate, regions)
+
+
+def test_batch_segmenter_and_live_endpointer_agree_on_a_telephone_leg():
+    """The live endpointer and the final pass cut a telephone leg alike (issue 13: same VAD, same
+    windows, same thresholds), so a live transcript and the final one cover the same speech."""
+    from analysis.audio import to_8k_pcm16
+    from analysis.live.endpoint import Endpointer
+
+    leg = load_audio(DEMO)[1]
+    batch = [r for r, _ in StreamingSegmenter(CFG, 8000).push(leg, final=True)]
+    endpointer = Endpointer(8000, endpoint_silence_s=CFG.min_silence_s, threshold=CFG.vad_threshold,
+                            neg_threshold=CFG.vad_neg_threshold, window_s=CFG.vad_window_s,
+                            warmup_s=CFG.vad_warmup_s)
+    pcm = to_8k_pcm16(leg)
+    live = [s for s in [s for i in range(0, len(pcm), 160) for s in endpointer.feed(pcm[i:i + 160])]
+            + endpointer.flush() if s.final]
+    assert len(batch) == len(live)
+    for b, s in zip(batch, live):
+        assert abs(b.start - s.start) < 0.35 and abs(b.end - s.end) < 0.35

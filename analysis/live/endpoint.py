@@ -1,41 +1,29 @@
 """VAD endpointing for one live leg: finds where each utterance starts and ends as audio arrives.
 
-silero VAD runs on 32 ms chunks at the leg's own rate (8 or 16 kHz, both native to silero) with
-hysteresis: speech starts at p >= 0.5, and an utterance ends after `endpoint_silence_s` below
-0.35. All legs share one ONNX Runtime session of silero's ONNX export and each keeps its own
-recurrent state: 0.08 ms a chunk against 0.35 ms through the TorchScript model, with the same
-probabilities (checked to 1e-6), which is what lets one ingest thread keep up with 16+ legs. Times are
-leg time (seconds of audio since the leg started), and each event also carries the wall-clock
-time the deciding audio arrived, so latency is measured from when the speaker actually stopped.
+silero VAD (analysis/vad.py: the ONNX export, one implementation for live and batch) runs on
+32 ms chunks at the leg's own rate (8 or 16 kHz, both native to silero), in fresh-state windows
+giving the batch segmenter's probabilities chunk for chunk (so a whisper after a shout is heard),
+with hysteresis: speech starts at p >= `threshold` and an utterance ends after
+`endpoint_silence_s` below `neg_threshold`,
+the same thresholds the batch segmenter uses (segmentation.vad_threshold / vad_neg_threshold,
+chosen on telephone audio). Times are leg time (seconds of audio since the leg started), and each
+event also carries the wall-clock time the deciding audio arrived, so latency is measured from
+when the speaker actually stopped.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from scipy.signal import resample_poly
 
 from analysis.audio import SAMPLE_RATE
+from analysis.vad import WindowedStream
+from emotivoice.config import SegmentationConfig
 
-START_P, STOP_P = 0.5, 0.35
 PRE_ROLL_S = 0.2  # audio kept before the detected onset: silero reacts a little late
-
-
-CONTEXT = {8000: 32, 16000: 64}  # samples of the previous chunk silero's ONNX model expects in front
-
-
-@lru_cache(maxsize=1)
-def _silero_session():
-    import onnxruntime
-    from importlib import resources
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    model = resources.files("silero_vad") / "data" / "silero_vad.onnx"
-    return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
 def to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -60,15 +48,14 @@ class Speech:
 
 class Endpointer:
     def __init__(self, rate: int, endpoint_silence_s: float = 0.4, min_speech_s: float = 0.25,
-                 max_utterance_s: float = 15.0, rolling_update_s: float = 2.5):
-        if rate not in (8000, 16000):
-            raise ValueError(f"VAD runs at 8 or 16 kHz, not {rate} Hz: resample the leg first")
-        self.rate = rate
-        self.chunk = 256 if rate == 8000 else 512
-        self._session = _silero_session()
-        self._state = np.zeros((2, 1, 128), np.float32)
-        self._context = np.zeros((1, CONTEXT[rate]), np.float32)
-        self._sr = np.array(rate, dtype=np.int64)
+                 max_utterance_s: float = 15.0, rolling_update_s: float = 2.5,
+                 threshold: float = SegmentationConfig.vad_threshold,
+                 neg_threshold: float = SegmentationConfig.vad_neg_threshold,
+                 window_s: float = SegmentationConfig.vad_window_s,
+                 warmup_s: float = SegmentationConfig.vad_warmup_s):
+        self._vad = WindowedStream(rate, window_s, warmup_s)  # refuses rates silero does not run at
+        self.rate, self.chunk = rate, self._vad.chunk
+        self.threshold, self.neg_threshold = threshold, neg_threshold
         self.endpoint_silence_s, self.min_speech_s = endpoint_silence_s, min_speech_s
         self.max_utterance_s, self.rolling_update_s = max_utterance_s, rolling_update_s
         self._pending = np.zeros(0, np.int16)  # samples not yet a full chunk
@@ -96,10 +83,7 @@ class Endpointer:
         return out
 
     def _probability(self, x: np.ndarray) -> float:
-        inp = np.concatenate([self._context, x[None, :]], axis=1)
-        p, self._state = self._session.run(None, {"input": inp, "state": self._state, "sr": self._sr})
-        self._context = inp[:, -self._context.shape[1]:]
-        return float(p[0, 0])
+        return self._vad.probability(x)
 
     def flush(self) -> list[Speech]:
         """The leg ended: finish the utterance in progress, if any."""
@@ -112,7 +96,7 @@ class Endpointer:
         self._samples += len(chunk)
         self._audio.append(chunk)
         if self._speech_start is None:
-            if p >= START_P:
+            if p >= self.threshold:
                 self._speech_start = max(self._audio_start, start - int(PRE_ROLL_S * self.rate))
                 self._last_speech_end, self._last_speech_wall = self._samples, arrived
                 self._last_update = self._samples
@@ -120,7 +104,7 @@ class Endpointer:
             else:
                 self._trim_to(self._samples - int(PRE_ROLL_S * self.rate))
             return []
-        if p >= STOP_P:
+        if p >= self.neg_threshold:
             self._last_speech_end, self._last_speech_wall = self._samples, arrived
         silence = (self._samples - self._last_speech_end) / self.rate
         length = (self._last_speech_end - self._speech_start) / self.rate

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from analysis.audio import normalize, rms_dbfs
+from analysis.audio import rms_dbfs
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
@@ -168,8 +168,9 @@ class LiveEngine:
             return
         sc, ec = self.settings.segmentation, self.cfg
         speakers = speakers_for(started.legs)
-        legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(
-            info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s))
+        legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(  # the final pass's VAD settings
+            info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s,
+            sc.vad_threshold, sc.vad_neg_threshold, sc.vad_window_s, sc.vad_warmup_s))
             for i, info in enumerate(started.legs)}
         result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
                             channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
@@ -365,17 +366,20 @@ class LiveEngine:
                 continue
             try:
                 tc = self.settings.transcription
-                clips, starts = [normalize(i.clip) for i in batch], [i.start for i in batch]
-                transcript = transcribe_utterances(whisper, clips, starts, tc.language, self.cfg.beam_size)
-                words = transcript.words
-                language = transcript.language
+                # raw clips: transcribe_utterances levels each one as the final pass does; groups keep
+                # a retried utterance's prompt to its own call and leg (a batch mixes calls)
+                transcript = transcribe_utterances(
+                    whisper, [i.clip for i in batch], [i.start for i in batch], tc.language, self.cfg.beam_size,
+                    config=tc, groups=[(i.call_id, i.leg.info.leg) for i in batch])
+                words, notes, language = transcript.words, transcript.notes, transcript.language
             except Exception as exc:
                 log.error("live transcription failed", extra={"error": str(exc), "utterances": len(batch)})
-                words, language = [[] for _ in batch], ""
+                words, notes, language = [[] for _ in batch], ["" for _ in batch], ""
             with self._work:
-                for item, w in zip(batch, words):
+                for item, w, note in zip(batch, words, notes):
                     u = item.utterance
                     u.words, u.text, u.language = w, "".join(x.word for x in w).strip(), language
+                    u.transcript_note = note
                     if u.prosody is not None:  # the speaking rate needed the words
                         u.prosody = replace(u.prosody, rate_wps=len(w) / max(u.end - u.start, 0.25))
                     item.transcript = "done"
