@@ -59,8 +59,9 @@ def new_call(started: CallStarted, settings: Settings, emotion_name: str, provis
     the serving process's own copy, which only records and finalises)."""
     sc, ec = settings.segmentation, settings.live
     speakers = speakers_for(started.legs)
-    legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(
-        info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s)
+    legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(  # the final pass's VAD settings, as embedded
+        info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s,
+        sc.vad_threshold, sc.vad_neg_threshold, sc.vad_window_s, sc.vad_warmup_s)
         if endpointers else None) for i, info in enumerate(started.legs)}
     result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
                         channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
