@@ -13,6 +13,7 @@ then assembled from their partial legs and finished by the batch pass in the bac
 from __future__ import annotations
 
 import logging
+import signal
 import shutil
 import subprocess
 import sys
@@ -123,7 +124,6 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
             InboxWatcher(CallAnalyzer(settings), settings.inbox_dir, server).run()
 
         threading.Thread(target=watch, name="inbox", daemon=True).start()
-    import signal
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"live service: owns {settings.db_path} (reads at {server.url}); recordings inbox "
@@ -141,15 +141,21 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     except KeyboardInterrupt:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the shutdown short
-            signal.signal(sig, signal.SIG_IGN)
-        print("live service: stopping (open calls are finalised first)", flush=True)
-        recovery.stop()
-        for listener in listeners:
-            try:
-                listener.stop()
-            except Exception as exc:
-                log.error("listener did not stop cleanly", extra={"error": str(exc)})
-        engine.stop()
-        server.close()
+        stop_service(recovery, listeners, engine, server)
     return 0
+
+
+def stop_service(recovery, listeners: list, engine, server) -> None:
+    """The shutdown both engines share: ignore further signals (a second one must not cut it
+    short), stop recovery and the listeners, then the engine (it finalises open calls) and the store."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    print("live service: stopping (open calls are finalised first)", flush=True)
+    recovery.stop()
+    for listener in listeners:
+        try:
+            listener.stop()
+        except Exception as exc:
+            log.error("listener did not stop cleanly", extra={"error": str(exc)})
+    engine.stop()
+    server.close()

@@ -18,7 +18,7 @@ from analysis.live.cluster.config import RayConfig
 from analysis.live.cluster.engine import RayEngine
 from analysis.live.recovery import clear_stale_announcement
 from emotivoice.config import Settings
-from emotivoice.serve import batch_finalizer, start_listeners, start_recovery
+from emotivoice.serve import batch_finalizer, start_listeners, start_recovery, stop_service
 from storage.db import StorageError
 
 log = logging.getLogger(__name__)
@@ -72,15 +72,5 @@ def serve_ray(settings: Settings, address: str = "auto", config_file: str | None
     except KeyboardInterrupt:
         pass
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        print("live service: stopping (open calls are finalised first)", flush=True)
-        recovery.stop()
-        for listener in listeners:
-            try:
-                listener.stop()
-            except Exception as exc:
-                log.error("listener did not stop cleanly", extra={"error": str(exc)})
-        engine.stop()
-        server.close()
+        stop_service(recovery, listeners, engine, server)
     return 0
