@@ -189,10 +189,19 @@ def run_sipp(port: int, scenario: str, calls: int, rate: float, work: Path, name
     budget_s = int(calls / rate + 40)
     cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(path), "-m", str(calls), "-l", "40", "-r", str(rate),
            "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()), "-t", "u1", "-nostdin",
-           "-recv_timeout", "10000", "-timeout", f"{budget_s}s"]
+           "-recv_timeout", "10000", "-timeout", f"{budget_s}s", "-trace_stat", "-stf", f"{name}.csv", "-fd", "1"]
     if auth:
         cmd += ["-au", USER, "-ap", PASSWORD]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+
+
+def calls_placed(work: Path, name: str) -> int:
+    """How many calls sipp started (its statistics file's last OutgoingCall(C)): each sent at least one
+    INVITE. Under -timeout on a busy machine sipp stops before its -m count, so this, not -m, is what
+    reached the connector."""
+    lines = (work / f"{name}.csv").read_text().strip().splitlines()
+    header, last = lines[0].split(";"), lines[-1].split(";")
+    return int(last[header.index("OutgoingCall(C)")])
 
 
 def test_hundreds_of_short_calls_hung_up_mid_frame_leave_the_connector_alive_and_answering(tmp_path):
@@ -213,6 +222,8 @@ def test_hundreds_of_short_calls_hung_up_mid_frame_leave_the_connector_alive_and
         flood = flood_invites("127.0.0.1", port, invites=100, rate_per_s=25, hold_s=0.5)
         for run in runs:
             run.wait(timeout=120)
+        placed = sum(calls_placed(tmp_path, name) for name in ("mid-frame", "after-answer", "cancel"))
+        assert placed >= 100, f"sipp placed only {placed} churn calls"
         assert connector.proc.poll() is None, f"connector died ({connector.proc.returncode}): {connector.tail()}"
         assert flood.invite_responses, flood.output  # the flood was answered (401: no credentials)
         ended = [e for e in connector.events if e["event"] == "ended"]
@@ -234,7 +245,8 @@ def test_hundreds_of_short_calls_hung_up_mid_frame_leave_the_connector_alive_and
     finally:
         if connector.proc.poll() is None:
             connector.proc.kill()
-    assert stopped["stats"]["requests"]["INVITE"] >= 450  # every churn INVITE reached it (plus 401 retries)
+    # every placed churn call's INVITE reached it (plus 401 retries and the flood's); a fixed 450 failed on CI (385)
+    assert stopped["stats"]["requests"]["INVITE"] >= placed
     ports = stopped["stats"]["ports"]
     assert ports["retired"] >= 2 * len(ended) and ports["waiting"] == 0, ports  # every leg port went back
     assert ports["released"] == ports["retired"], ports  # ...through the bridge, none left behind
