@@ -103,16 +103,21 @@ class NotingSink:
         return self.inner.admit(source)
 
 
-def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]]) -> list[dict]:
+def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]],
+                     wait_s: float = 300.0) -> list[dict]:
     """Per placed call and leg: does the kept WAV hold what sipp sent, within 0.1 s? (then removed)"""
     import wave
 
     from benchmarks.recording_match import match_leg
 
     out = []
+    deadline = time.monotonic() + wait_s
     for sip_call_id, legs in sent.items():
         call_id = sink.calls.get(sip_call_id)
         wavs = list(audio_dir.glob(f"*/{call_id}.wav")) if call_id else []
+        while call_id and not wavs and time.monotonic() < deadline:  # closed once the engine has the call's end
+            time.sleep(0.5)
+            wavs = list(audio_dir.glob(f"*/{call_id}.wav"))
         if not wavs:
             out.append({"sip_call_id": sip_call_id, "call_id": call_id, "recorded": False})
             continue
@@ -191,11 +196,74 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     }
 
 
+def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
+    """The connector and recording front alone, analysis messages taken and dropped: whether the
+    kept legs match without the analysis threads competing for the GIL and the cores."""
+    from analysis.live.inbox import FrameInbox
+    from analysis.live.recording import RecordingFront
+    from connector.sip import SipConnector
+    from connector.sipp import place_calls
+
+    front = RecordingFront(settings.live, FrameInbox(settings.live.max_queued_frames)).begin()
+    running = [True]
+
+    def drain() -> None:  # what the engine's finaliser does with the recording, and nothing else
+        from analysis.live.messages import CallEnded
+
+        while running[0]:
+            message = front.get(timeout=0.2)
+            if isinstance(message, CallEnded):
+                summary = front.summary(message.call_id)
+                if summary is not None and summary.recorder is not None:
+                    summary.recorder.finish({})
+
+    threading.Thread(target=drain, daemon=True).start()
+    sink = NotingSink(front)
+    connector = SipConnector(settings.connector, sink)
+    connector.start()
+    sent: dict[str, list[np.ndarray]] = {}
+    results: list = []
+
+    def one(i: int) -> None:
+        time.sleep(i * stagger_s)
+        sip_call_id = f"record-only-{n}-{i}@emotivoice"
+        sent[sip_call_id] = rotated(legs, 7.3 * i)
+        results.append(place_calls("127.0.0.1", connector.port, sent[sip_call_id], siprec=True, calls=1,
+                                   call_id=sip_call_id))
+
+    cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    recordings = check_recordings(settings.live.audio_dir, sink, sent, wait_s=60)
+    cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    stats = {**connector.stats(), **front.stats()}
+    connector.stop()
+    running[0] = False
+    front.close()
+    checks = [leg for r in recordings for leg in r.get("legs", [])]
+    return {"record_only": True, "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results),
+            "recorded_legs_matching": f"{sum(leg['match'] for leg in checks)}/{2 * len(recordings)}",
+            "recorded_max_drift_s": max((abs(leg["drift_s"]) for leg in checks), default=None),
+            "clock_skipped_frames": stats.get("clock_skipped_frames"),
+            "frames_filled_with_silence": stats.get("frames_filled"),
+            "service_cores": round(((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime))
+                                   / (wall1 - wall0), 2),
+            "recordings": recordings}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", default="1,2,4,8,12,16", help="simultaneous calls to try, in order")
     parser.add_argument("--seconds", type=float, default=45.0, help="length of each call")
     parser.add_argument("--stagger", type=float, default=0.25, help="seconds between call starts")
+    parser.add_argument("--gil-switch-ms", default="",
+                        help="compare GIL switch intervals side by side, e.g. 5,0.5 (Python's default is 5 ms; "
+                             "default: connector.gil_switch_interval_ms only)")
+    parser.add_argument("--record-only", action="store_true",
+                        help="the connector and recording front alone (no analysis): does recording keep up?")
     parser.add_argument("--name", help="results file name (default: live, or live_<seconds>s for other lengths)")
     args = parser.parse_args()
 
@@ -211,6 +279,15 @@ def main() -> None:
     settings = replace(settings, db_path=tmp / "live.duckdb",
                        live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=True),
                        connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128))
+    if args.record_only:
+        levels = []
+        for n in [int(x) for x in args.levels.split(",")]:
+            print(f"{n} simultaneous calls, recording only...", flush=True)
+            levels.append(run_record_only(settings, n, demo_legs(args.seconds), args.stagger))
+            print({k: v for k, v in levels[-1].items() if k != "recordings"}, flush=True)
+        write_result(args.name or "live_record_only", {"setup": {"call_s": args.seconds, "stagger_s": args.stagger},
+                                                        "levels": levels})
+        return
     store = StoreServer(settings.db_path).start()
     engine = LiveEngine(settings, store).start()
     engine.publisher.stdout = False
@@ -220,19 +297,25 @@ def main() -> None:
     legs = demo_legs(args.seconds)
     levels = []
     try:
-        for n in [int(x) for x in args.levels.split(",")]:
-            print(f"{n} simultaneous calls...", flush=True)
-            level = run_level(engine, sink, connector.port, n, legs, args.stagger)
-            print({k: v for k, v in level.items() if k != "recordings"}, flush=True)
-            levels.append(level)
-            if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
-                break  # far past capacity: larger N only takes longer to say the same
+        switches = [float(x) for x in args.gil_switch_ms.split(",") if x] or [sys.getswitchinterval() * 1000]
+        for switch_ms in switches:
+            sys.setswitchinterval(switch_ms / 1000)  # after the connector's own setting: this run's variant
+            for n in [int(x) for x in args.levels.split(",")]:
+                print(f"{n} simultaneous calls, GIL switch interval {switch_ms} ms...", flush=True)
+                level = {"gil_switch_ms": switch_ms, **run_level(engine, sink, connector.port, n, legs, args.stagger)}
+                print({k: v for k, v in level.items() if k != "recordings"}, flush=True)
+                levels.append(level)
+                if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
+                    break  # far past capacity: larger N only takes longer to say the same
     finally:
         connector.stop()
         engine.stop()
         store.close()
-    ok = [lv["calls"] for lv in levels if lv["emotion_p95_s"] is not None and lv["emotion_p95_s"] < 1.0
-          and lv["answered"] == lv["calls"]]
+    def capacity(switch_ms: float) -> int:
+        ok = [lv["calls"] for lv in levels if lv["gil_switch_ms"] == switch_ms and lv["emotion_p95_s"] is not None
+              and lv["emotion_p95_s"] < 1.0 and lv["answered"] == lv["calls"]]
+        return max(ok, default=0)
+    by_switch = {str(ms): capacity(ms) for ms in dict.fromkeys(lv["gil_switch_ms"] for lv in levels)}
     name = args.name or ("live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s")  # longer: own file
     write_result(name, {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
@@ -240,7 +323,7 @@ def main() -> None:
                   "transcription": settings.transcription.model,
                   "live_beam_size": settings.live.beam_size, "endpoint_silence_s": settings.live.endpoint_silence_s},
         "levels": levels,
-        "capacity_calls": max(ok) if ok else 0,
+        "capacity_calls": next(iter(by_switch.values())) if len(by_switch) == 1 else by_switch,
         "target": "p95 utterance-end -> base emotion stored < 1 s with >= 8 calls (16 legs)",
     })
 
