@@ -234,6 +234,8 @@ def test_live_call_is_redacted_live_and_its_recording_by_the_final_pass(settings
     engine.stop(wait_s=300)
     server.close()
 
+    # every utterance was transcribed live, redacted, and its text stored while the call ran
+    assert engine.latencies and all(lat["transcript"] == "done" and lat["transcript_s"] for lat in engine.latencies)
     live = [r for r in store.records if '"status": "live"' in r]
     assert live, "no live save was seen"
     assert any("[CREDIT_CARD]" in r for r in live), "the live transcript of the card turn was never stored"

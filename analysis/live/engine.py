@@ -393,11 +393,11 @@ class LiveEngine:
                     u = item.utterance
                     u.words, u.text, u.language = w, text, language
                     u.transcript_note = note
-                for u, (text, w) in context:  # an entity that began in an earlier utterance
-                    u.text, u.words = text, w
                     if u.prosody is not None:  # the speaking rate needed the words
                         u.prosody = replace(u.prosody, rate_wps=len(w) / max(u.end - u.start, 0.25))
                     item.transcript = "done"
+                for u, (text, w) in context:  # an entity that began in an earlier utterance
+                    u.text, u.words = text, w
                 for call_id in {i.utterance.call_id for i in batch}:
                     if call_id in self.calls:
                         self._score(self.calls[call_id])
