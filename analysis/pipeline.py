@@ -27,6 +27,7 @@ from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.roles import assign_roles
 from analysis.insight.stage import InsightState, enrich
+from analysis.redaction.stage import Redactor
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
 from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
@@ -77,6 +78,8 @@ class CallAnalyzer:
                                                            tc.compute_type, tc.cpu_threads)
         self.timings = Timings()
         self.diarizer = None  # loaded on the first mono call
+        # Presidio and spaCy load on the first call redacted, then serve every call of the process
+        self.redactor = Redactor.from_settings(settings)
         if settings.segmentation.use_silero:
             _load_vad()
 
@@ -123,6 +126,10 @@ class CallAnalyzer:
         t0 = time.perf_counter()
         result.alerts = enrich(result.utterances, InsightState(self.settings.sarcasm, self.settings.risk))
         self.timings.add("insight", t0)
+        # sarcasm and risk have seen the words as said; from here on only the redacted text exists
+        t0 = time.perf_counter()
+        self.redactor.redact_call(result)
+        self.timings.add("redaction", t0)
         if result.duration_s == 0.0:
             raise AudioError(f"{path}: empty audio (no samples)")
         if not result.utterances:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from analysis.insight.prosody import Prosody
     from analysis.insight.risk import Alert, RiskScore
     from analysis.insight.sarcasm import SarcasmCheck
+    from analysis.redaction.stage import RedactionReport
 
 
 @dataclass
@@ -102,6 +103,8 @@ class CallResult:
     metrics: dict = field(default_factory=dict)  # call-level conversation metrics
     warnings: list[str] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    # what the redaction stage took out (spans to cut from the audio); its summary is metrics["redaction"]
+    redaction: RedactionReport | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {
@@ -114,4 +117,5 @@ class CallResult:
             "utterances": [u.to_json() for u in self.utterances],
             "alerts": [a.to_json() for a in self.alerts],
             "warnings": self.warnings,
+            "redaction": self.metrics.get("redaction"),  # the policy the call was analysed under, counts
         }

@@ -3,7 +3,9 @@
 Recording systems drop finished calls into a folder; this picks each one up once it has stopped
 growing, analyses it and stores it. `emotivoice watch` runs it inside the process that owns
 the database file (storage/server.py), so the dashboard reads live data through that process.
-A file that fails is reported once and not retried until it changes.
+A file that fails is reported once and not retried until it changes. With redaction on, a
+recording here is redacted before its call is stored (analysis/redaction/keep.py): a WAV in
+place, anything else as a WAV under `redacted/` (not watched) with the original removed.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class InboxWatcher:
             except (AudioError, StorageError) as exc:
                 log.error("recording not analysed", extra={"path": str(path), "error": str(exc)})
                 continue
+            if path.exists():  # rewritten in place by redaction: that is not a new recording
+                stat = path.stat()
+                self._seen[path], self._sizes[path] = (stat.st_mtime, stat.st_size), stat.st_size
             log.info("call stored", extra={"path": str(path), "call_id": result.call_id,
                                            "utterances": len(result.utterances)})
             stored_ids.append(result.call_id)

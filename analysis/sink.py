@@ -8,6 +8,8 @@ from pathlib import Path
 
 import duckdb
 
+from analysis.audio import AudioError
+from analysis.redaction.keep import redact_kept_audio
 from analysis.results import CallResult
 from storage.db import CallRecord, StorageError, save_call
 from storage.store import Store
@@ -58,6 +60,7 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
         "metrics": json.dumps(result.metrics), **call_summary(result),
         **{k: v for k, v in (metadata or {}).items() if k in CALL_METADATA},
         "external_ids": external_ids(metadata or {}),
+        **redaction_columns(result),
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
                  "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
@@ -93,6 +96,17 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
     return CallRecord(call, speakers, utterances, scores, sarcasm, risk, alerts)
 
 
+def redaction_columns(result: CallResult) -> dict:
+    """The policy the call was analysed under, as the calls table keeps it (nothing when the
+    result was never redacted, e.g. a live call with live redaction off: the final pass adds it)."""
+    summary = result.metrics.get("redaction")
+    if not isinstance(summary, dict):
+        return {}
+    policy = summary.get("policy") or {}
+    return {"redaction_policy": policy.get("name"), "redaction_version": policy.get("version"),
+            "redaction": json.dumps({k: v for k, v in summary.items() if k != "policy"}, sort_keys=True)}
+
+
 def external_ids(metadata: dict) -> str | None:
     """The source's own ids ("external", "custom" sub-dicts of a live call's metadata) as JSON data."""
     kept = {k: metadata[k] for k in ("external", "custom") if isinstance(metadata.get(k), dict) and metadata[k]}
@@ -125,6 +139,10 @@ def analyze_and_store(analyzer, path: Path, store: Store, metadata: dict | None 
     """Analyse one recording and store it (directly, or through the process owning the file)."""
     result = analyzer.analyze(path, **options)
     meta = {**recording_metadata(Path(path), result.duration_s), **{k: v for k, v in (metadata or {}).items() if v}}
+    try:  # a kept recording loses its redacted spans before the call is stored
+        redact_kept_audio(Path(path), result, analyzer.settings)
+    except (OSError, ValueError) as exc:  # WavError, a full disk: the call is not stored, the file kept as it was
+        raise AudioError(f"{path}: recording could not be redacted ({exc}); call not stored") from exc
     store.save_call(to_record(result, mode=meta.pop("mode", "batch"), metadata=meta))
     return result
 

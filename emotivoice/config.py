@@ -281,6 +281,17 @@ def _apply(obj: Any, table: dict[str, Any], env_prefix: str, env: dict[str, str]
     return replace(obj, **changes)
 
 
+def to_env(obj: Any, prefix: str) -> dict[str, str]:
+    """A config section as the EMOTIVOICE_* env vars that reproduce it (scalars only), for a child
+    process that must run under exactly the parent's settings (the final batch pass's redaction)."""
+    out = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if not is_dataclass(value):
+            out[f"{prefix}_{f.name.upper()}"] = str(value)
+    return out
+
+
 def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
 

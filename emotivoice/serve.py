@@ -13,6 +13,7 @@ then assembled from their partial legs and finished by the batch pass in the bac
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import time
 from analysis.live.engine import LiveEngine
 from analysis.live.finalize import FinishedCall
 from analysis.live.recovery import Recovery, clear_stale_announcement
-from emotivoice.config import Settings
+from emotivoice.config import Settings, to_env
 from storage.db import StorageError
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,20 @@ def batch_finalizer(settings: Settings, config_file: str | None = None):
     # killed with the thread that started it if the service dies: it could store nowhere
     orphan_guard = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
 
+    # the pass redacts (and rewrites the kept WAV) under this process's policy and audio dir, whatever
+    # the child would read from the config file and environment alone
+    rc = settings.redaction
+    env = {**os.environ, **to_env(rc, "EMOTIVOICE_REDACTION"),
+           "EMOTIVOICE_LIVE_AUDIO_DIR": str(settings.live.audio_dir),
+           "EMOTIVOICE_REDACTION_HASH_KEY_FILE": rc.hash_key_file or str(settings.data_dir / "redaction.key")}
+
     def finalize(call: FinishedCall) -> None:
         cmd = [*orphan_guard, "nice", "-n", "10", sys.executable, "-m", "emotivoice.cli", "--log-level", "ERROR"]
         cmd += ["--config", config_file] if config_file else []
         cmd += ["analyze", str(call.audio), "--call-id", call.call_id, "--db", str(settings.db_path), "--quiet"]
         if len(call.channels) == 2:
             cmd += ["--channels", ",".join(call.channels)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=4 * 3600)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=4 * 3600, env=env)
         if proc.returncode != 0:
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             raise RuntimeError(lines[-1] if lines else f"analyze exited with {proc.returncode}")

@@ -23,6 +23,7 @@ from analysis.results import CallResult, Speaker, Utterance
 
 if TYPE_CHECKING:
     from analysis.live.recording import RecordingSummary
+    from analysis.redaction.stage import RedactionReport
 
 
 @dataclass
@@ -77,6 +78,8 @@ class LiveCall:
     # some frame carried sound (a non-zero sample); until then the call is not stored, and a call
     # that ends without it is dropped (connectors send digital silence for ticks without media)
     has_media: bool = False
+    # what live redaction took out so far (its spans cut the kept audio if the final pass cannot)
+    redaction: "RedactionReport | None" = None
 
     @property
     def call_id(self) -> str:

@@ -48,15 +48,17 @@ from analysis.live.messages import CallEnded, CallStarted, Frame
 from analysis.live.recorder import apply_retention
 from analysis.live.recording import RecordingFront, RecordingSummary
 from analysis.live.storehealth import StoreHealth
+from analysis.redaction.stage import RedactionReport, Redactor
 from analysis.live.writer import run_finalizer, run_writer
 from analysis.results import CallResult, Utterance
-from analysis.transcription import transcribe_utterances
+from analysis.transcription import Word, transcribe_utterances
 from emotivoice.config import Settings
 from storage.store import Store
 
 log = logging.getLogger(__name__)
 
 TRANSCRIBE_BATCH_S = 20.0  # audio joined into one Whisper pass (it always encodes 30 s windows)
+REDACT_CONTEXT = 3  # earlier transcribed utterances of the call a new one is redacted after (the question asked)
 
 
 class LiveEngine:
@@ -75,6 +77,9 @@ class LiveEngine:
                                                            tc.compute_type, 1)
         self.publisher = publisher or AlertPublisher(self.cfg.webhook_url, self.cfg.webhook_retries,
                                                      self.cfg.webhook_timeout_s)
+        rc = settings.redaction
+        # one per process: Presidio's engine (seconds to load) is built by the transcript thread at start
+        self.redactor = Redactor.from_settings(settings) if rc.live and rc.transcripts else None
         self.calls: dict[str, LiveCall] = {}
         self.latencies: list[dict] = []  # per final utterance: seconds from speech end to stored emotion/text
         self.counters: collections.Counter[str] = collections.Counter()
@@ -179,6 +184,9 @@ class LiveEngine:
                             speakers=speakers)
         recorder, why_not = self.inbox.recording(started.call_id)  # made (and written) by the front
         call = LiveCall(started, result, legs, InsightState(self.settings.sarcasm, self.settings.risk), recorder)
+        if self.redactor is not None:  # the policy its live rows are stored under, from the first save
+            call.redaction = RedactionReport(self.redactor.policy)
+            result.metrics["redaction"] = call.redaction.summary()
         if why_not:
             result.warnings.append(why_not)
         with self._lock:  # stored once its first sound arrives (_on_frame): no row for a call without media
@@ -344,6 +352,10 @@ class LiveEngine:
 
             tc = self.settings.transcription
             whisper = WhisperRuntime(whisper_model_dir(tc.model, self.settings.model_cache_dir), tc.compute_type, 1)
+            if self.redactor is not None:  # no live text at all rather than unredacted text
+                from analysis.redaction import engine as redaction_engine
+
+                redaction_engine.analyzer_engine()
         except Exception as exc:
             self._transcriber_error = str(exc)
             return
@@ -375,18 +387,60 @@ class LiveEngine:
             except Exception as exc:
                 log.error("live transcription failed", extra={"error": str(exc), "utterances": len(batch)})
                 words, notes, language = [[] for _ in batch], ["" for _ in batch], ""
+            texts, context = self._redact(batch, words)  # before any thread can store, score or send them
             with self._work:
-                for item, w, note in zip(batch, words, notes):
+                for item, (text, w), note in zip(batch, texts, notes):
                     u = item.utterance
-                    u.words, u.text, u.language = w, "".join(x.word for x in w).strip(), language
+                    u.words, u.text, u.language = w, text, language
                     u.transcript_note = note
                     if u.prosody is not None:  # the speaking rate needed the words
                         u.prosody = replace(u.prosody, rate_wps=len(w) / max(u.end - u.start, 0.25))
                     item.transcript = "done"
+                for u, (text, w) in context:  # an entity that began in an earlier utterance
+                    u.text, u.words = text, w
                 for call_id in {i.utterance.call_id for i in batch}:
                     if call_id in self.calls:
                         self._score(self.calls[call_id])
                         self._mark_dirty(call_id)
+
+    def _redact(self, batch: list[LiveUtterance], words: list[list[Word]]
+                ) -> tuple[list[tuple[str, list[Word]]], list[tuple[Utterance, tuple[str, list[Word]]]]]:
+        """(text, words) for each utterance of `batch`, redacted after the call's last few
+        utterances, and the (utterance, (text, words)) of those earlier ones an entity ran back
+        into. Runs on copies, outside the lock; the caller applies the result under it."""
+        texts = [("".join(x.word for x in w).strip(), w) for w in words]
+        if self.redactor is None:
+            return texts, []
+        out: list[tuple[str, list[Word]] | None] = [None] * len(batch)
+        context_out = []
+        for call_id in dict.fromkeys(item.call_id for item in batch):
+            mine = [i for i, item in enumerate(batch) if item.call_id == call_id]
+            copies = [replace(batch[i].utterance, text=texts[i][0], words=texts[i][1]) for i in mine]
+            with self._lock:
+                call = self.calls.get(call_id)
+                done = [u.utterance for u in (call.utterances if call else [])
+                        if u.transcript == "done" and u.utterance is not None and u.utterance.words]
+                earlier = [(u, replace(u)) for u in done[-REDACT_CONTEXT:]]
+            try:
+                report = self.redactor.redact_utterances(copies, context=[c for _, c in earlier])
+            except Exception as exc:  # no text rather than unredacted text; the final pass transcribes again
+                log.error("live redaction failed: transcript dropped", extra={"call_id": call_id, "error": str(exc)})
+                self.counters["redaction_failures"] += len(mine)
+                for i in mine:
+                    out[i] = ("", [])
+                continue
+            for i, c in zip(mine, copies):
+                out[i] = (c.text, c.words)
+            changed = {id(c) for c in report.changed}
+            context_out += [(u, (c.text, c.words)) for u, c in earlier if id(c) in changed]
+            if call is not None:
+                with self._lock:
+                    total = call.redaction = call.redaction or RedactionReport(report.policy)
+                    total.counts.update(report.counts)
+                    total.spans += report.spans
+                    total.changed += report.changed
+                    call.result.metrics["redaction"] = total.summary()
+        return out, context_out
 
     def _shed_backlog(self) -> None:
         """Beyond capacity, transcripts wait for the final pass so that emotions stay on time."""

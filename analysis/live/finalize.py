@@ -28,8 +28,9 @@ from pathlib import Path
 
 from analysis.live.call import LiveCall
 from analysis.live.storehealth import StoreHealth
+from analysis.redaction.audio import redact_wav
 from analysis.sink import to_record
-from emotivoice.config import LiveConfig
+from emotivoice.config import LiveConfig, RedactionConfig
 from storage.db import CallRecord
 from storage.files import UnsafePath, inside
 from storage.store import Store
@@ -95,9 +96,12 @@ def begin_final(call: LiveCall, cfg: LiveConfig) -> tuple[bool, Path | None]:
 
 
 def store_final(call: LiveCall, audio: Path | None, store: Store, cfg: LiveConfig, finalizer: Finalizer | None,
-                health: StoreHealth) -> bool:
+                health: StoreHealth, redaction: RedactionConfig | None = None) -> bool:
     """One attempt to store the finished call for good; False when the store refused it (the fault
     is noted in `health`; the caller tries again later, and nothing of the call is lost meanwhile).
+
+    The batch pass redacts the kept WAV as it analyses it (analysis/redaction/keep.py); without
+    it (off, or failed) the spans live redaction found are cut from it here, under `redaction`.
 
     With the batch pass on and the store faulted, the live results are first saved (still
     'live') as a probe: the pass runs only once the store takes writes again."""
@@ -117,12 +121,37 @@ def store_final(call: LiveCall, audio: Path | None, store: Store, cfg: LiveConfi
             warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
             log.error("final batch pass failed; keeping the live results",
                       extra={"call_id": call.call_id, "error": str(exc)})
+    if not final_pass and audio and cfg.keep_audio and redaction is not None and redaction.audio:
+        warnings += redact_with_live_spans(call, audio, redaction)
     if not final_pass and not _save(store, _record(call, audio, warnings, "complete"), health):
         return False
     if audio and not cfg.keep_audio:
         audio.unlink(missing_ok=True)
         audio.with_suffix(".json").unlink(missing_ok=True)
     return True
+
+
+def redact_with_live_spans(call: LiveCall, audio: Path, redaction: RedactionConfig) -> list[str]:
+    """Cut what live redaction took out of the transcripts from the kept WAV (no final pass ran);
+    the warnings to store with the call. A recording that cannot be redacted is deleted rather
+    than kept unredacted."""
+    report = call.redaction
+    summary = call.result.metrics.setdefault("redaction", {})
+    if report is None:  # live redaction off: nothing says where the personal data is
+        summary["audio"] = "not redacted"
+        return ["recording kept without audio redaction (live redaction off and no final batch pass)"]
+    try:
+        cut = redact_wav(audio, report.spans, fill=redaction.audio_fill, all_channels=redaction.audio_all_channels)
+    except (OSError, ValueError) as exc:
+        log.error("kept audio could not be redacted; deleted", extra={"call_id": call.call_id, "error": str(exc)})
+        audio.unlink(missing_ok=True)
+        summary["audio"] = "deleted"
+        return [f"recording deleted: it could not be redacted ({exc})"]
+    summary["audio"], summary["audio_cut_s"] = redaction.audio_fill, round(cut, 3)
+    if call.shed_transcripts:
+        return [f"recording redacted from live transcripts only: {call.shed_transcripts} utterance(s) "
+                "without a transcript were not checked for personal data"]
+    return []
 
 
 def _record(call: LiveCall, audio: Path | None, warnings: list[str], status: str) -> CallRecord:

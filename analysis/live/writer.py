@@ -198,7 +198,8 @@ def _begin(engine: LiveEngine, call: LiveCall) -> _Parked | None:
 def _attempt(engine: LiveEngine, entry: _Parked, parked: list[_Parked]) -> None:
     health = engine.store_health
     try:
-        stored = store_final(entry.call, entry.audio, engine.store, engine.cfg, engine.finalizer, health)
+        stored = store_final(entry.call, entry.audio, engine.store, engine.cfg, engine.finalizer, health,
+                             engine.settings.redaction)
     except Exception:  # not the store's (store_final catches those): log it, keep the call, retry
         if entry.attempts < 3:
             log.exception("call not finalised, retrying", extra={"call_id": entry.call.call_id})

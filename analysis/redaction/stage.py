@@ -213,9 +213,15 @@ class Redactor:
 
     def redact_call(self, result: CallResult) -> RedactionReport:
         """Redact every utterance of a finished call and record the policy on it
-        (`result.metrics["redaction"]`: policy, counts per entity, redacted seconds)."""
+        (`result.metrics["redaction"]`: policy, counts per entity, redacted seconds; the report,
+        with the audio spans to cut, as `result.redaction`). Phrases the insight stage quoted from
+        the words as said are kept only where the redacted text still says them."""
         report = self.redact_utterances(result.utterances)
+        for u in report.changed:
+            lowered = u.text.lower()
+            u.phrases = {kind: [p for p in found if p in lowered] for kind, found in u.phrases.items()}
         result.metrics["redaction"] = report.summary()
+        result.redaction = report
         return report
 
     def _apply(self, u: Utterance, source: str, entities: list[Entity], report: RedactionReport) -> None:

@@ -415,7 +415,8 @@ class RayEngine:
         if not keep:
             self.counters["calls_without_media"] += 1
             return
-        while not store_final(shadow, audio, self.store, self.cfg, self.finalizer, self.store_health):
+        while not store_final(shadow, audio, self.store, self.cfg, self.finalizer, self.store_health,
+                              self.settings.redaction):
             time.sleep(max(self.store_health.wait_s(), 0.5))  # a full disk delays the final save, never loses it
             if not self._running and self.store_health.faulted:
                 log.error("service stopping with a finished call not stored (store fault)",

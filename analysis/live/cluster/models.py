@@ -167,6 +167,14 @@ class TranscriptWorker(_Worker):
         self.whisper = whisper
         self.language, self.beam_size = settings.transcription.language, settings.live.beam_size
         self.backlog_s = settings.live.transcript_backlog_s
+        rc = settings.redaction
+        self.redactor = None
+        if rc.live and rc.transcripts:  # words leave this worker redacted; Presidio loads once per worker
+            from analysis.redaction import engine as redaction_engine
+            from analysis.redaction.stage import Redactor
+
+            self.redactor = Redactor.from_settings(settings)
+            redaction_engine.analyzer_engine()
 
     def info(self) -> str:
         return "ready"
@@ -197,7 +205,27 @@ class TranscriptWorker(_Worker):
 
         transcript = transcribe_utterances(self.whisper, [r.clip for r in batch], [r.start for r in batch],
                                            self.language, self.beam_size)
-        return [("done", words, transcript.language) for words in transcript.words]
+        out = []
+        for r, words in zip(batch, transcript.words):
+            try:
+                out.append(("done", self._redact(words, r), transcript.language))
+            except Exception as exc:  # no words rather than unredacted words; the final pass transcribes
+                log.error("live redaction failed: transcript left to the final pass", extra={"error": str(exc)})
+                self.counters["redaction_failures"] = self.counters.get("redaction_failures", 0) + 1
+                out.append(("shed", [], ""))
+        return out
+
+    def _redact(self, words: list, request: _Request) -> list:
+        """The utterance's words with personal data replaced (each utterance on its own here: the
+        call's earlier turns live in its call actor; the final pass redacts with them)."""
+        if self.redactor is None or not words:
+            return words
+        from analysis.results import Utterance
+
+        u = Utterance("", 0, "", request.start, request.start + request.seconds, 0.0,
+                      text="".join(w.word for w in words).strip(), words=list(words))
+        self.redactor.redact_utterances([u])
+        return u.words
 
 
 class Pool:
