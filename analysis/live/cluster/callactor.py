@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from analysis.audio import normalize, rms_dbfs
+from analysis.audio import rms_dbfs
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.stage import InsightState
@@ -271,15 +271,16 @@ class CallActor:
         self.changed.set()
         if self.settings.live.transcribe:
             try:
-                state, words, language = await self.transcript.pick().transcribe.remote(
-                    normalize(item.clip), item.start)
+                state, words, language, note = await self.transcript.pick().transcribe.remote(
+                    item.clip, item.start, (self.call.call_id, item.leg.info.leg))
             except Exception as exc:
                 self.counters["transcript_failures"] += 1
                 log.error("transcript stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})
-                state, words, language = "shed", [], ""
+                state, words, language, note = "shed", [], "", ""
             u = item.utterance
             if state == "done":
                 u.words, u.text, u.language = words, "".join(x.word for x in words).strip(), language
+                u.transcript_note = note
                 if u.prosody is not None:  # the speaking rate needed the words
                     u.prosody = replace(u.prosody, rate_wps=len(words) / max(u.end - u.start, 0.25))
             else:

@@ -40,6 +40,7 @@ class _Request:
     start: float
     future: asyncio.Future
     interim: bool = False  # a rolling update: served only when no finished utterance waits
+    group: tuple[str, str] | None = None  # (call id, leg): a retried transcript is prompted only by its own leg
     seconds: float = field(init=False)
     queued_at: float = field(init=False)  # stage timing (time.time()): queued, then batch start/end
 
@@ -63,9 +64,11 @@ class _Worker:
             self._more = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _submit(self, clip: np.ndarray, start: float = 0.0, interim: bool = False):
+    async def _submit(self, clip: np.ndarray, start: float = 0.0, interim: bool = False,
+                      group: tuple[str, str] | None = None):
         self._ensure_loop()
-        request = _Request(np.asarray(clip, np.float32), start, asyncio.get_running_loop().create_future(), interim)
+        request = _Request(np.asarray(clip, np.float32), start, asyncio.get_running_loop().create_future(), interim,
+                           group)
         self._queue.append(request)
         self.counters["requests"] += 1
         self._admitted()
@@ -165,6 +168,7 @@ class TranscriptWorker(_Worker):
             tc = settings.transcription
             whisper = WhisperRuntime(whisper_model_dir(tc.model, settings.model_cache_dir), tc.compute_type, 1)
         self.whisper = whisper
+        self.config = settings.transcription  # levelling, guards and retries as the embedded engine's
         self.language, self.beam_size = settings.transcription.language, settings.live.beam_size
         self.backlog_s = settings.live.transcript_backlog_s
         rc = settings.redaction
@@ -179,10 +183,12 @@ class TranscriptWorker(_Worker):
     def info(self) -> str:
         return "ready"
 
-    async def transcribe(self, clip: np.ndarray, start: float) -> tuple[str, list, str]:
-        """("done", words, language) for one utterance (clip normalised, 16 kHz, starting at `start`
-        leg time), or ("shed", [], "") when it waited past the backlog and is left to the final pass."""
-        return await self._submit(clip, start)
+    async def transcribe(self, clip: np.ndarray, start: float,
+                         group: tuple[str, str] | None = None) -> tuple[str, list, str, str]:
+        """("done", words, language, note) for one utterance (the raw 16 kHz clip, starting at `start`
+        leg time; levelled here, as in the final pass), or ("shed", [], "", "") when it waited past
+        the backlog and is left to the final pass. `note` says why an utterance has no words."""
+        return await self._submit(clip, start, group=group)
 
     def _admitted(self) -> None:
         backlog = sum(r.seconds for r in self._queue)
@@ -190,7 +196,7 @@ class TranscriptWorker(_Worker):
             oldest = self._queue.pop(0)
             backlog -= oldest.seconds
             self.counters["shed"] += 1
-            oldest.future.set_result(("shed", [], ""))
+            oldest.future.set_result(("shed", [], "", ""))
 
     def _take(self) -> list[_Request]:
         batch, total = [], 0.0
@@ -200,19 +206,21 @@ class TranscriptWorker(_Worker):
             total += request.seconds
         return batch
 
-    def _compute(self, batch: list[_Request]) -> list[tuple[str, list, str]]:
+    def _compute(self, batch: list[_Request]) -> list[tuple[str, list, str, str]]:
         from analysis.transcription import transcribe_utterances
 
+        # without a group a retry gets no prompt: one call's words must never prompt another's
+        groups = [r.group or ("", str(i)) for i, r in enumerate(batch)]
         transcript = transcribe_utterances(self.whisper, [r.clip for r in batch], [r.start for r in batch],
-                                           self.language, self.beam_size)
+                                           self.language, self.beam_size, config=self.config, groups=groups)
         out = []
-        for r, words in zip(batch, transcript.words):
+        for r, words, note in zip(batch, transcript.words, transcript.notes):
             try:
-                out.append(("done", self._redact(words, r), transcript.language))
+                out.append(("done", self._redact(words, r), transcript.language, note))
             except Exception as exc:  # no words rather than unredacted words; the final pass transcribes
                 log.error("live redaction failed: transcript left to the final pass", extra={"error": str(exc)})
                 self.counters["redaction_failures"] = self.counters.get("redaction_failures", 0) + 1
-                out.append(("shed", [], ""))
+                out.append(("shed", [], "", ""))
         return out
 
     def _redact(self, words: list, request: _Request) -> list:
