@@ -70,7 +70,7 @@ def record_sign_in(name: str) -> None:
     from storage.store import open_store
 
     try:
-        open_store(db_path(), user=name, client=client_address()).write("record_event", action="sign_in")
+        open_store(db_path(), user=name, client=client_address()).write("record_event", event="sign_in")
     except StorageError as exc:
         log.warning("sign-in not recorded in the audit log", extra={"user_name": name, "error": str(exc)[:200]})
 

@@ -67,7 +67,7 @@ def may(ability: str) -> bool:
 
 def record_export(file_name: str, rows: int) -> None:
     """A download button's on_click: the export goes to the audit log (the browser makes the file)."""
-    store().write("record_event", action="export", detail=f"{file_name} ({rows} rows)")
+    store().write("record_event", event="export", detail=f"{file_name} ({rows} rows)")
 
 
 def read_or_stop(db: Store, query: str, **params) -> pd.DataFrame:

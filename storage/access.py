@@ -345,7 +345,7 @@ def _audit_rows(name: str, params: dict, result: dict,
                 call_id: str | None) -> list[tuple[str, str | None, str | None]]:
     """(action, call_id, detail) rows for a write that went through."""
     if name == "record_event":
-        return [(params["action"], call_id, params.get("detail"))]
+        return [(params["event"], call_id, params.get("detail"))]
     if name == "acknowledge_alert":
         return [("acknowledge", call_id or None, f"alert {result.get('alert_id')}")]
     if name == "add_feedback":

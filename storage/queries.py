@@ -356,14 +356,14 @@ EVENT_ACTIONS = ("sign_in", "sign_out", "export")  # what a client may report on
 
 
 @write_action
-def record_event(con: Con, action: str, call_id: str | None = None, detail: str | None = None) -> dict:
+def record_event(con: Con, event: str, call_id: str | None = None, detail: str | None = None) -> dict:
     """What the store cannot see for itself (a sign-in, a download made in the browser), reported
     by the dashboard; storage/access.py writes the audit row with the acting user."""
-    if action not in EVENT_ACTIONS:
-        raise BadRequest(f"an event is one of {', '.join(EVENT_ACTIONS)}, not {short(action)}")
+    if event not in EVENT_ACTIONS:
+        raise BadRequest(f"an event is one of {', '.join(EVENT_ACTIONS)}, not {short(event)}")
     if detail is not None and (not isinstance(detail, str) or len(detail) > 500):
         raise BadRequest("detail must be a string of at most 500 characters")
-    return {"recorded": action}
+    return {"recorded": event}
 
 
 @read_query
