@@ -39,7 +39,8 @@ def db_path() -> str:
 
 def client_address() -> str:
     """Who is signed in from where, for the throttle and the audit log (Streamlit reports loopback as None)."""
-    return st.context.ip_address or "loopback"
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "loopback"
 
 
 def store() -> Store:

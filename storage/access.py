@@ -212,7 +212,8 @@ def _check(con: duckdb.DuckDBPyConnection, principal: Principal, kind: str, name
            params: dict, call_id: object) -> None:
     table, other = (READ_ROLES, OTHER_READS) if kind == "read" else (WRITE_ROLES, OTHER_WRITES)
     if principal.role not in table.get(name, other):
-        raise AccessDenied(f"a {principal.role} may not {'read' if kind == 'read' else 'do'} {name}")
+        article = "an" if principal.role[0] in "aeiou" else "a"
+        raise AccessDenied(f"{article} {principal.role} may not {'read' if kind == 'read' else 'do'} {name}")
     if call_id is not None:
         _in_scope(con, principal, call_id)
     elif "call_id" not in _takes(fn) and not (kind == "read" and queries.takes_scope(fn)) \
@@ -296,7 +297,7 @@ def record(con: duckdb.DuckDBPyConnection, principal: Principal | None, action: 
                 [datetime.now(timezone.utc).replace(tzinfo=None), principal.name if principal else None,
                  principal.role if principal else SERVICE_ROLE, action, call_id,
                  None if detail is None else str(detail)[:500],
-                 principal.client[:64] if principal and principal.client else None])
+                 principal.client[:64] if principal and isinstance(principal.client, str) else None])
 
 
 def record_read(con: duckdb.DuckDBPyConnection, principal: Principal, plan: ReadPlan) -> None:
