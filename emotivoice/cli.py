@@ -125,11 +125,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
     from storage.db import StorageError
+    from storage.access import Directory
     from storage.server import StoreServer
 
     analyzer = CallAnalyzer(settings)
     try:
-        server = StoreServer(settings.db_path, config=settings.store).start()
+        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
