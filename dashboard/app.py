@@ -8,30 +8,32 @@ shared by every session of this server). A sign-in opens a server-side session
 POSTing a one-time ticket to /api/session; a reload finds the cookie and the session goes on
 until it expires or the user logs out. Every run re-checks the session, so a log-out elsewhere
 or an expiry ends this page too.
+
+Each user sees only the pages of their role (common.PAGES; the role comes from the user file),
+and every read and write goes to the store as that user, which limits and audits it
+(storage/access.py) whatever a page asks. A sign-in is recorded in the audit log.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard.auth import load_users, sign_in
-from dashboard.common import settings
+from dashboard.common import PAGES, client_address, db_path, role, settings
 from dashboard.sessions import COOKIE, REGISTRY
+
+log = logging.getLogger(__name__)
 
 # Not "pages/": a folder of that name beside the main script switches Streamlit to its v1 page
 # discovery, which runs a page's script straight from its URL without this script's sign-in.
 VIEWS = Path(__file__).resolve().parent / "views"
 
 st.set_page_config(page_title="EmotiVoice", page_icon="🎧", layout="wide")
-
-
-def client_address() -> str:
-    """Who is signing in, for the per-client throttle (Streamlit reports loopback as None)."""
-    return st.context.ip_address or "loopback"
 
 
 def post_from_page(path: str, body: str = "") -> None:
@@ -61,6 +63,18 @@ def current_user() -> str | None:
     return user
 
 
+def record_sign_in(name: str) -> None:
+    """The sign-in in the audit log; a store that cannot take it now does not keep the user out
+    (every call they then open is audited, and refused if that cannot be recorded)."""
+    from storage.db import StorageError
+    from storage.store import open_store
+
+    try:
+        open_store(db_path(), user=name, client=client_address()).write("record_event", event="sign_in")
+    except StorageError as exc:
+        log.warning("sign-in not recorded in the audit log", extra={"user_name": name, "error": str(exc)[:200]})
+
+
 def login() -> None:
     st.title("EmotiVoice")
     if st.session_state.pop("clear_cookie", False):
@@ -76,6 +90,7 @@ def login() -> None:
         if st.form_submit_button("Log in"):
             result = sign_in(settings(), name, password, client_address())
             if result.user:
+                record_sign_in(result.user)
                 token = REGISTRY.open(result.user, settings().dashboard.session_ttl_s)
                 st.session_state["session_token"] = token
                 st.session_state["cookie_ticket"] = REGISTRY.ticket(token)
@@ -89,15 +104,22 @@ def login() -> None:
 
 
 PAGE_FILES = [("live", "Live floor", "🚨"), ("review", "Call review", "🎧"), ("agents", "Agents", "🧑‍💼"),
-              ("churn", "Churn risk", "📉")]
+              ("churn", "Churn risk", "📉"), ("audit", "Audit log", "📜")]
 
 if not current_user():  # every page's URL shows the sign-in form, runs nothing else, links nowhere;
     st.navigation([st.Page(login, title="Sign in", icon="🔒", url_path=name, default=i == 0)  # after it: that page
                    for i, (name, _, _) in enumerate(PAGE_FILES)], position="hidden").run()
     st.stop()
 
+allowed = PAGES.get(role() or "", ())
+if not allowed:  # the user's entry is gone from the user file: signed out
+    REGISTRY.close(st.session_state.get("session_token"))
+    end_session_state()
+    st.session_state["ended"] = True
+    st.rerun()
+
 with st.sidebar:
-    st.caption(f"Signed in as **{st.session_state['user']}**")
+    st.caption(f"Signed in as **{st.session_state['user']}** ({role()})")
     if "cookie_ticket" in st.session_state:  # once: the browser exchanges it for the HttpOnly cookie
         post_from_page("/api/session", st.session_state.pop("cookie_ticket"))
     if st.button("Log out"):
@@ -106,6 +128,7 @@ with st.sidebar:
         st.session_state["clear_cookie"] = True
         st.rerun()
 
+shown = [(name, title, icon) for name, title, icon in PAGE_FILES if name in allowed]
 page = st.navigation([st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name, default=i == 0)
-                      for i, (name, title, icon) in enumerate(PAGE_FILES)])
+                      for i, (name, title, icon) in enumerate(shown)])
 page.run()

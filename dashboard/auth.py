@@ -2,7 +2,10 @@
 
 Users come from `dashboard.users` in config ("name:hash,name:hash", e.g. through
 EMOTIVOICE_DASHBOARD_USERS) and from `<data_dir>/dashboard_users.json` (0600), which `emotivoice
-users add NAME` and the first `python3 launch.py` run write. New passwords shorter than
+users add NAME [--role ROLE --team T --agent-id ID]` and the first `python3 launch.py` run write.
+An entry is `"name": {"hash", "role", "teams", "agent_id"}`; the old form `"name": "hash"` (and
+every config entry) is a supervisor of all teams, what every login was before roles (the store
+service reads the same file and enforces the role: storage/access.py). New passwords shorter than
 `dashboard.min_password_length` are refused here, so every way of adding a user inherits it.
 
 `sign_in` is the only way the dashboard checks a password. It asks the shared throttle
@@ -25,6 +28,8 @@ from pathlib import Path
 
 from dashboard.throttle import LoginThrottle, report_lockout
 from emotivoice.config import Settings
+from storage.access import ALL_TEAMS, ROLES, Account, account_from_json, read_accounts
+from storage.access import users_path as users_file
 from storage.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
@@ -66,19 +71,30 @@ def verify_password(password: str, encoded: str | None) -> bool:
     return hmac.compare_digest(check.hex(), digest) and parsed is not None
 
 
-def users_file(settings: Settings) -> Path:
-    return settings.data_dir / "dashboard_users.json"
+def load_accounts(settings: Settings) -> dict[str, Account]:
+    """Every login with its role, teams and agent id (storage/access.py reads the same way)."""
+    return read_accounts(users_file(settings), settings.dashboard.users)
 
 
 def load_users(settings: Settings) -> dict[str, str]:
-    users: dict[str, str] = {}
-    path = users_file(settings)
-    if path.is_file():
-        users.update(json.loads(path.read_text()))
-    for entry in filter(None, (e.strip() for e in settings.dashboard.users.split(","))):
-        name, _, encoded = entry.partition(":")
-        users[name] = encoded
-    return users
+    """Name -> password hash of every login."""
+    return {name: a.password_hash for name, a in load_accounts(settings).items()}
+
+
+def account(settings: Settings, name: str | None) -> Account | None:
+    return load_accounts(settings).get(name) if name else None
+
+
+def check_role(role: str, teams: list[str], agent_id: str | None) -> None:
+    """ValueError unless the role exists and has what it needs (teams, or an agent id)."""
+    if role not in ROLES:
+        raise ValueError(f"a role is one of {', '.join(ROLES)}")
+    if role in ("supervisor", "coach") and not teams:
+        raise ValueError(f"a {role} needs --team (repeat it for several; --team '{ALL_TEAMS}' for all teams)")
+    if role == "agent" and not agent_id:
+        raise ValueError("an agent needs --agent-id (the agent_id their calls carry)")
+    if any(not t or len(t) > 128 for t in teams) or (agent_id is not None and not 0 < len(agent_id) <= 128):
+        raise ValueError("team names and agent ids are 1-128 characters")
 
 
 def check_new_login(settings: Settings, name: str, password: str) -> None:
@@ -90,14 +106,36 @@ def check_new_login(settings: Settings, name: str, password: str) -> None:
         raise ValueError(f"use a password of at least {minimum} characters")
 
 
-def add_user(settings: Settings, name: str, password: str) -> Path:
-    """Store `name` with a hash of `password` (0600 file); ValueError for a short password or odd name."""
+def add_user(settings: Settings, name: str, password: str, role: str | None = None, teams: list[str] = (),
+             agent_id: str | None = None) -> Path:
+    """Store `name` with a hash of `password` (0600 file) and, when given, a role; ValueError for a
+    short password, an odd name or a role without what it needs. Without a role the entry keeps
+    the old form (a supervisor of all teams), as before."""
     check_new_login(settings, name, password)
+    if role is not None:
+        check_role(role, list(teams), agent_id)
+    encoded = hash_password(password)
+    return _save(settings, name, encoded if role is None else
+                 Account(name, encoded, role, tuple(teams), agent_id).to_json())
+
+
+def set_role(settings: Settings, name: str, role: str, teams: list[str] = (), agent_id: str | None = None) -> Path:
+    """Change an existing user's role, teams and agent id (the password stays)."""
+    check_role(role, list(teams), agent_id)
+    path = users_file(settings)
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    current = account_from_json(name, entries.get(name))
+    if current is None:
+        raise ValueError(f"no user {name} in {path} (users from config cannot be changed here)")
+    return _save(settings, name, Account(name, current.password_hash, role, tuple(teams), agent_id).to_json())
+
+
+def _save(settings: Settings, name: str, entry: str | dict) -> Path:
     path = users_file(settings)
     private_dir(path.parent)
-    users = json.loads(path.read_text()) if path.is_file() else {}
-    users[name] = hash_password(password)
-    write_private(path, json.dumps(users, indent=1))
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[name] = entry  # the other entries are written back as they were, old form included
+    write_private(path, json.dumps(entries, indent=1))
     return path
 
 

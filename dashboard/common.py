@@ -1,4 +1,4 @@
-"""What every dashboard page shares: the store, the signed-in user, colours and charts."""
+"""What every dashboard page shares: the store (acting for the signed-in user), roles, colours and charts."""
 
 from __future__ import annotations
 
@@ -22,17 +22,65 @@ def settings() -> Settings:
     return load_settings()
 
 
+# The pages each role is shown (app.py); the store enforces the same limits on every read and
+# write whatever a page does (storage/access.py), so this only keeps people off pages they cannot use.
+PAGES = {"admin": ("live", "review", "agents", "churn", "audit"),
+         "supervisor": ("live", "review", "agents", "churn"),
+         "coach": ("review", "agents"),
+         "analyst": ("review", "agents", "churn"),
+         "agent": ("review", "agents")}
+ABILITIES = {"feedback": ("admin", "supervisor", "coach"), "play": ("admin", "supervisor", "coach", "agent"),
+             "acknowledge": ("admin", "supervisor")}
+
+
+def db_path() -> str:
+    return os.environ.get("EMOTIVOICE_DB_PATH") or str(settings().db_path)
+
+
+def client_address() -> str:
+    """Who is signed in from where, for the throttle and the audit log (Streamlit reports loopback as None)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "loopback"
+
+
 def store() -> Store:
-    """The service that owns the database when one runs, else the file (re-checked every run)."""
-    return open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings().db_path)
+    """The service that owns the database when one runs, else the file (re-checked every run),
+    acting for the signed-in user: it only ever answers what that user may see."""
+    name = user()
+    if not name:
+        st.error("Sign in first.")
+        st.stop()
+    return open_store(db_path(), user=name, client=client_address())
+
+
+def role() -> str | None:
+    """The signed-in user's role, from the user file (None when the entry is gone)."""
+    from dashboard.auth import account
+
+    found = account(settings(), user())
+    return found.role if found else None
+
+
+def may(ability: str) -> bool:
+    """Whether the signed-in user's role may do this (the store refuses it anyway if not)."""
+    return role() in ABILITIES[ability]
+
+
+def record_export(file_name: str, rows: int) -> None:
+    """A download button's on_click: the export goes to the audit log (the browser makes the file)."""
+    store().write("record_event", event="export", detail=f"{file_name} ({rows} rows)")
 
 
 def read_or_stop(db: Store, query: str, **params) -> pd.DataFrame:
     """A page's first read; with no database yet the page says so and ends here."""
+    from storage.access import AccessDenied
     from storage.db import StorageError
 
     try:
         return db.read(query, **params)
+    except AccessDenied as exc:
+        st.error(f"Not allowed: {exc}")
+        st.stop()
     except StorageError as exc:
         st.info(f"No calls yet: {exc}")
         st.stop()

@@ -49,9 +49,9 @@ def kept_recording(settings: Settings, source: str | None) -> Path | None:
     return None
 
 
-def call_source(db, call_id: str) -> str | None:
-    """The stored source of a call (read through the store), or None."""
-    rows = db.read("call_source", call_id=call_id)
+def call_source(db, call_id: str, query: str = "call_source") -> str | None:
+    """The stored source of a call (read through the store; "playback_source" when it is to be played), or None."""
+    rows = db.read(query, call_id=call_id)
     if rows.empty or rows.source.iloc[0] is None:
         return None
     value = rows.source.iloc[0]

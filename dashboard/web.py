@@ -16,9 +16,11 @@ What each one checks, on every request:
   under TLS). Anything else: 403, nothing set.
 - `POST /api/logout`: same origin check; ends the session its cookie names and clears the cookie.
 - `GET|HEAD /api/audio/<link>`: the link's HMAC signature and expiry; a session cookie naming a
-  live session of the link's user, the very session the link was made for; the call's stored
-  source is a kept WAV inside the audio dir (dashboard/playback.py). Then the file, with Range
-  support and `Cache-Control: no-store`. A refusal is 403 (link or session) or 404 (no kept audio),
+  live session of the link's user, the very session the link was made for; the store, asked as
+  that user, lets them play this call (their role and scope) and records the playback in the
+  audit log; the call's stored source is a kept WAV inside the audio dir (dashboard/playback.py).
+  Then the file, with Range support and `Cache-Control: no-store`. A refusal is 403 (link,
+  session or the store's refusal) or 404 (no kept audio),
   with a fixed one-line text and a structured log line, never internals.
 - Streamlit's `/media/...` (what st.audio, st.image and download buttons are served from, with no
   authentication of its own): answered only to a request with a live session cookie. The
@@ -104,11 +106,16 @@ def play(request: Request) -> Response:
     token = request.cookies.get(COOKIE)
     if not token or REGISTRY.user(token) != link.user or session_id(token) != link.session:
         return _refuse(request, 403, "sign in to play this call", "no live session for this link")
+    from storage.access import AccessDenied
     from storage.db import StorageError
     from storage.store import open_store
 
-    try:
-        source = call_source(open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings.db_path), link.call_id)
+    try:  # as the link's user: the store checks the call is theirs to hear, and audits the playback
+        db = open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings.db_path, user=link.user,
+                        client=request.client.host if request.client else None)
+        source = call_source(db, link.call_id, query="playback_source")
+    except AccessDenied:
+        return _refuse(request, 403, "this call is not yours to play", "store refused the playback")
     except (StorageError, OSError):
         return _refuse(request, 503, "the call store is not available", "store unavailable")
     path = kept_recording(settings, source)

@@ -125,11 +125,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     settings = _settings(args)
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
     from storage.db import StorageError
+    from storage.access import Directory
     from storage.server import StoreServer
 
     analyzer = CallAnalyzer(settings)
     try:
-        server = StoreServer(settings.db_path, config=settings.store).start()
+        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -211,14 +212,31 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    """Dashboard logins: add a user (password prompted, or read from stdin), or make sure one exists."""
+    """Dashboard logins: add a user (password prompted, or read from stdin) with a role, change a
+    role, list them, or make sure one exists."""
     import getpass
     import secrets
 
-    from dashboard.auth import add_user, load_users
+    from dashboard.auth import add_user, load_accounts, load_users, set_role
     from storage.files import write_private
 
     settings = _settings(args)
+    if args.action == "list":
+        for account in load_accounts(settings).values():
+            print(f"{account.name}\t{account.role}\tteams={','.join(account.teams) or '-'}\t"
+                  f"agent_id={account.agent_id or '-'}")
+        return 0
+    if args.action == "role":
+        if not args.name or not args.role:
+            print("error: users role needs a NAME and --role", file=sys.stderr)
+            return 2
+        try:
+            saved = set_role(settings, args.name, args.role, args.team or [], args.agent_id)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"user {args.name} is now {args.role} (in {saved})")
+        return 0
     if args.action == "init":
         if load_users(settings):
             return 0
@@ -241,11 +259,57 @@ def cmd_users(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        saved = add_user(settings, args.name, password)
-    except ValueError as exc:  # too short, or a name the users file cannot hold
+        saved = add_user(settings, args.name, password, args.role, args.team or [], args.agent_id)
+    except ValueError as exc:  # too short, a name the users file cannot hold, a role without its teams
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"user {args.name} saved in {saved} (hashed)")
+    print(f"user {args.name} saved in {saved} (hashed)" + (f" as {args.role}" if args.role else
+                                                          " (no role: a supervisor of all teams)"))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Right to erasure: one call, or every call of one customer, from every table and the kept
+    audio, recorded in the audit log (through the service when it owns the database)."""
+    import getpass
+
+    from dashboard.playback import recording_roots
+    from storage.db import StorageError
+    from storage.files import UnsafePath, call_audio, remove_kept
+    from storage.store import open_store
+
+    settings = _settings(args)
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    try:
+        result = open_store(settings.db_path).write("erase_calls", call_id=args.call, customer_id=args.customer,
+                                                    requested_by=f"{who} (emotivoice delete)")
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sources = {c["call_id"]: c["source"] for c in result["calls"]}
+    roots = recording_roots(settings)  # the live audio dir, the inbox, dashboard.recording_dirs
+    removed, left = 0, []
+    for call_id in result["erased_ids"] or ([args.call] if args.call else []):
+        files, outside = call_audio(Path(settings.live.audio_dir), roots, call_id, sources.get(call_id))
+        left += outside
+        for path in files:
+            for root in roots:
+                try:
+                    removed += remove_kept(root, path)
+                    break
+                except (UnsafePath, OSError):
+                    continue
+    what = f"call {args.call}" if args.call else "that customer"
+    if not result["erased_ids"]:
+        print(f"nothing stored for {what}" + (f"; {removed} audio file(s) removed" if removed else ""))
+        return 0
+    print(f"erased {len(result['erased_ids'])} call(s) of {what}: {result['rows']} rows, {removed} audio file(s); "
+          "recorded in the audit log")
+    for source in left:
+        print(f"not removed (outside the recording dirs, remove it yourself): {source}", file=sys.stderr)
     return 0
 
 
@@ -287,11 +351,25 @@ def build_parser() -> argparse.ArgumentParser:
                                      "e.g. to supersede a live call's results")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("users", help="dashboard logins (passwords are stored hashed)")
-    p.add_argument("action", choices=["add", "init"], help="add NAME, or init: create 'supervisor' if nobody exists")
+    p = sub.add_parser("users", help="dashboard logins and their roles (passwords are stored hashed)")
+    p.add_argument("action", choices=["add", "role", "list", "init"],
+                   help="add NAME, role NAME (change the role), list, or init: create 'supervisor' if nobody exists")
     p.add_argument("name", nargs="?")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--role", choices=["admin", "supervisor", "coach", "analyst", "agent"],
+                   help="what the user may see and do (default for add: a supervisor of all teams)")
+    p.add_argument("--team", action="append", metavar="T",
+                   help="a supervisor's or coach's team (repeat for several; '*': all teams)")
+    p.add_argument("--agent-id", help="an agent's id, as their calls carry it")
     p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("delete", help="erase a call, or every call of a customer, everywhere (audited)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--call", metavar="ID", help="the call id")
+    which.add_argument("--customer", metavar="ID", help="the customer id the calls carry (customer_id or "
+                       "a value among the source's external ids)")
+    p.add_argument("--db", help="DuckDB file")
+    p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("watch", help="analysis service: analyse recordings dropped into an inbox folder")
     p.add_argument("inbox", nargs="?", help="folder to watch (default: data/inbox)")

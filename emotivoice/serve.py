@@ -104,11 +104,12 @@ def start_listeners(settings: Settings, sink) -> list:
 def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
           stats_every_s: float = 60.0) -> int:
     from analysis.service import InboxWatcher
+    from storage.access import Directory
     from storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
     try:
-        server = StoreServer(settings.db_path, config=settings.store).start()
+        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

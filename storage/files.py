@@ -84,3 +84,37 @@ def check_call_id(call_id: str) -> str:
     if not isinstance(call_id, str) or not CALL_ID.match(call_id):
         raise UnsafePath("not a call id this service made")
     return call_id
+
+
+def remove_kept(root: Path, path: Path) -> bool:
+    """Delete `path` if it is a regular file inside `root`, with no symlink at it or its folder
+    (one planted there is never followed); True if it was deleted. UnsafePath outside `root`.
+    Retention (analysis/live/recorder.py) and erasure (`emotivoice delete`) both delete this way."""
+    path = Path(path)
+    if path.is_symlink() or path.parent.is_symlink() or not path.is_file():
+        return False
+    inside(root, path)
+    path.unlink(missing_ok=True)
+    return True
+
+
+def call_audio(audio_dir: Path, roots: list[Path], call_id: str, source: str | None) -> tuple[list[Path], list[str]]:
+    """The kept audio of a call, to erase it: the live service's WAV, sidecar and unfinished legs
+    (`audio_dir/*/<call_id>.*`, only for an id of ours), and the stored `source` with its sidecar
+    JSON when it lies inside one of `roots`. Returns (files found, sources left outside every root)."""
+    found: list[Path] = []
+    if isinstance(call_id, str) and CALL_ID.match(call_id) and Path(audio_dir).is_dir():
+        found += sorted(Path(audio_dir).glob(f"*/{call_id}.*"))  # no glob characters in our ids
+    outside: list[str] = []
+    if isinstance(source, str) and source and "\x00" not in source:
+        for root in roots:
+            try:
+                inside(root, source)
+            except (UnsafePath, OSError, RuntimeError):
+                continue
+            found += [Path(source), Path(source).with_suffix(".json")]
+            break
+        else:
+            outside.append(source)
+    return list(dict.fromkeys(found)), outside
+

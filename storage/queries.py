@@ -9,7 +9,9 @@ BadRequest and turn DuckDB's errors into StorageError, so a caller never sees a 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -25,6 +27,29 @@ WRITES: dict[str, Callable[..., dict]] = {}
 def _utc_now() -> datetime:
     """Naive UTC, as every timestamp in the store is written."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The calls a request may see (storage/access.py decides it from the user's role): all of
+    them, or those of some teams or of one agent. A query that lists calls takes it as the
+    keyword `scope`, which no caller can send: only the store passes it."""
+
+    all: bool = True
+    teams: tuple[str, ...] = ()
+    agent_id: str | None = None
+
+    def params(self) -> list:
+        """The values for one IN_SCOPE condition, in its order."""
+        return [self.all, list(self.teams), self.agent_id]
+
+
+FULL = Scope()
+
+
+def in_scope(alias: str = "") -> str:
+    """The condition on a calls row (`alias` is our own table alias, never input) for a Scope's params."""
+    return f"(?::BOOLEAN OR list_contains(?::VARCHAR[], {alias}team) OR {alias}agent_id = ?::VARCHAR)"
 
 
 def read_query(fn: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
@@ -49,11 +74,15 @@ def writer(name: str) -> Callable[..., dict]:
     return WRITES[name]
 
 
-def _run(fn: Callable, con: Con, params: object):
+def takes_scope(fn: Callable) -> bool:
+    return "scope" in inspect.signature(fn).parameters
+
+
+def _run(fn: Callable, con: Con, params: object, scope: Scope | None = None):
     """Call a named query with the caller's parameters, checked against its signature first."""
     if not isinstance(params, dict):
         raise BadRequest("params must be an object")
-    accepted = list(inspect.signature(fn).parameters)[1:]
+    accepted = [p for p in list(inspect.signature(fn).parameters)[1:] if p != "scope"]  # scope: the store's
     for key in params:
         if key not in accepted:
             raise BadRequest(f"{fn.__name__} takes no parameter {short(key)}")
@@ -62,7 +91,7 @@ def _run(fn: Callable, con: Con, params: object):
     if missing:
         raise BadRequest(f"{fn.__name__} needs {', '.join(missing)}")
     try:
-        return fn(con, **params)
+        return fn(con, **params, **({"scope": scope} if scope is not None and takes_scope(fn) else {}))
     except (duckdb.ConversionException, duckdb.InvalidInputException, TypeError, ValueError) as exc:
         if isinstance(exc, BadRequest):
             raise
@@ -71,9 +100,9 @@ def _run(fn: Callable, con: Con, params: object):
         raise StorageError(f"{fn.__name__} failed: {first_line(exc)}") from exc
 
 
-def run_read(con: Con, name: str, params: object = None) -> pd.DataFrame:
-    """The named read query with these parameters."""
-    return _run(reader(name), con, {} if params is None else params)
+def run_read(con: Con, name: str, params: object = None, scope: Scope | None = None) -> pd.DataFrame:
+    """The named read query with these parameters, limited to `scope` when it lists calls."""
+    return _run(reader(name), con, {} if params is None else params, scope)
 
 
 def run_write(con: Con, name: str, params: object = None) -> dict:
@@ -84,12 +113,12 @@ def run_write(con: Con, name: str, params: object = None) -> dict:
 
 
 @read_query
-def list_calls(con: Con, limit: int = 500) -> pd.DataFrame:
-    return con.execute("""
+def list_calls(con: Con, limit: int = 500, *, scope: Scope = FULL) -> pd.DataFrame:
+    return con.execute(f"""
         SELECT c.call_id, c.analyzed_at, c.duration_s, c.mode, c.status, c.diarization,
                c.emotion_model, c.emotion_provisional,
                (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) AS utterances
-        FROM calls c ORDER BY c.analyzed_at DESC LIMIT ?""", [limit]).df()
+        FROM calls c WHERE {in_scope("c.")} ORDER BY c.analyzed_at DESC LIMIT ?""", [*scope.params(), limit]).df()
 
 
 @read_query
@@ -157,13 +186,13 @@ def add_feedback(con: Con, call_id: str, kind: str, author: str, utterance_idx: 
 # ---- pages: live floor, call review, agents, churn ---------------------------------------------
 
 @read_query
-def live_calls(con: Con, recent_minutes: int = 30, limit: int = 50) -> pd.DataFrame:
+def live_calls(con: Con, recent_minutes: int = 30, limit: int = 50, *, scope: Scope = FULL) -> pd.DataFrame:
     """Calls in progress (live) and those analysed in the last minutes, riskiest first, each with
     the customer's latest base emotion and the last 20 risk scores for a sparkline."""
-    return con.execute("""
+    return con.execute(f"""
         WITH active AS (
             SELECT * FROM calls
-            WHERE status = 'live' OR analyzed_at >= ?::TIMESTAMP
+            WHERE (status = 'live' OR analyzed_at >= ?::TIMESTAMP) AND {in_scope()}
             ORDER BY analyzed_at DESC LIMIT ?),
         customer AS (SELECT s.call_id, s.speaker FROM speakers s JOIN active a USING (call_id)
                      WHERE s.role = 'customer'),
@@ -180,23 +209,25 @@ def live_calls(con: Con, recent_minutes: int = 30, limit: int = 50) -> pd.DataFr
                a.alert_count, a.analyzed_at
         FROM active a LEFT JOIN latest l USING (call_id)
         ORDER BY risk DESC NULLS LAST, a.analyzed_at DESC""",
-        [_utc_now() - timedelta(minutes=recent_minutes), limit]).df()
+        [_utc_now() - timedelta(minutes=recent_minutes), *scope.params(), limit]).df()
 
 
 @read_query
-def open_alerts(con: Con, limit: int = 50) -> pd.DataFrame:
+def open_alerts(con: Con, limit: int = 50, *, scope: Scope = FULL) -> pd.DataFrame:
     """Alerts nobody has acknowledged yet, newest first."""
-    return con.execute("""
+    return con.execute(f"""
         SELECT a.alert_id, a.call_id, c.agent_id, a.speaker, a.t_s, a.kind, a.score, a.factors, a.created_at
         FROM alerts a JOIN calls c USING (call_id)
-        WHERE a.acknowledged_by IS NULL ORDER BY a.created_at DESC, a.alert_id DESC LIMIT ?""", [limit]).df()
+        WHERE a.acknowledged_by IS NULL AND {in_scope("c.")}
+        ORDER BY a.created_at DESC, a.alert_id DESC LIMIT ?""", [*scope.params(), limit]).df()
 
 
 @read_query
 def find_calls(con: Con, date_from: str | None = None, date_to: str | None = None, agent_id: str | None = None,
-               min_risk: float = 0.0, customer_emotion: str | None = None, limit: int = 200) -> pd.DataFrame:
+               min_risk: float = 0.0, customer_emotion: str | None = None, limit: int = 200, *,
+               scope: Scope = FULL) -> pd.DataFrame:
     """Past calls for review, filtered by date (started_at), agent, peak risk and the customer's last emotion."""
-    return con.execute("""
+    return con.execute(f"""
         SELECT call_id, started_at, agent_id, customer_id, team, duration_s, peak_risk, alert_count,
                customer_final_emotion, sarcasm_count, churn_phrases
         FROM calls
@@ -205,14 +236,16 @@ def find_calls(con: Con, date_from: str | None = None, date_to: str | None = Non
           AND (?::VARCHAR IS NULL OR agent_id = ?)
           AND coalesce(peak_risk, 0) >= ?
           AND (?::VARCHAR IS NULL OR customer_final_emotion = ?)
+          AND {in_scope()}
         ORDER BY started_at DESC NULLS LAST LIMIT ?""",
         [date_from, date_from, date_to, date_to, agent_id, agent_id, min_risk, customer_emotion, customer_emotion,
-         limit]).df()
+         *scope.params(), limit]).df()
 
 
 @read_query
-def agent_ids(con: Con) -> pd.DataFrame:
-    return con.execute("SELECT DISTINCT agent_id FROM calls WHERE agent_id IS NOT NULL ORDER BY 1").df()
+def agent_ids(con: Con, *, scope: Scope = FULL) -> pd.DataFrame:
+    return con.execute(f"SELECT DISTINCT agent_id FROM calls WHERE agent_id IS NOT NULL AND {in_scope()} ORDER BY 1",
+                       scope.params()).df()
 
 
 @read_query
@@ -239,9 +272,10 @@ def agent_vs_team(con: Con, call_id: str) -> pd.DataFrame:
 
 
 @read_query
-def agent_weekly(con: Con, date_from: str, date_to: str, team: str | None = None) -> pd.DataFrame:
+def agent_weekly(con: Con, date_from: str, date_to: str, team: str | None = None, *,
+                 scope: Scope = FULL) -> pd.DataFrame:
     """Per agent and week: calls, share escalated, customer negativity at start and end, empathy."""
-    return con.execute("""
+    return con.execute(f"""
         SELECT agent_id, date_trunc('week', started_at) AS week, count(*) AS calls,
                avg((alert_count > 0)::INT) AS escalation_share,
                avg(customer_start_negative) AS customer_negative_start,
@@ -249,16 +283,16 @@ def agent_weekly(con: Con, date_from: str, date_to: str, team: str | None = None
                avg(agent_empathy) AS empathy
         FROM calls
         WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
-          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?)
-        GROUP BY ALL ORDER BY week, agent_id""", [date_from, date_to, team, team]).df()
+          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?) AND {in_scope()}
+        GROUP BY ALL ORDER BY week, agent_id""", [date_from, date_to, team, team, *scope.params()]).df()
 
 
 @read_query
 def coaching_opportunities(con: Con, date_from: str, date_to: str, team: str | None = None,
-                           limit: int = 20) -> pd.DataFrame:
+                           limit: int = 20, *, scope: Scope = FULL) -> pd.DataFrame:
     """Agents ranked by where coaching pays most: escalations, and customers who leave angrier than
     they came (end minus start negativity), weighted by how many calls that covers."""
-    return con.execute("""
+    return con.execute(f"""
         SELECT agent_id, count(*) AS calls, avg((alert_count > 0)::INT) AS escalation_share,
                avg(customer_end_negative - customer_start_negative) AS customer_worsening,
                avg(agent_empathy) AS empathy,
@@ -267,19 +301,21 @@ def coaching_opportunities(con: Con, date_from: str, date_to: str, team: str | N
                  * ln(1 + count(*)) AS opportunity
         FROM calls
         WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
-          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?)
-        GROUP BY agent_id ORDER BY opportunity DESC LIMIT ?""", [date_from, date_to, team, team, limit]).df()
+          AND agent_id IS NOT NULL AND (?::VARCHAR IS NULL OR team = ?) AND {in_scope()}
+        GROUP BY agent_id ORDER BY opportunity DESC LIMIT ?""", [date_from, date_to, team, team, *scope.params(),
+                                                                 limit]).df()
 
 
 @read_query
-def churn_risk(con: Con, date_from: str, date_to: str, team: str | None = None, limit: int = 500) -> pd.DataFrame:
+def churn_risk(con: Con, date_from: str, date_to: str, team: str | None = None, limit: int = 500, *,
+               scope: Scope = FULL) -> pd.DataFrame:
     """Customers at risk of leaving: escalation, anger unresolved at the end, churn phrases and
     repeat calls in the period, combined into a 0..1 score with the reasons beside it."""
-    return con.execute("""
+    return con.execute(f"""
         WITH period AS (
             SELECT * FROM calls
             WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
-              AND (?::VARCHAR IS NULL OR team = ?)),
+              AND (?::VARCHAR IS NULL OR team = ?) AND {in_scope()}),
         scored AS (
             SELECT call_id, customer_id, agent_id, team, started_at, peak_risk, customer_end_negative,
                    churn_phrases, count(*) OVER (PARTITION BY customer_id) AS calls_in_period,
@@ -287,12 +323,14 @@ def churn_risk(con: Con, date_from: str, date_to: str, team: str | None = None, 
                    + 0.20 * (len(coalesce(churn_phrases, [])) > 0)::INT
                    + 0.15 * least(count(*) OVER (PARTITION BY customer_id) - 1, 2) / 2.0 AS churn_score
             FROM period)
-        SELECT * FROM scored ORDER BY churn_score DESC LIMIT ?""", [date_from, date_to, team, team, limit]).df()
+        SELECT * FROM scored ORDER BY churn_score DESC LIMIT ?""",
+        [date_from, date_to, team, team, *scope.params(), limit]).df()
 
 
 @read_query
-def teams(con: Con) -> pd.DataFrame:
-    return con.execute("SELECT DISTINCT team FROM calls WHERE team IS NOT NULL ORDER BY 1").df()
+def teams(con: Con, *, scope: Scope = FULL) -> pd.DataFrame:
+    return con.execute(f"SELECT DISTINCT team FROM calls WHERE team IS NOT NULL AND {in_scope()} ORDER BY 1",
+                       scope.params()).df()
 
 
 @read_query
@@ -304,6 +342,101 @@ def call_source(con: Con, call_id: str) -> pd.DataFrame:
 def call_feedback(con: Con, call_id: str) -> pd.DataFrame:
     return con.execute("""SELECT feedback_id, utterance_idx, kind, value, note, author, created_at FROM feedback
                           WHERE call_id = ? ORDER BY created_at""", [call_id]).df()
+
+
+@read_query
+def playback_source(con: Con, call_id: str) -> pd.DataFrame:
+    """The stored source of a call about to be played (call_source, but audited as a playback)."""
+    return con.execute("SELECT source FROM calls WHERE call_id = ?", [call_id]).df()
+
+
+# ---- audit trail and erasure (storage/access.py records the rows and checks who may) -----------
+
+EVENT_ACTIONS = ("sign_in", "sign_out", "export")  # what a client may report on its own; the rest the store sees
+
+
+@write_action
+def record_event(con: Con, event: str, call_id: str | None = None, detail: str | None = None) -> dict:
+    """What the store cannot see for itself (a sign-in, a download made in the browser), reported
+    by the dashboard; storage/access.py writes the audit row with the acting user."""
+    if event not in EVENT_ACTIONS:
+        raise BadRequest(f"an event is one of {', '.join(EVENT_ACTIONS)}, not {short(event)}")
+    if detail is not None and (not isinstance(detail, str) or len(detail) > 500):
+        raise BadRequest("detail must be a string of at most 500 characters")
+    return {"recorded": event}
+
+
+@read_query
+def audit_log(con: Con, date_from: str | None = None, date_to: str | None = None, user_name: str | None = None,
+              action: str | None = None, limit: int = 10_000) -> pd.DataFrame:
+    """The audit trail, newest first, filtered by day, user and action."""
+    return con.execute("""
+        SELECT audit_id, logged_at, user_name, role, action, call_id, detail, client FROM audit_log
+        WHERE (?::TIMESTAMP IS NULL OR logged_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR logged_at < ?::TIMESTAMP + INTERVAL 1 DAY)
+          AND (?::VARCHAR IS NULL OR user_name = ?)
+          AND (?::VARCHAR IS NULL OR action = ?)
+        ORDER BY logged_at DESC, audit_id DESC LIMIT ?""",
+        [date_from, date_from, date_to, date_to, user_name, user_name, action, action, limit]).df()
+
+
+def call_tables(con: Con) -> list[str]:
+    """Every table of ours with a call_id column, but the audit trail: where a call's rows are."""
+    rows = con.execute("""
+        SELECT c.table_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_catalog, table_schema, table_name)
+        WHERE c.table_catalog = current_database() AND c.table_schema = 'main' AND c.column_name = 'call_id'
+          AND t.table_type = 'BASE TABLE' AND c.table_name <> 'audit_log'
+        ORDER BY c.table_name = 'calls', c.table_name""").fetchall()  # calls last
+    return [r[0] for r in rows]
+
+
+def _json_strings(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*map(_json_strings, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_json_strings, value)) if value else set()
+    return {value} if isinstance(value, str) else set()
+
+
+def _customer_calls(con: Con, customer_id: str) -> list[tuple[str, str | None]]:
+    """(call_id, source) of the customer's calls: by customer_id, or where the source's own ids
+    (calls.external_ids, migration 006) carry it as a value."""
+    found = dict(con.execute("SELECT call_id, source FROM calls WHERE customer_id = ?", [customer_id]).fetchall())
+    for call_id, source, external in con.execute(
+            "SELECT call_id, source, external_ids FROM calls WHERE external_ids IS NOT NULL").fetchall():
+        try:
+            if customer_id in _json_strings(json.loads(external)):
+                found[call_id] = source
+        except ValueError:
+            continue
+    return sorted(found.items())
+
+
+@write_action
+def erase_calls(con: Con, call_id: str | None = None, customer_id: str | None = None,
+                requested_by: str | None = None) -> dict:
+    """Right to erasure: every row of one call, or of every call of one customer, from every table
+    but the audit trail (storage/access.py runs this in one transaction with the audit rows that
+    record it). Returns the calls with their sources, for the caller to remove the audio."""
+    if (call_id is None) == (customer_id is None):
+        raise BadRequest("name either a call_id or a customer_id")
+    key = call_id if customer_id is None else customer_id
+    if not isinstance(key, str) or not key.strip():
+        raise BadRequest("the id to erase must be a non-empty string")
+    if requested_by is not None and (not isinstance(requested_by, str) or len(requested_by) > 200):
+        raise BadRequest("requested_by must be a short string")
+    if call_id is not None:
+        calls = con.execute("SELECT call_id, source FROM calls WHERE call_id = ?", [call_id]).fetchall()
+        ids = [call_id]
+    else:
+        calls = _customer_calls(con, customer_id)
+        ids = [c for c, _ in calls]
+    rows = 0
+    for table in call_tables(con):  # names from the schema, never from the caller
+        rows += con.execute(f'DELETE FROM "{table}" WHERE list_contains(?::VARCHAR[], call_id)', [ids]).fetchone()[0]
+    return {"calls": [{"call_id": c, "source": s} for c, s in calls], "rows": int(rows),
+            "erased_ids": ids if rows else []}
 
 
 # ---- crash recovery: calls a stopped service left unfinished (analysis/live/recovery.py) --------

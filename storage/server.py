@@ -17,6 +17,16 @@ What the listener checks, in order, before anything reaches the database:
   signature; /calls may carry only CallRecord's fields, and every key of the call and of each row
   must be a real column of its table (storage.db.check_record); /deltas (a live call's changed
   rows, storage/incremental.py) is checked the same way. No SQL is built from any of it.
+- X-Store-User, when sent (the dashboard sends its signed-in user with every request; it holds
+  the token, so the name is its claim), must name an account of the user file (else 403), and
+  then storage/access.py decides: the user's role may run this query or action (else 403); a
+  query that lists calls is filtered in its SQL to the user's scope (their teams, or an agent's
+  own calls); a read or write naming a call outside that scope is refused with 403 (the same
+  answer whether the call is another agent's or does not exist); an analyst's results carry no
+  transcript text or words; /calls and /deltas are refused (403: only services store calls).
+  Views of a call's transcript, playbacks, exports, sign-ins, acknowledgements, feedback and
+  erasures are appended to audit_log; a read whose audit row cannot be written is refused.
+  Without X-Store-User (the analysis service, the CLI) access is what it always was: everything.
 Errors are answered as {"error": a short message of ours, "request_id": id}; the full exception is
 logged under that id, so no Python or DuckDB text leaves the process.
 
@@ -46,7 +56,8 @@ import pandas as pd
 import pyarrow as pa
 
 from emotivoice.config import StoreConfig
-from storage import queries
+from storage import access, queries
+from storage.access import AccessDenied, Directory, Principal
 from storage.db import BadRequest, CallRecord, StorageError, connect, first_line, save_call, short
 from storage.files import write_private
 from storage.incremental import CallDelta, save_deltas
@@ -89,9 +100,14 @@ class StoreServer:
     """Owns the file; `start()` serves it in a background thread until `close()`."""
 
     def __init__(self, db_path: Path | str, host: str = "127.0.0.1", port: int = 0,
-                 config: StoreConfig | None = None):
+                 config: StoreConfig | None = None, users: Directory | None = None):
         self.db_path = Path(db_path)
         self.config = config or StoreConfig()
+        if users is None:  # the user file of the configured data dir, as the dashboard signs in with
+            from emotivoice.config import load_settings
+
+            users = Directory.from_settings(load_settings())
+        self.users = users
         self.con = connect(self.db_path, wait_s=30.0)
         self.write_lock = threading.Lock()
         self.health = WriteHealth()
@@ -107,18 +123,30 @@ class StoreServer:
     def write(self, action: str, **params) -> dict:
         return self.write_named(action, params)
 
-    def read_named(self, query: str, params: dict) -> pd.DataFrame:
+    def read_named(self, query: str, params: dict, principal: Principal | None = None) -> pd.DataFrame:
+        """A named read for `principal` (None: a service), scoped, redacted and audited (storage/access.py)."""
         queries.reader(query)
         cursor = self.con.cursor()
         try:
-            return queries.run_read(cursor, query, params)
+            plan = access.plan_read(cursor, principal, query, params)
+            frame = queries.run_read(cursor, query, params, plan.scope)
         finally:
             cursor.close()
+        if principal is not None and plan.audit and (key := access.audit_due(principal, plan.audit, plan.call_id,
+                                                                              str(self.db_path))):
+            with self.write_lock:  # before the answer: a view that cannot be recorded is not shown
+                self._watched(access.record_read, self.con, principal, plan)
+            access.audit_done(key)
+        return access.redact(frame, principal)
 
-    def write_named(self, action: str, params: dict) -> dict:
+    def write_named(self, action: str, params: dict, principal: Principal | None = None) -> dict:
         queries.writer(action)
         with self.write_lock:
-            return self._watched(queries.run_write, self.con, action, params)
+            return self._watched(access.run_write, self.con, principal, action, params)
+
+    def principal(self, user: str | None, client: str | None = None) -> Principal | None:
+        """Who a request acts for: None (full access) without a user, else AccessDenied or the user."""
+        return None if user is None else self.users.principal(user, client)
 
     def save_call(self, record: CallRecord) -> None:
         with self.write_lock:
@@ -283,6 +311,8 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 self._route(body)
+            except AccessDenied as exc:  # our own words: the user, the query or the call refused
+                self._fail(403, str(exc))
             except BadRequest as exc:  # our own words, naming at most a shortened key
                 self._fail(400, str(exc), detail=repr(exc.__cause__) if exc.__cause__ else None)
             except StorageError as exc:
@@ -316,6 +346,9 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
             return body
 
         def _route(self, body: dict) -> None:
+            principal = server.principal(self.headers.get("X-Store-User"), self.headers.get("X-Store-Client"))
+            if principal is not None and self.path in ("/calls", "/deltas"):
+                raise AccessDenied("calls are stored by the services, not for a user")
             if self.path == "/calls":
                 server.save_call(CallRecord.from_json(body))
                 self._reply(200, b'{"ok": true}')
@@ -334,10 +367,11 @@ def _handler(server: StoreServer) -> type[BaseHTTPRequestHandler]:
                 raise BadRequest(f"{name_key!r} is required")
             params = body.get("params", {})
             if self.path == "/read":
-                frame = server.read_named(body["query"], params)
+                frame = server.read_named(body["query"], params, principal)
                 self._reply(200, _arrow(frame), "application/vnd.apache.arrow.stream")
             else:
-                self._reply(200, json.dumps(server.write_named(body["action"], params), default=str).encode())
+                self._reply(200, json.dumps(server.write_named(body["action"], params, principal),
+                                            default=str).encode())
 
     return Handler
 

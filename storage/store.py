@@ -20,7 +20,8 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from storage import queries
+from storage import access, queries
+from storage.access import AccessDenied, Directory, Principal
 from storage.db import BadRequest, CallRecord, StorageError, connect, save_call
 from storage.incremental import CallDelta, save_deltas
 
@@ -48,28 +49,55 @@ def announcement(db_path: Path | str) -> Path:
 
 
 class FileStore:
-    """Direct access: each read or write opens the file only for as long as it takes."""
+    """Direct access: each read or write opens the file only for as long as it takes.
 
-    def __init__(self, db_path: Path | str):
-        self.db_path = Path(db_path)
+    With a `user`, every read and write is checked and audited for that user (storage/access.py)
+    exactly as the store service does it, resolved from the user file of the configured data dir."""
+
+    def __init__(self, db_path: Path | str, user: str | None = None, client: str | None = None,
+                 users: Directory | None = None):
+        self.db_path, self.user, self.client, self._users = Path(db_path), user, client, users
+
+    def _principal(self) -> Principal | None:
+        if self.user is None:
+            return None
+        if self._users is None:
+            from emotivoice.config import load_settings
+
+            self._users = Directory.from_settings(load_settings())
+        return self._users.principal(self.user, self.client)
 
     def read(self, query: str, **params) -> pd.DataFrame:
         queries.reader(query)  # an unknown name fails before the file is opened
         con = connect(self.db_path, read_only=True, wait_s=5.0)  # a missing file is a StorageError
         try:
-            return queries.run_read(con, query, params)
+            principal = self._principal()
+            plan = access.plan_read(con, principal, query, params)
+            frame = queries.run_read(con, query, params, plan.scope)
         finally:
             con.close()
+        if principal is not None and plan.audit and (key := access.audit_due(principal, plan.audit, plan.call_id,
+                                                                              str(self.db_path))):
+            con = connect(self.db_path, wait_s=30.0)
+            try:
+                access.record_read(con, principal, plan)
+            finally:
+                con.close()
+            access.audit_done(key)
+        return access.redact(frame, principal)
 
     def write(self, action: str, **params) -> dict:
         queries.writer(action)
+        principal = self._principal()
         con = connect(self.db_path, wait_s=30.0)
         try:
-            return queries.run_write(con, action, params)
+            return access.run_write(con, principal, action, params)
         finally:
             con.close()
 
     def save_call(self, record: CallRecord) -> None:
+        if self.user is not None:
+            raise AccessDenied("calls are stored by the services, not for a user")
         con = connect(self.db_path, wait_s=30.0)
         try:
             save_call(con, record)
@@ -77,6 +105,8 @@ class FileStore:
             con.close()
 
     def save_deltas(self, deltas: list[CallDelta]) -> None:
+        if self.user is not None:
+            raise AccessDenied("calls are stored by the services, not for a user")
         con = connect(self.db_path, wait_s=30.0)
         try:
             save_deltas(con, deltas)
@@ -85,14 +115,22 @@ class FileStore:
 
 
 class ServedStore:
-    """A client of the process that owns the file (storage/server.py)."""
+    """A client of the process that owns the file (storage/server.py); with a `user`, it acts for
+    that dashboard user (X-Store-User, and X-Store-Client: the address the dashboard saw them at)."""
 
-    def __init__(self, url: str, token: str, timeout_s: float = 30.0):
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0, user: str | None = None,
+                 client: str | None = None):
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+        self.user, self.client = user, client
 
     def _post(self, path: str, body: dict) -> bytes:
+        headers = {"Content-Type": "application/json", "X-Store-Token": self.token}
+        if self.user is not None:
+            headers["X-Store-User"] = self.user
+            if self.client:
+                headers["X-Store-Client"] = self.client[:64]
         request = urllib.request.Request(self.url + path, data=json.dumps(body, default=str).encode(),
-                                         headers={"Content-Type": "application/json", "X-Store-Token": self.token})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 return response.read()
@@ -126,6 +164,8 @@ def _refusal(exc: urllib.error.HTTPError) -> StorageError:
     except (ValueError, KeyError, TypeError, OSError):
         message, request_id = f"HTTP {exc.code}", None
     text = message + (f" (store request {request_id})" if request_id else "")
+    if exc.code == 403:
+        return AccessDenied(text)
     return BadRequest(text) if 400 <= exc.code < 500 else StorageError(text)
 
 
@@ -139,13 +179,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def open_store(db_path: Path | str) -> Store:
-    """The serving process's client when one owns `db_path`, else direct file access."""
+def open_store(db_path: Path | str, user: str | None = None, client: str | None = None) -> Store:
+    """The serving process's client when one owns `db_path`, else direct file access; with a
+    `user`, limited to what that dashboard user may see and do (storage/access.py)."""
     note = announcement(db_path)
     try:
         info = json.loads(note.read_text())
         if _alive(int(info["pid"])):
-            return ServedStore(info["url"], info["token"])
+            return ServedStore(info["url"], info["token"], user=user, client=client)
     except (OSError, ValueError, KeyError):
         pass
-    return FileStore(db_path)
+    return FileStore(db_path, user=user, client=client)

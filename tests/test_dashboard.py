@@ -124,8 +124,38 @@ def test_agents_and_churn_pages_rank_and_export(dashboard_env):
     assert {"Export CSV", "Export Parquet"} <= {b.label for b in at.get("download_button")}
 
 
+def test_an_agent_sees_only_their_own_calls_and_pages(dashboard_env, tmp_path):
+    """An agent login: the review page lists only their call (the store filters it), the live floor
+    is not among their pages (not even by its URL), and they cannot save feedback."""
+    from dashboard.auth import add_user
+    from emotivoice.config import load_settings
+
+    with duckdb.connect(str(dashboard_env)) as con:  # a second call, another agent's
+        con.execute("INSERT INTO calls SELECT * REPLACE ('other-call' AS call_id, 'agent-9' AS agent_id) FROM calls")
+        con.execute("INSERT INTO utterances SELECT * REPLACE ('other-call' AS call_id) FROM utterances")
+    add_user(load_settings(), "ava", PASSWORD, "agent", agent_id="agent-9")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["session_token"] = REGISTRY.open("ava", 600)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Call review"  # an agent's first page; the live floor is not among theirs
+    assert list(at.dataframe[0].value.call_id) == ["other-call"]
+    assert [b for b in at.button if b.label == "Save feedback"][0].disabled
+    with pytest.raises(ValueError, match=r"Known pages: \[.*review\.py', '.*agents\.py'\]"):
+        at.switch_page("views/live.py")  # the navigation holds only the agent's pages
+    direct = AppTest.from_file(APP, default_timeout=60)  # asked for the live floor's own page
+    direct.session_state["session_token"] = REGISTRY.open("ava", 600)
+    direct.session_state["user"] = "ava"
+    direct.switch_page("views/live.py").run()
+    assert not direct.exception, direct.exception
+    assert [t.value for t in direct.title] == ["Call review"]  # not theirs: app.py runs their first page
+    # (the store refuses the live floor's queries to an agent whatever runs them: tests/test_access.py)
+
+
 def test_empty_store_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(tmp_path / "none.duckdb"))
+    monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path))  # sam must exist: a session of a removed user ends
+    monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", f"sam:{hash_password(PASSWORD)}")
     at = logged_in().run()
     assert not at.exception
     assert "No calls yet" in at.info[0].value

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.files import UnsafePath, check_call_id, inside, open_private, private_dir, write_private
+from storage.files import UnsafePath, check_call_id, inside, open_private, private_dir, remove_kept, write_private
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,8 @@ def apply_retention(audio_dir: Path, days: int, now: float | None = None) -> int
         if not kept or path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             continue
         try:
-            inside(audio_dir, path)
             if path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
+                removed += remove_kept(audio_dir, path)  # as `emotivoice delete` removes a call's audio
         except (OSError, UnsafePath) as exc:
             log.warning("retention skipped a file", extra={"path": str(path), "error": str(exc)})
     for day in audio_dir.iterdir():

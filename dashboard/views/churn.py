@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from dashboard.common import read_or_stop, require_sign_in, store
+from dashboard.common import read_or_stop, record_export, require_sign_in, store
 
 require_sign_in()
 st.title("Churn risk")
@@ -35,5 +35,7 @@ st.dataframe(view, hide_index=True, width="stretch", column_config={
 parquet = io.BytesIO()
 risky.to_parquet(parquet, index=False)
 d1, d2 = st.columns(2)
-d1.download_button("Export CSV", view.to_csv(index=False), "churn-risk.csv", "text/csv")
-d2.download_button("Export Parquet", parquet.getvalue(), "churn-risk.parquet", "application/octet-stream")
+d1.download_button("Export CSV", view.to_csv(index=False), "churn-risk.csv", "text/csv",
+                   on_click=record_export, args=("churn-risk.csv", len(risky)))  # to the audit log
+d2.download_button("Export Parquet", parquet.getvalue(), "churn-risk.parquet", "application/octet-stream",
+                   on_click=record_export, args=("churn-risk.parquet", len(risky)))

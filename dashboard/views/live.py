@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.common import clock, emotion_timeline, factors_text, require_sign_in, settings, store, user
+from storage.access import AccessDenied
 from storage.db import StorageError
 
 require_sign_in()
@@ -19,6 +20,9 @@ def floor() -> None:
     try:
         calls = db.read("live_calls")
         alerts = db.read("open_alerts")
+    except AccessDenied as exc:  # the store's answer for a role without the live floor
+        st.error(f"Not allowed: {exc}")
+        return
     except StorageError as exc:
         st.info(f"No calls yet: {exc}")
         return

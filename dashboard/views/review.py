@@ -10,8 +10,8 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import (audio_player, emotion_timeline, read_or_stop, require_sign_in, risk_curve, settings,
-                              store, transcript_view, user)
+from dashboard.common import (audio_player, emotion_timeline, may, read_or_stop, require_sign_in, risk_curve,
+                              settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
 
 require_sign_in()
@@ -64,7 +64,7 @@ selection = st.dataframe(transcript_view(utterances), hide_index=True, width="st
                                                                      format="%.2f")})
 rows = selection.selection.rows if selection and hasattr(selection, "selection") else []
 u = utterances.iloc[rows[0]] if rows else None
-if kept_recording(settings(), call_source(db, call_id)):
+if may("play") and kept_recording(settings(), call_source(db, call_id)):  # an analyst hears nothing
     audio_player(call_id, int(u.start_s) if u is not None else 0)
     if u is None:
         st.caption("Select an utterance in the transcript to play the call from there.")
@@ -81,7 +81,7 @@ with st.form("feedback", clear_on_submit=True):
                     captions=["this emotion is wrong", "not sarcastic", "not an escalation", "just a note"])
     value = st.text_input("Correct label (for an emotion correction)")
     note = st.text_area("Note")
-    if st.form_submit_button("Save feedback"):
+    if st.form_submit_button("Save feedback", disabled=not may("feedback")):  # a coach's, supervisor's or admin's
         idx = None if which == "(whole call)" else int(which.split(":")[0])
         saved = db.write("add_feedback", call_id=call_id, kind=kind, author=user(), utterance_idx=idx,
                               value=value or None, note=note or None)
