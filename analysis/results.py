@@ -102,6 +102,9 @@ class CallResult:
     metrics: dict = field(default_factory=dict)  # call-level conversation metrics
     warnings: list[str] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    # conversation analytics (analysis.insight.analytics), computed once the call is scored
+    quarters: list[dict] = field(default_factory=list)  # per speaker and quarter of the call
+    customer_start_vs_end: dict | None = None  # the customer's first quarter with speech against the last
 
     def to_json(self) -> dict:
         return {
@@ -113,5 +116,6 @@ class CallResult:
             "speakers": [s.to_json() for s in self.speakers],
             "utterances": [u.to_json() for u in self.utterances],
             "alerts": [a.to_json() for a in self.alerts],
+            "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
             "warnings": self.warnings,
         }

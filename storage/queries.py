@@ -364,3 +364,14 @@ def finish_interrupted(con: Con, call_id: str, warnings: list[str], source: str 
         rollback(con)
         raise
     return {"call_id": call_id, "warnings": merged}
+
+
+# ---- conversation analytics (migration 010) ------------------------------------------------------
+
+@read_query
+def call_analytics(con: Con, call_id: str) -> pd.DataFrame:
+    """One call's analytics as stored with it (JSON text columns; the review page parses them)."""
+    return con.execute("""
+        SELECT call_id, duration_s, quarters, customer_start_vs_end, customer_start_sentiment,
+               customer_end_sentiment, customer_trend
+        FROM calls WHERE call_id = ?""", [call_id]).df()

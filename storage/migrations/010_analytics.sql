@@ -1,0 +1,8 @@
+-- Conversation analytics written with the call (analysis/insight/analytics.py): emotion and
+-- sentiment by quarter of the call per speaker, and the customer at the start against the end.
+-- Kept on the call's own row, so a live call's incremental save carries them with it.
+ALTER TABLE calls ADD COLUMN quarters JSON;                 -- [{speaker, role, quarter, sentiment, emotions, ...}]
+ALTER TABLE calls ADD COLUMN customer_start_vs_end JSON;    -- {start_sentiment, end_sentiment, trend, ...}
+ALTER TABLE calls ADD COLUMN customer_start_sentiment DOUBLE;
+ALTER TABLE calls ADD COLUMN customer_end_sentiment DOUBLE;
+ALTER TABLE calls ADD COLUMN customer_trend VARCHAR;        -- improved | worsened | unchanged | one quarter
