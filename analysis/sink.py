@@ -48,7 +48,9 @@ def analytics_columns(result: CallResult) -> dict:
     return {"quarters": json.dumps(result.quarters),
             "customer_start_vs_end": json.dumps(trend) if trend else None,
             "customer_start_sentiment": trend.get("start_sentiment"),
-            "customer_end_sentiment": trend.get("end_sentiment"), "customer_trend": trend.get("trend")}
+            "customer_end_sentiment": trend.get("end_sentiment"), "customer_trend": trend.get("trend"),
+            "summary": json.dumps(result.summary) if result.summary else None,
+            "summary_headline": result.summary["headline"] if result.summary else None}
 
 
 CALL_METADATA = ("agent_id", "customer_id", "team", "started_at", "ended_at", "dropped_frames")

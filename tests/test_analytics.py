@@ -110,6 +110,7 @@ def test_analytics_are_in_the_json_and_stored_with_the_call(tmp_path):
     assert json.loads(row.quarters) == doc["quarters"]
     assert json.loads(row.customer_start_vs_end) == doc["customer_start_vs_end"]
     assert row.customer_trend == "improved"
+    assert json.loads(row.summary) == doc["summary"] and row.summary_headline == doc["summary"]["headline"]
     assert row.customer_start_sentiment == pytest.approx(doc["customer_start_vs_end"]["start_sentiment"])
 
 
@@ -156,3 +157,46 @@ def test_call_review_shows_the_quarters_chart_and_the_trend(review_env):
     assert [t["name"] for t in quarter["data"]] == ["agent (agent)", "customer (customer)"]
     assert quarter["data"][1]["x"] == ["Q1", "Q2", "Q3", "Q4"]
     assert any(c.value.startswith("Customer at the start against the end: improved") for c in at.caption)
+    summary = next(m.value for m in at.markdown if m.value.startswith("**Summary**"))
+    assert "**Why they called** (0:03.5): “I was charged twice" in summary
+    assert "**Agent promised**: “I will refund the second charge" in summary and "risk peak" in summary
+
+
+def test_summary_finds_the_reason_the_promises_the_moments_and_the_ending():
+    call = annotate(angry_call_that_calms_down())
+    s = call.summary
+    assert s["reason"] == {"utterance_idx": 1, "t_s": 3.5, "cue": "charged",
+                           "text": "I was charged twice this month and it is absolutely terrible service"}
+    assert [(c["utterance_idx"], c["what"]) for c in s["commitments"]] == [(6, ["i will refund", "i will send"])]
+    assert s["commitments"][0]["t_s"] == 42.0  # the time of "I", the promise's first word
+    kinds = [(m["kind"], m["utterance_idx"]) for m in s["key_moments"]]
+    assert ("alert", call.alerts[0].utterance_idx) in kinds
+    peak = max(range(len(call.utterances)), key=lambda i: call.utterances[i].risk.score
+               if call.utterances[i].speaker == "customer" else -1)
+    assert ("risk peak", peak) in kinds
+    assert [m["t_s"] for m in s["key_moments"]] == sorted(m["t_s"] for m in s["key_moments"])
+    end = s["ending"]
+    assert [t["utterance_idx"] for t in end["last_turns"]] == [6, 7, 8]
+    assert end["customer_emotion"] == "happiness" and end["customer_sentiment"] > 0.5 and end["trend"] == "improved"
+    assert "Agent promised: i will refund, i will send" in s["headline"]
+
+
+def test_summary_skips_greetings_for_the_reason_and_lists_sarcasm():
+    call = annotate(make_call([
+        utt("agent", 0.5, 3.0, "Good morning, this is Dana"),
+        utt("customer", 3.5, 5.0, "Hi there"),
+        utt("customer", 5.5, 10.0, "My internet is not working since Monday"),
+        utt("agent", 11.0, 16.0, "Let me look. Engineers are on it. We'll call you back within two hours."),
+        utt("customer", 17.0, 21.0, "Oh great, that is just perfect", ANGRY),
+    ], 25.0))
+    s = call.summary
+    assert s["reason"]["utterance_idx"] == 2 and s["reason"]["cue"] in ("my internet", "not working")
+    (promise,) = s["commitments"]
+    assert promise["text"] == "We'll call you back within two hours."
+    assert promise["what"] == ["we'll call", "within two hours"]
+    assert promise["t_s"] > 13.0  # the third sentence, not the utterance start
+    assert ("sarcasm", 4) in [(m["kind"], m["utterance_idx"]) for m in s["key_moments"]]
+    assert "1 sarcastic remark" in s["headline"]
+    quiet = annotate(make_call([utt("customer", 0, 3, "Hello"), utt("customer", 4, 9, "So this is Tom speaking")],
+                               10.0))
+    assert quiet.summary["reason"]["cue"] == "first words" and quiet.summary["commitments"] == []

@@ -6,3 +6,7 @@ ALTER TABLE calls ADD COLUMN customer_start_vs_end JSON;    -- {start_sentiment,
 ALTER TABLE calls ADD COLUMN customer_start_sentiment DOUBLE;
 ALTER TABLE calls ADD COLUMN customer_end_sentiment DOUBLE;
 ALTER TABLE calls ADD COLUMN customer_trend VARCHAR;        -- improved | worsened | unchanged | one quarter
+-- The post-call summary (analysis/insight/summary.py): why the customer called, key moments, what
+-- the agent promised and how it ended, each pointing at its utterances; the headline for lists.
+ALTER TABLE calls ADD COLUMN summary JSON;
+ALTER TABLE calls ADD COLUMN summary_headline VARCHAR;
