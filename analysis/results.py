@@ -106,6 +106,7 @@ class CallResult:
     quarters: list[dict] = field(default_factory=list)  # per speaker and quarter of the call
     customer_start_vs_end: dict | None = None  # the customer's first quarter with speech against the last
     summary: dict | None = None  # post-call summary: reason, key moments, commitments, ending (insight.summary)
+    categories: list[dict] = field(default_factory=list)  # rule matches with evidence (insight.rules)
 
     def to_json(self) -> dict:
         return {
@@ -118,6 +119,6 @@ class CallResult:
             "utterances": [u.to_json() for u in self.utterances],
             "alerts": [a.to_json() for a in self.alerts],
             "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
-            "summary": self.summary,
+            "summary": self.summary, "categories": self.categories,
             "warnings": self.warnings,
         }

@@ -50,7 +50,8 @@ def analytics_columns(result: CallResult) -> dict:
             "customer_start_sentiment": trend.get("start_sentiment"),
             "customer_end_sentiment": trend.get("end_sentiment"), "customer_trend": trend.get("trend"),
             "summary": json.dumps(result.summary) if result.summary else None,
-            "summary_headline": result.summary["headline"] if result.summary else None}
+            "summary_headline": result.summary["headline"] if result.summary else None,
+            "categories": [m["category"] for m in result.categories], "category_matches": json.dumps(result.categories)}
 
 
 CALL_METADATA = ("agent_id", "customer_id", "team", "started_at", "ended_at", "dropped_frames")

@@ -373,5 +373,5 @@ def call_analytics(con: Con, call_id: str) -> pd.DataFrame:
     """One call's analytics as stored with it (JSON text columns; the review page parses them)."""
     return con.execute("""
         SELECT call_id, duration_s, quarters, customer_start_vs_end, customer_start_sentiment,
-               customer_end_sentiment, customer_trend, summary, summary_headline
+               customer_end_sentiment, customer_trend, summary, summary_headline, categories, category_matches
         FROM calls WHERE call_id = ?""", [call_id]).df()

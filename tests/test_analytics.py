@@ -160,6 +160,9 @@ def test_call_review_shows_the_quarters_chart_and_the_trend(review_env):
     summary = next(m.value for m in at.markdown if m.value.startswith("**Summary**"))
     assert "**Why they called** (0:03.5): “I was charged twice" in summary
     assert "**Agent promised**: “I will refund the second charge" in summary and "risk peak" in summary
+    categories = next(m.value for m in at.markdown if m.value.startswith("**Categories**"))
+    assert "- **escalation request** (alert): customer at 0:12.2" in categories
+    assert "- **greeting**: agent at 0:00.5" in categories and "profanity" not in categories
 
 
 def test_summary_finds_the_reason_the_promises_the_moments_and_the_ending():
@@ -200,3 +203,239 @@ def test_summary_skips_greetings_for_the_reason_and_lists_sarcasm():
     quiet = annotate(make_call([utt("customer", 0, 3, "Hello"), utt("customer", 4, 9, "So this is Tom speaking")],
                                10.0))
     assert quiet.summary["reason"]["cue"] == "first words" and quiet.summary["commitments"] == []
+
+
+# ---- categories and rules ---------------------------------------------------------------------------
+
+def rough_call() -> CallResult:
+    """90 s: the agent talks over the customer twice, a 25 s hold, swearing and a cancellation."""
+    return make_call([
+        utt("agent", 0.5, 4.0, "Acme billing, Sam speaking"),
+        utt("customer", 4.5, 12.0, "I want to cancel my subscription, this is the third bill this month", ANGRY),
+        utt("agent", 11.0, 15.0, "Right, well, let me just stop you there"),          # cuts in (1.0 s overlap)
+        utt("customer", 15.5, 22.0, "No, you listen, this shitty service is a joke", ANGRY),
+        utt("agent", 21.0, 24.0, "Please hold while I check"),                         # cuts in again
+        utt("agent", 50.0, 54.0, "Thanks for waiting, the account is closed now"),    # after 26 s of nothing
+        utt("customer", 55.0, 60.0, "Fine.", CALM),
+    ], 90.0)
+
+
+def names(matches: list[dict]) -> list[str]:
+    return [m["category"] for m in matches]
+
+
+def test_default_rules_find_exactly_their_categories():
+    from analysis.insight.rules import evaluate, load_rules
+
+    rules = load_rules()
+    assert names(rules.categories and [{"category": c.name} for c in rules.categories]) == [
+        "greeting", "identity check", "empathy statement", "escalation request", "cancellation intent",
+        "long hold or silence", "profanity", "agent talking over the customer"]
+    assert names(evaluate(angry_call_that_calms_down(), rules)) == [
+        "greeting", "identity check", "empathy statement", "escalation request"]
+    found = {m["category"]: m for m in evaluate(rough_call(), rules)}
+    assert list(found) == ["cancellation intent", "long hold or silence", "profanity",
+                           "agent talking over the customer"]  # "Sam speaking" is no greeting in this set
+    assert found["cancellation intent"]["evidence"] == [
+        {"utterance_idx": 1, "speaker": "customer", "start_s": 6.23, "end_s": 6.81, "text": "cancel"}]
+    assert found["profanity"]["evidence"][0]["text"] == "shitty" and found["profanity"]["alert"]
+    assert found["long hold or silence"]["evidence"] == [
+        {"metric": "longest_silence_s", "value": 26.0, "start_s": 24.0, "end_s": 50.0}]
+    assert [e["utterance_idx"] for e in found["agent talking over the customer"]["evidence"]] == [2, 4]
+
+
+CUSTOM = """
+[[category]]
+name = "angry customer"
+  [[category.condition]]
+  speaker = "customer"
+  emotion = "anger"
+  min_probability = 0.7
+  min_count = 2
+
+[[category]]
+name = "very angry customer"
+  [[category.condition]]
+  speaker = "customer"
+  emotion = "anger"
+  min_probability = 0.7
+  min_count = 3
+
+[[category]]
+name = "rage"
+  [[category.condition]]
+  granular = "rage"
+  min_probability = 0.8
+
+[[category]]
+name = "subscription cancel"
+  [[category.condition]]
+  near = ["cancel*", "subscription|contract"]
+  within = 2
+
+[[category]]
+name = "cancel far from bill"
+  [[category.condition]]
+  near = ["cancel*", "bill"]
+  within = 3
+
+[[category]]
+name = "opened with swearing"
+  [[category.condition]]
+  phrases = ["sh?tty", "b*cks"]
+  first_s = 30
+
+[[category]]
+name = "swearing at the end"
+  [[category.condition]]
+  phrases = ["sh?tty"]
+  last_s = 60
+
+[[category]]
+name = "negative start"
+  [[category.condition]]
+  speaker = "customer"
+  sentiment_below = -0.3
+  first_s = 20
+
+[[category]]
+name = "risky"
+  [[category.condition]]
+  risk_at_least = 0.5
+
+[[category]]
+name = "agent dominates"
+match = "all"
+  [[category.condition]]
+  metric = "talk_share"
+  speaker = "agent"
+  above = 0.6
+  [[category.condition]]
+  metric = "interruptions"
+  speaker = "agent"
+  above = 1
+
+[[category]]
+name = "customer dominates"
+  [[category.condition]]
+  metric = "talk_share"
+  speaker = "customer"
+  above = 0.55
+
+[[category]]
+name = "no greeting"
+  [[category.condition]]
+  speaker = "agent"
+  phrases = ["hello", "good morning"]
+  negate = true
+
+[[category]]
+name = "hold or swearing"
+match = "any"
+  [[category.condition]]
+  metric = "longest_silence_s"
+  above = 60
+  [[category.condition]]
+  phrases = ["joke"]
+"""
+
+
+def test_a_custom_rule_set_matches_each_kind_of_condition_exactly():
+    from analysis.conversation import Span, conversation_metrics
+    from analysis.insight.rules import evaluate, parse_rules
+
+    call = rough_call()
+    per, call.metrics = conversation_metrics([Span(u.speaker, u.start, u.end, len(u.words)) for u in call.utterances],
+                                             call.duration_s)
+    for s in call.speakers:
+        s.metrics = per[s.label]
+    assert per["customer"]["talk_share"] > 0.5 and per["agent"]["interruptions_made"] == 2
+    found = {m["category"]: m["evidence"] for m in evaluate(call, parse_rules(CUSTOM))}
+    assert list(found) == ["angry customer", "rage", "subscription cancel", "opened with swearing", "negative start",
+                           "risky", "customer dominates", "no greeting", "hold or swearing"]
+    assert [e["utterance_idx"] for e in found["angry customer"]] == [1, 3]
+    assert [e["utterance_idx"] for e in found["negative start"]] == [3]  # -0.47; the first (-0.18) is not enough
+    assert found["subscription cancel"][0]["text"] == "cancel my subscription"
+    assert found["no greeting"] == []
+    assert found["customer dominates"][0]["speaker"] == "customer"
+    assert found["hold or swearing"][0]["text"] == "joke"
+
+
+def test_bad_rules_are_refused_with_the_place_and_the_key():
+    from analysis.insight.rules import RulesError, load_rules, parse_rules
+
+    cases = {
+        '[[category]]\nname = "x"\n[[category.condition]]\nphrase = ["a"]': "category 'x' condition 1: unknown key",
+        '[[category]]\nname = "x"\n[[category.condition]]\nmin_count = "2"': "min_count: expected int",
+        '[[category]]\nname = "x"\n[[category.condition]]\nmetric = "silence"\nabove = 1': "unknown metric",
+        '[[category]]\nname = "x"\n[[category.condition]]\nemotion = "rage"': "emotion: one of anger",
+        '[[category]]\nname = "x"\n[[category.condition]]\nmetric = "overlap_s"': "needs above or below",
+        '[[category]]\nname = "x"': "needs at least one",
+        '[[rule]]\nname = "x"': "unknown table 'rule'",
+        '[[category]\nname = "x"': "not valid TOML",
+    }
+    for text, message in cases.items():
+        with pytest.raises(RulesError, match=message):
+            parse_rules(text, "mine.toml")
+    with pytest.raises(RulesError, match="cannot read the rules file"):
+        load_rules("/nonexistent/rules.toml")
+
+
+def test_an_alert_rule_raises_an_alert_that_is_stored_and_the_rules_file_is_configurable(tmp_path):
+    from emotivoice.config import load_settings
+
+    path = tmp_path / "rules.toml"
+    path.write_text('[[category]]\nname = "billing"\nalert = true\n[[category.condition]]\nphrases = ["bill*"]\n')
+    settings = load_settings(env={"EMOTIVOICE_ANALYTICS_RULES_FILE": str(path)})
+    call = annotate(rough_call(), settings.analytics)
+    assert names(call.categories) == ["billing"]
+    rule_alert = next(a for a in call.alerts if a.kind == "category:billing")
+    assert (rule_alert.speaker, rule_alert.utterance_idx) == ("customer", 1)
+    assert [m["kind"] for m in call.summary["key_moments"]].count("category") == 1
+    con = connect(tmp_path / "a.duckdb")
+    save_call(con, to_record(call))
+    row = run_read(con, "call_analytics", {"call_id": "c1"}).iloc[0]
+    assert list(row.categories) == ["billing"] and json.loads(row.category_matches) == call.categories
+    assert run_read(con, "call_alerts", {"call_id": "c1"}).kind.tolist().count("category:billing") == 1
+    save_call(con, to_record(annotate(call, settings.analytics)))  # annotated again: still one such alert
+    assert run_read(con, "call_alerts", {"call_id": "c1"}).kind.tolist().count("category:billing") == 1
+
+
+def test_live_calls_raise_a_rule_alert_once_as_the_utterance_arrives(tmp_path, capsys):
+    """The live engine's scoring step on a call fed utterance by utterance: the escalation-request
+    rule raises its alert on the utterance that says it (published as an ALERT line), once."""
+    import numpy as np
+
+    from analysis.insight.stage import InsightState
+    from analysis.live.call import LiveCall, LiveUtterance
+    from analysis.live.engine import LiveEngine
+    from analysis.live.messages import CallStarted, LegInfo
+    from emotivoice.config import load_settings
+    from storage.store import FileStore
+
+    settings = load_settings(env={"EMOTIVOICE_DATA_DIR": str(tmp_path)})
+    engine = LiveEngine(settings, FileStore(tmp_path / "live.duckdb"), emotion_model=object())  # never asked
+    started = CallStarted("live-1", "twilio", (LegInfo("inbound", "customer"), LegInfo("outbound", "agent")))
+    template = angry_call_that_calms_down()
+    result = CallResult("live-1", "twilio:test", 0.0, 2, "live", "asr", "emo", False, speakers=template.speakers)
+    call = LiveCall(started, result, {}, InsightState())
+    engine.calls["live-1"] = call
+    published = []
+    for uid, source in enumerate(template.utterances):
+        u = utt(source.speaker, source.start, source.end, source.text, source.emotions)
+        u.call_id = "live-1"
+        item = LiveUtterance("live-1", uid, None, u.start, u.end, np.zeros(1, np.float32), 0.0)
+        item.utterance, item.transcript = u, "done"
+        call.utterances.append(item)
+        engine._score(call)
+        published.append([json.loads(line[6:]) for line in capsys.readouterr().out.splitlines()
+                          if line.startswith("ALERT ")])
+    rule = [(i, a) for i, alerts in enumerate(published) for a in alerts if a["kind"].startswith("category:")]
+    assert rule == [(2, rule[0][1])]  # raised by the third utterance ("speak to a manager"), and only then
+    assert rule[0][1]["kind"] == "category:escalation request" and rule[0][1]["speaker"] == "customer"
+    assert "manager" in rule[0][1]["text"]
+    snapshot = call.snapshot()
+    assert "category:escalation request" in [a.kind for a in snapshot.alerts]
+    assert names(snapshot.categories) == ["greeting", "identity check", "empathy statement", "escalation request"]
+    assert snapshot.summary["reason"]["utterance_idx"] == 1 and len(snapshot.quarters) == 8
+    engine.publisher.close()

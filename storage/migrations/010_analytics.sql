@@ -10,3 +10,7 @@ ALTER TABLE calls ADD COLUMN customer_trend VARCHAR;        -- improved | worsen
 -- the agent promised and how it ended, each pointing at its utterances; the headline for lists.
 ALTER TABLE calls ADD COLUMN summary JSON;
 ALTER TABLE calls ADD COLUMN summary_headline VARCHAR;
+-- Categories from rules (analysis/insight/rules.py): the names for filters, and each match with
+-- its evidence (utterance indexes and times) for the review.
+ALTER TABLE calls ADD COLUMN categories VARCHAR[];
+ALTER TABLE calls ADD COLUMN category_matches JSON;
