@@ -87,6 +87,7 @@ def test_customer_start_against_end_says_the_call_improved():
     assert trend["start_quarter"] == 1 and trend["end_quarter"] == 4
     assert trend["start_sentiment"] < 0 < trend["end_sentiment"]
     assert trend["trend"] == "improved" and trend["sentiment_change"] > 0.5
+    assert trend["mood_change"] == pytest.approx(trend["sentiment_change"] - trend["negative_change"], abs=1e-3)
     assert trend["start_emotion"] == "anger" and trend["end_emotion"] == "happiness"
     assert trend["start_negative"] > 0.8 > 0.1 > trend["end_negative"]
 
@@ -95,6 +96,10 @@ def test_start_against_end_worsened_one_quarter_and_no_customer():
     worse = make_call([utt("customer", 1, 5, "Thanks, that is lovely", HAPPY),
                        utt("customer", 80, 85, "This is terrible and useless", ANGRY)], 90.0)
     assert start_vs_end(quarters(worse))["trend"] == "worsened"
+    voice = make_call([utt("customer", 1, 5, "The surface is slick", CALM),
+                       utt("customer", 80, 85, "The surface is slick", ANGRY)], 90.0)
+    by_voice = start_vs_end(quarters(voice))  # the same flat words, said in anger at the end
+    assert by_voice["sentiment_change"] == 0.0 and by_voice["trend"] == "worsened"
     one = make_call([utt("customer", 1, 5, "Hello there")], 90.0)
     assert start_vs_end(quarters(one))["trend"] == "one quarter"
     assert start_vs_end(quarters(make_call([utt("agent", 1, 5, "Hello")], 10.0))) is None
@@ -439,3 +444,85 @@ def test_live_calls_raise_a_rule_alert_once_as_the_utterance_arrives(tmp_path, c
     assert names(snapshot.categories) == ["greeting", "identity check", "empathy statement", "escalation request"]
     assert snapshot.summary["reason"]["utterance_idx"] == 1 and len(snapshot.quarters) == 8
     engine.publisher.close()
+
+
+# ---- end to end -------------------------------------------------------------------------------------
+
+E2E_RULES = """
+[[category]]
+name = "alarm clock"
+  [[category.condition]]
+  speaker = "agent"
+  phrases = ["alarm clock"]
+
+[[category]]
+name = "airplane full"
+  [[category.condition]]
+  speaker = "customer"
+  near = ["*plane", "full"]
+  within = 3
+
+[[category]]
+name = "agent says eleven"
+  [[category.condition]]
+  speaker = "agent"
+  phrases = ["eleven|11"]
+
+[[category]]
+name = "customer says eleven"
+alert = true
+  [[category.condition]]
+  speaker = "customer"
+  phrases = ["eleven|11"]
+  last_s = 25
+
+[[category]]
+name = "long hold"
+  [[category.condition]]
+  metric = "longest_silence_s"
+  above = 20
+"""
+
+
+@pytest.mark.slow
+def test_analyze_json_carries_quarters_summary_and_categories_and_stores_them(tmp_path):
+    """`emotivoice analyze --json` on the assembled demo call, with a rules file from the config."""
+    import duckdb
+
+    from conftest import DEMO, DEMO_TRUTH, run_cli
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text(E2E_RULES)
+    db, js = tmp_path / "calls.duckdb", tmp_path / "calls.json"
+    proc = run_cli("analyze", str(DEMO), "--db", str(db), "--json", str(js), "--quiet",
+                   env={"EMOTIVOICE_ANALYTICS_RULES_FILE": str(rules)})
+    assert proc.returncode == 0, proc.stderr
+    call = json.loads(js.read_text())["calls"][0]
+    turns = DEMO_TRUTH["turns"]
+    assert len(call["utterances"]) == len(turns)
+    assert [(q["speaker"], q["quarter"]) for q in call["quarters"]] == [
+        (s, q) for s in ("agent", "customer") for q in (1, 2, 3, 4)]
+    # 12 alternating turns over 44.7 s: each speaker speaks in every quarter
+    assert all(q["utterances"] >= 1 and q["sentiment"] is not None and q["top_emotion"] for q in call["quarters"])
+    assert sum(q["utterances"] for q in call["quarters"]) == len(turns)
+    trend = call["customer_start_vs_end"]
+    # calm words throughout, but the customer's voice goes from neutral to angry: worse, by the voice
+    assert (trend["start_quarter"], trend["end_quarter"]) == (1, 4) and trend["trend"] == "worsened"
+    assert trend["end_negative"] > trend["start_negative"] + 0.3
+    summary = call["summary"]
+    assert call["utterances"][summary["reason"]["utterance_idx"]]["speaker"] == "customer"
+    assert [t["utterance_idx"] for t in summary["ending"]["last_turns"]] == [9, 10, 11]
+    found = {m["category"]: m for m in call["categories"]}
+    assert list(found) == ["alarm clock", "airplane full", "customer says eleven"]
+    assert [e["utterance_idx"] for e in found["alarm clock"]["evidence"]] == [2]
+    assert [e["utterance_idx"] for e in found["airplane full"]["evidence"]] == [3]
+    eleven = found["customer says eleven"]["evidence"]
+    assert [e["utterance_idx"] for e in eleven] == [7] and 25.0 < eleven[0]["start_s"] < 28.8  # the word itself
+    assert "category:customer says eleven" in [a["kind"] for a in call["alerts"]]
+
+    con = duckdb.connect(str(db), read_only=True)
+    quarters, stored_summary, names_, matches, trend_ = con.execute(
+        "SELECT quarters, summary, categories, category_matches, customer_trend FROM calls").fetchone()
+    assert json.loads(quarters) == call["quarters"] and json.loads(stored_summary) == summary
+    assert names_ == list(found) and json.loads(matches) == call["categories"] and trend_ == trend["trend"]
+    assert con.execute("SELECT count(*) FROM alerts WHERE kind = 'category:customer says eleven'").fetchone()[0] == 1

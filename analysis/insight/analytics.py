@@ -11,7 +11,7 @@ grows.
 from __future__ import annotations
 
 from analysis.insight.quarters import call_length, quarters, start_vs_end
-from analysis.insight.rules import RuleSet, evaluate, load_rules, rule_alerts
+from analysis.insight.rules import RuleSet, RulesError, evaluate, load_rules, rule_alerts
 from analysis.insight.summary import summarize
 from analysis.results import CallResult
 from emotivoice.config import AnalyticsConfig
@@ -27,7 +27,12 @@ def annotate(result: CallResult, config: AnalyticsConfig | None = None, rules: R
     """Fill `result`'s analytics fields from its utterances (again, if they were filled before).
     `live`: only rules whose matches hold as the call goes on, and no alerts added (the live
     engine raises those itself)."""
-    rules = rules or rules_for(config)
+    if rules is None:
+        try:
+            rules = rules_for(config)
+        except RulesError as exc:  # the call is still analysed and stored, and says why it has no categories
+            result.warnings.append(f"categories not evaluated: {exc}")
+            rules = RuleSet()
     result.categories = evaluate(result, rules, live=live)
     if not live:
         result.alerts = [*result.alerts, *rule_alerts(result.categories, result.alerts, call_length(result))]

@@ -5,7 +5,9 @@ midpoint. Per speaker and quarter: how many utterances, the sentiment and the ba
 averaged with each utterance weighted by its length (a long angry minute outweighs a short
 "okay"), the top emotion and the negative share. "Customer at the start against the end" compares
 the customer's first quarter with speech against their last one, which is what a supervisor asks
-first: did the call leave them better or worse off?
+first: did the call leave them better or worse off? The words alone often cannot say (a flat "the
+surface is slick" said in anger scores 0 on sentiment), so the verdict weighs both: the change in
+sentiment minus the change in negative emotion heard in the voice.
 
 Pure functions over a CallResult: the batch pipeline and the live engine call the same code.
 """
@@ -16,7 +18,7 @@ from analysis.results import CallResult, Utterance
 
 QUARTERS = 4
 NEGATIVE = ("anger", "disgust", "fear", "sadness")
-TREND_MIN_CHANGE = 0.1  # a sentiment change smaller than this (on -1..1) is "unchanged"
+TREND_MIN_CHANGE = 0.15  # a mood change (sentiment change - negative-emotion change) smaller than this: "unchanged"
 
 
 def call_length(result: CallResult) -> float:
@@ -67,23 +69,27 @@ def quarters(result: CallResult) -> list[dict]:
 
 def start_vs_end(rows: list[dict]) -> dict | None:
     """The customer's first quarter with speech against their last, from `quarters()` rows; None
-    without a customer who spoke. `trend` is improved / worsened / unchanged by sentiment, or
-    "one quarter" when the customer spoke in one quarter only."""
+    without a customer who spoke. `trend` is improved / worsened / unchanged by `mood_change`
+    (sentiment up and negative emotion down both count as better), or "one quarter" when the
+    customer spoke in one quarter only."""
     spoken = [r for r in rows if r["role"] == "customer" and r["utterances"]]
     if not spoken:
         return None
     spoken = [r for r in spoken if r["speaker"] == spoken[0]["speaker"]]  # the first customer, if several
     first, last = spoken[0], spoken[-1]
     change = round(last["sentiment"] - first["sentiment"], 3)
+    negative = round((last["negative"] or 0.0) - (first["negative"] or 0.0), 3)
+    mood = round(change - negative, 3)
     if first["quarter"] == last["quarter"]:
         trend = "one quarter"
-    elif change >= TREND_MIN_CHANGE:
+    elif mood >= TREND_MIN_CHANGE:
         trend = "improved"
-    elif change <= -TREND_MIN_CHANGE:
+    elif mood <= -TREND_MIN_CHANGE:
         trend = "worsened"
     else:
         trend = "unchanged"
     return {"speaker": first["speaker"], "start_quarter": first["quarter"], "end_quarter": last["quarter"],
             "start_sentiment": first["sentiment"], "end_sentiment": last["sentiment"], "sentiment_change": change,
-            "start_negative": first["negative"], "end_negative": last["negative"],
+            "start_negative": first["negative"], "end_negative": last["negative"], "negative_change": negative,
+            "mood_change": mood,
             "start_emotion": first["top_emotion"], "end_emotion": last["top_emotion"], "trend": trend}

@@ -151,7 +151,7 @@ def summarize(result: CallResult, categories: list[dict] = (), trend: dict | Non
     """The whole summary, plus a one-line `headline` for lists and exports."""
     reason, promised = call_reason(result), commitments(result)
     moments, end = key_moments(result, categories), ending(result, trend)
-    headline = [f"Called about: {_short(reason['text'], 80)}" if reason else "Reason not stated"]
+    headline = [f"Called about: {_short(reason['text'], 80).rstrip('.!?')}" if reason else "Reason not stated"]
     alerts = sum(1 for m in moments if m["kind"] == "alert")
     if alerts:
         headline.append(f"{alerts} alert{'s' * (alerts > 1)}")
