@@ -526,3 +526,41 @@ def test_analyze_json_carries_quarters_summary_and_categories_and_stores_them(tm
     assert json.loads(quarters) == call["quarters"] and json.loads(stored_summary) == summary
     assert names_ == list(found) and json.loads(matches) == call["categories"] and trend_ == trend["trend"]
     assert con.execute("SELECT count(*) FROM alerts WHERE kind = 'category:customer says eleven'").fetchone()[0] == 1
+
+
+def test_rules_run_recategorises_stored_calls_from_what_is_stored(tmp_path):
+    from analysis.insight.rules import evaluate, load_rules, parse_rules
+    from analysis.recategorize import rerun_rules, stored_result
+    from conftest import run_cli
+    from storage.store import FileStore
+
+    db = tmp_path / "a.duckdb"
+    con = connect(db)
+    original = annotate(rough_call())
+    save_call(con, to_record(original))
+    save_call(con, to_record(annotate(make_call(angry_call_that_calms_down().utterances, 80.0, call_id="c2"))))
+    con.close()
+    store = FileStore(db)
+    again = stored_result(store, "c1")  # what the rules see of the stored call is what they saw of the original
+    assert evaluate(again, load_rules()) == evaluate(original, load_rules()) == original.categories
+    assert evaluate(again, parse_rules(CUSTOM)) == evaluate(original, parse_rules(CUSTOM))
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[category]]\nname = "billing"\n[[category.condition]]\nphrases = ["bill*", "charged"]\n')
+    changes = rerun_rules(store, load_rules(rules), ["c1"])
+    assert changes == [{"call_id": "c1", "before": names(original.categories), "after": ["billing"]}]
+    row = store.read("call_analytics", call_id="c1").iloc[0]
+    assert list(row.categories) == ["billing"]
+    assert json.loads(row.category_matches)[0]["evidence"][0]["text"] == "billing"  # "Acme billing", the first
+    assert [m["kind"] for m in json.loads(row.summary)["key_moments"]].count("category") == 1
+    untouched = store.read("call_analytics", call_id="c2").iloc[0]
+    assert "escalation request" in list(untouched.categories)
+
+    proc = run_cli("rules", "run", str(rules), "--db", str(db))  # every call, from the shell
+    assert proc.returncode == 0, proc.stderr
+    assert "c2: greeting, identity check, empathy statement, escalation request -> billing" in proc.stdout
+    assert "2 call(s) re-categorised, 1 changed" in proc.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[category]]\nname = "x"\n[[category.condition]]\nphrase = ["a"]\n')
+    proc = run_cli("rules", "check", str(bad))
+    assert proc.returncode == 2 and "category 'x' condition 1: unknown key 'phrase'" in proc.stderr
