@@ -24,6 +24,7 @@ from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe, rms_dbfs
 from analysis.conversation import Span, conversation_metrics
 from analysis.emotion.model import EmotionModel, load_emotion_model
 from analysis.emotion.tiers import complex_emotion, granular
+from analysis.insight.analytics import annotate
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.roles import assign_roles
 from analysis.insight.stage import InsightState, enrich
@@ -134,6 +135,7 @@ class CallAnalyzer:
             raise AudioError(f"{path}: empty audio (no samples)")
         if not result.utterances:
             result.warnings.append("no speech detected")
+        annotate(result, self.settings.analytics)  # quarters, summary, categories: last, over the final text
         return result
 
     def _utterance_stream(self, path: Path, legs: int, vad_used: set[str], on_progress: ProgressHook | None,

@@ -105,6 +105,11 @@ class CallResult:
     alerts: list[Alert] = field(default_factory=list)
     # what the redaction stage took out (spans to cut from the audio); its summary is metrics["redaction"]
     redaction: RedactionReport | None = field(default=None, repr=False, compare=False)
+    # conversation analytics (analysis.insight.analytics), computed once the call is scored
+    quarters: list[dict] = field(default_factory=list)  # per speaker and quarter of the call
+    customer_start_vs_end: dict | None = None  # the customer's first quarter with speech against the last
+    summary: dict | None = None  # post-call summary: reason, key moments, commitments, ending (insight.summary)
+    categories: list[dict] = field(default_factory=list)  # rule matches with evidence (insight.rules)
 
     def to_json(self) -> dict:
         return {
@@ -116,6 +121,8 @@ class CallResult:
             "speakers": [s.to_json() for s in self.speakers],
             "utterances": [u.to_json() for u in self.utterances],
             "alerts": [a.to_json() for a in self.alerts],
+            "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
+            "summary": self.summary, "categories": self.categories,
             "warnings": self.warnings,
             "redaction": self.metrics.get("redaction"),  # the policy the call was analysed under, counts
         }

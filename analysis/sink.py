@@ -44,6 +44,18 @@ def call_summary(result: CallResult) -> dict:
     }
 
 
+def analytics_columns(result: CallResult) -> dict:
+    """The call row's analytics columns (migration 010), from what annotate() put on the result."""
+    trend = result.customer_start_vs_end or {}
+    return {"quarters": json.dumps(result.quarters),
+            "customer_start_vs_end": json.dumps(trend) if trend else None,
+            "customer_start_sentiment": trend.get("start_sentiment"),
+            "customer_end_sentiment": trend.get("end_sentiment"), "customer_trend": trend.get("trend"),
+            "summary": json.dumps(result.summary) if result.summary else None,
+            "summary_headline": result.summary["headline"] if result.summary else None,
+            "categories": [m["category"] for m in result.categories], "category_matches": json.dumps(result.categories)}
+
+
 CALL_METADATA = ("agent_id", "customer_id", "team", "started_at", "ended_at", "dropped_frames")
 
 
@@ -57,7 +69,7 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
         "channels": result.channels, "diarization": result.diarization, "vad": result.vad,
         "asr_model": result.asr_model, "emotion_model": result.emotion_model,
         "emotion_provisional": result.emotion_provisional, "warnings": result.warnings,
-        "metrics": json.dumps(result.metrics), **call_summary(result),
+        "metrics": json.dumps(result.metrics), **call_summary(result), **analytics_columns(result),
         **{k: v for k, v in (metadata or {}).items() if k in CALL_METADATA},
         "external_ids": external_ids(metadata or {}),
         **redaction_columns(result),

@@ -118,6 +118,38 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """`rules check FILE`: is a rules file usable; `rules run`: categories again on stored calls."""
+    from analysis.insight.rules import RulesError, load_rules
+
+    settings = _settings(args)
+    path = args.file or settings.analytics.rules_file
+    try:
+        rules = load_rules(path or None)
+    except RulesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        print(f"{path or 'default rules'}: {len(rules.categories)} categories "
+              f"({sum(c.alert for c in rules.categories)} raise alerts, {sum(c.live for c in rules.categories)} "
+              "judged live)")
+        return 0
+    from analysis.recategorize import rerun_rules
+    from storage.db import StorageError
+    from storage.store import open_store
+
+    try:
+        changes = rerun_rules(open_store(settings.db_path), rules, args.call or None)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    changed = [c for c in changes if c["before"] != c["after"]]
+    for c in changed:
+        print(f"{c['call_id']}: {', '.join(c['before']) or '(none)'} -> {', '.join(c['after']) or '(none)'}")
+    print(f"{len(changes)} call(s) re-categorised, {len(changed)} changed")
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from analysis.pipeline import CallAnalyzer
     from analysis.service import InboxWatcher
@@ -350,6 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call-id", help="store the (single) recording under this id, "
                                      "e.g. to supersede a live call's results")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("rules", help="categories: check a rules file, or re-run the rules on stored calls")
+    p.add_argument("action", choices=["check", "run"])
+    p.add_argument("file", nargs="?", help="rules TOML (default: analytics.rules_file, else the shipped set)")
+    p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
+    p.add_argument("--call", action="append", metavar="CALL_ID", help="only this call (repeatable; default: all)")
+    p.set_defaults(func=cmd_rules)
 
     p = sub.add_parser("users", help="dashboard logins and their roles (passwords are stored hashed)")
     p.add_argument("action", choices=["add", "role", "list", "init"],

@@ -227,6 +227,15 @@ class RedactionConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    """Conversation analytics over each scored call (analysis/insight/analytics.py): categories from
+    rules, the post-call summary and the quarters."""
+
+    rules_file: str = ""  # a rules TOML in analysis/insight/default_rules.toml's format; empty: that default set
+    live_rules: bool = True  # evaluate the rules on live calls as utterances arrive (alert rules raise alerts)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -247,6 +256,7 @@ class Settings:
     store: StoreConfig = field(default_factory=StoreConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:

@@ -497,3 +497,62 @@ def finish_interrupted(con: Con, call_id: str, warnings: list[str], source: str 
         rollback(con)
         raise
     return {"call_id": call_id, "warnings": merged}
+
+
+# ---- conversation analytics (migration 010) ------------------------------------------------------
+
+@read_query
+def call_analytics(con: Con, call_id: str) -> pd.DataFrame:
+    """One call's analytics as stored with it (JSON text columns; the review page parses them)."""
+    return con.execute("""
+        SELECT call_id, duration_s, quarters, customer_start_vs_end, customer_start_sentiment,
+               customer_end_sentiment, customer_trend, summary, summary_headline, categories, category_matches
+        FROM calls WHERE call_id = ?""", [call_id]).df()
+
+
+@read_query
+def call_rule_inputs(con: Con, call_id: str) -> pd.DataFrame:
+    """What the rules and the summary judge, per utterance of a stored call (`emotivoice rules run`)."""
+    return con.execute("""
+        SELECT u.utterance_idx, u.speaker, u.leg, u.start_s, u.end_s, u.text, u.words, u.granular, u.complex_emotion,
+               u.loudness_dbfs, u.sentiment, u.interrupts, u.partial,
+               (SELECT list({'emotion': e.emotion, 'probability': e.probability} ORDER BY e.emotion)
+                FROM emotion_scores e WHERE e.call_id = u.call_id AND e.utterance_idx = u.utterance_idx) AS emotions,
+               s.is_sarcastic, s.confidence AS sarcasm_confidence, s.ambiguous AS sarcasm_ambiguous,
+               s.reason AS sarcasm_reason, r.score AS risk, r.factors AS risk_factors
+        FROM utterances u
+        LEFT JOIN sarcasm s USING (call_id, utterance_idx)
+        LEFT JOIN risk_scores r ON r.call_id = u.call_id AND r.utterance_idx = u.utterance_idx
+        WHERE u.call_id = ? ORDER BY u.utterance_idx""", [call_id]).df()
+
+
+@read_query
+def call_rule_context(con: Con, call_id: str) -> pd.DataFrame:
+    """The call row's part of what the rules judge: its length, metrics and the customer's trend."""
+    return con.execute("""SELECT call_id, source, duration_s, channels, metrics, customer_start_vs_end, categories
+                          FROM calls WHERE call_id = ?""", [call_id]).df()
+
+
+@read_query
+def call_alert_rows(con: Con, call_id: str) -> pd.DataFrame:
+    return con.execute("""SELECT speaker, t_s, utterance_idx, kind, score, factors FROM alerts
+                          WHERE call_id = ? ORDER BY t_s""", [call_id]).df()
+
+
+@write_action
+def set_categories(con: Con, call_id: str, categories: list[str], category_matches: str, summary: str,
+                   summary_headline: str) -> dict:
+    """Rules re-run on a stored call: its categories and summary replaced, nothing else touched."""
+    json_ok = all(isinstance(v, str) for v in (category_matches, summary, summary_headline))
+    if not json_ok or not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise BadRequest("set_categories: categories must be a list of strings, the rest strings")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        updated = con.execute("UPDATE calls SET categories = ?, category_matches = ?::JSON, summary = ?::JSON, "
+                              "summary_headline = ? WHERE call_id = ? RETURNING call_id",
+                              [categories, category_matches, summary, summary_headline, call_id]).fetchall()
+        con.execute("COMMIT")
+    except BaseException:
+        rollback(con)
+        raise
+    return {"call_id": call_id, "updated": bool(updated)}

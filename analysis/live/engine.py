@@ -47,6 +47,7 @@ from analysis.live.inbox import FrameInbox
 from analysis.live.messages import CallEnded, CallStarted, Frame
 from analysis.live.recorder import apply_retention
 from analysis.live.recording import RecordingFront, RecordingSummary
+from analysis.live.rules import live_rule_alerts
 from analysis.live.storehealth import StoreHealth
 from analysis.redaction.stage import RedactionReport, Redactor
 from analysis.live.writer import run_finalizer, run_writer
@@ -462,7 +463,7 @@ class LiveEngine:
     # ---- insight and alerts ---------------------------------------------------------------------
 
     def _score(self, call: LiveCall) -> None:
-        for item, alert in call.score_ready():
+        for item, alert in [*call.score_ready(), *live_rule_alerts(call, self.settings.analytics)]:
             speaker = next((s for s in call.result.speakers if s.label == alert.speaker), None)
             self.counters["alerts"] += 1
             self.publisher.publish({

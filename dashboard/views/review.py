@@ -10,6 +10,7 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
+from dashboard.analytics import show_analytics
 from dashboard.common import (audio_player, emotion_timeline, may, read_or_stop, require_sign_in, risk_curve,
                               settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
@@ -53,6 +54,8 @@ st.plotly_chart(risk_curve(utterances, alerts), key="risk")
 if not alerts.empty:
     st.caption("Alerts: " + "; ".join(f"{a.speaker} at {a.t_s:.0f} s, risk {a.score:.2f} ({a.factors})"
                                       for a in alerts.itertuples()))
+
+show_analytics(db, call_id)
 
 st.subheader("Talk metrics against the agent's average and the team's")
 st.dataframe(db.read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
