@@ -179,6 +179,9 @@ def _decode(whisper, track: _Track, starts: list[float], speech: list[tuple[tupl
         if compression_ratio("".join(w.word for w in mine)) > tc.max_compression_ratio:
             events[i]["dropped_repetition"] += len(mine)
             words[i] = []
+        elif len(mine) == 1 and mine[0].probability < tc.min_lone_word_probability:
+            events[i]["dropped_lone_word"] += 1  # a real "Yes." comes with Whisper's confidence
+            words[i] = []
     return words, info
 
 
@@ -226,12 +229,12 @@ def _neighbours_text(words: list[list[Word]], i: int, groups: list | None) -> st
     return " ".join("".join(w.word for w in words[j]).strip() for j in picked) or None
 
 
-ASR_COUNTS = ("dropped_no_speech", "dropped_repetition", "dropped_boilerplate", "dropped_outside_speech", "retried",
-              "recovered", "no_words")
+ASR_COUNTS = ("dropped_no_speech", "dropped_repetition", "dropped_boilerplate", "dropped_outside_speech",
+              "dropped_lone_word", "retried", "recovered", "no_words")
 
 
 def asr_metrics(counts: Counter) -> dict[str, int]:
     """What the transcript guards did on a call (CallResult.metrics["asr"]), every key always there."""
     out = {k: int(counts.get(k, 0)) for k in ASR_COUNTS}
-    out["hallucinated_words_dropped"] = sum(out[k] for k in ASR_COUNTS[:4])
+    out["hallucinated_words_dropped"] = sum(out[k] for k in ASR_COUNTS if k.startswith("dropped_"))
     return out

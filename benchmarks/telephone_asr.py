@@ -200,11 +200,12 @@ def score_call(result, placed: list[Placed]) -> dict:
     """Turns heard, WER counts per role, and words outside every turn of their leg."""
     leg_of = {s.label: s.leg for s in result.speakers}
     words = [(leg_of[u.speaker], w) for u in result.utterances for w in u.words]
+    alone = {id(w): len(u.words) for u in result.utterances for w in u.words}  # words in its utterance
     heard = []
     for p in placed:
         heard.append(any(leg == p.leg and w.end > p.start - TOLERANCE_S and w.start < p.end + TOLERANCE_S
                          for leg, w in words))
-    outside = [w.word for leg, w in words
+    outside = [f"{w.word.strip()} (p {w.probability:.2f}, 1 of {alone[id(w)]})" for leg, w in words
                if not any(p.leg == leg and w.end > p.start - TOLERANCE_S and w.start < p.end + TOLERANCE_S
                           for p in placed)]
     wer = {}

@@ -61,6 +61,9 @@ class TranscriptionConfig:
     max_compression_ratio: float = 2.4  # an utterance's words more repetitive than this (gzip ratio) loop
     word_slack_s: float = 0.3  # a word further than this outside every speech region is dropped
     boilerplate_quiet_db: float = 15.0  # "thank you very much" this far below the utterance's speech
+    # an utterance whose only word Whisper gives less than this: every hallucinated word in the noisy dev
+    # calls was one ("The", "I'll") at p 0.01-0.04, alone in a noise burst VAD took for speech
+    min_lone_word_probability: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from analysis.audio import level_speech, load_audio
 from analysis.pipeline import CallAnalyzer
 from analysis.sink import to_record
 from analysis.synth import Turn, assemble, write_audio
-from analysis.transcription import NO_WORDS, transcribe_utterances
+from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
 from analysis.whisper import load_whisper
 from storage.db import connect, save_call
 
@@ -166,6 +166,32 @@ def test_the_same_phrase_said_at_speaking_level_is_kept(tiny, emotion_data):
                                 [speech], [0.0], "en", 1)
     assert "thank you very much" in out.text(0).lower()
     assert out.counts["dropped_boilerplate"] == 0
+
+
+class InventsOneWord:
+    """A real model that adds one word, with the given probability, over the middle of the track:
+    what Whisper did over noise bursts in the noisy telephone calls ("The" at p 0.01)."""
+
+    def __init__(self, real, word: str, probability: float):
+        self.real, self.word, self.probability = real, word, probability
+
+    def transcribe(self, samples, language, beam_size, initial_prompt=None):
+        segments, info = self.real.transcribe(samples, language, beam_size, initial_prompt)
+        mid = len(samples) / 16000 / 2
+        words = [FWWord(mid - 0.2, mid + 0.1, self.word, self.probability)]
+        fake = Segment(len(segments), 0, mid - 0.2, mid + 0.1, self.word, [], -0.8, 1.0, 0.3, words, 0.0)
+        return segments + [fake], info
+
+
+def test_a_lone_word_whisper_doubts_is_dropped_and_a_confident_one_kept(tiny):
+    """An utterance of noise alone (a burst VAD took for speech) gets no words, not "The"."""
+    noise = (0.05 * np.random.default_rng(2).standard_normal(24000)).astype(np.float32)
+    doubted = transcribe_utterances(InventsOneWord(tiny, " The", 0.01), [noise], [0.0], "en", 1)
+    assert doubted.words == [[]] and doubted.notes == [NO_WORDS]
+    assert doubted.counts["dropped_lone_word"] >= 1  # the joined pass and the retry alone
+    assert asr_metrics(doubted.counts)["hallucinated_words_dropped"] >= 1
+    confident = transcribe_utterances(InventsOneWord(tiny, " Yes.", 0.9), [noise], [0.0], "en", 1)
+    assert [w.word for w in confident.words[0]] == [" Yes."] and confident.counts["dropped_lone_word"] == 0
 
 
 def test_levelling_lifts_a_whisper_and_never_clips_a_shout():
