@@ -77,6 +77,7 @@ class LiveCall:
     # some frame carried sound (a non-zero sample); until then the call is not stored, and a call
     # that ends without it is dropped (connectors send digital silence for ticks without media)
     has_media: bool = False
+    rule_memo: dict = field(default_factory=dict)  # analysis/live/rules.py: each utterance judged once
 
     @property
     def call_id(self) -> str:
