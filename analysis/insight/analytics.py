@@ -23,17 +23,17 @@ def rules_for(config: AnalyticsConfig | None) -> RuleSet:
 
 
 def annotate(result: CallResult, config: AnalyticsConfig | None = None, rules: RuleSet | None = None,
-             live: bool = False) -> CallResult:
+             live: bool = False, memo: dict | None = None) -> CallResult:
     """Fill `result`'s analytics fields from its utterances (again, if they were filled before).
     `live`: only rules whose matches hold as the call goes on, and no alerts added (the live
-    engine raises those itself)."""
+    engine raises those itself); `memo`: kept by the caller between steps of one live call."""
     if rules is None:
         try:
             rules = rules_for(config)
         except RulesError as exc:  # the call is still analysed and stored, and says why it has no categories
             result.warnings.append(f"categories not evaluated: {exc}")
             rules = RuleSet()
-    result.categories = evaluate(result, rules, live=live)
+    result.categories = evaluate(result, rules, live=live, memo=memo)
     if not live:
         result.alerts = [*result.alerts, *rule_alerts(result.categories, result.alerts, call_length(result))]
     result.quarters = quarters(result)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -224,18 +225,40 @@ def _default() -> RuleSet:
 
 # ---- matching --------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
-def _word_regex(word: str) -> re.Pattern:
+def _word_regex(word: str) -> str:
     """One word of a pattern: * any letters, ? one letter, a|b either word."""
-    return re.compile("|".join("".join("[a-z0-9']*" if c == "*" else "[a-z0-9']" if c == "?" else re.escape(c)
-                                       for c in alternative) for alternative in word.split("|") if alternative))
+    return "(?:" + "|".join("".join("[a-z0-9']*" if c == "*" else "[a-z0-9']" if c == "?" else re.escape(c)
+                                    for c in alternative) for alternative in word.split("|") if alternative) + ")"
 
 
-def find(words: list[str], pattern: tuple[str, ...]) -> list[int]:
-    """Where the word-pattern sequence starts in `words`."""
-    regexes = [_word_regex(w) for w in pattern]
-    n = len(regexes)
-    return [i for i in range(len(words) - n + 1) if all(r.fullmatch(words[i + k]) for k, r in enumerate(regexes))]
+@lru_cache(maxsize=4096)
+def _phrase_regex(pattern: tuple[str, ...]) -> re.Pattern:
+    """A word sequence as one regex over the words joined by single spaces (whole words only);
+    the lookahead makes every start position a match, overlapping ones included."""
+    return re.compile(r"(?<!\S)(?=(" + " ".join(_word_regex(w) for w in pattern) + r")(?!\S))")
+
+
+@dataclass
+class Words:
+    """An utterance's tokens prepared once per evaluation: the phrase regexes run over `joined`."""
+
+    timed: list[Token]
+    joined: str
+    starts: list[int]  # char offset of each token in `joined`
+
+    @classmethod
+    def of(cls, u: Utterance) -> Words:
+        timed = tokens(u)
+        starts, at = [], 0
+        for t in timed:
+            starts.append(at)
+            at += len(t.text) + 1
+        return cls(timed, " ".join(t.text for t in timed), starts)
+
+
+def find(words: Words, pattern: tuple[str, ...]) -> list[int]:
+    """Token indexes where the word-pattern sequence starts."""
+    return [bisect_left(words.starts, m.start()) for m in _phrase_regex(pattern).finditer(words.joined)]
 
 
 def _evidence(i: int, u: Utterance, span: list[Token] | None = None, text: str = "") -> dict:
@@ -244,7 +267,8 @@ def _evidence(i: int, u: Utterance, span: list[Token] | None = None, text: str =
             "text": text or " ".join(u.text.split())[:120]}
 
 
-def _utterance_match(c: Condition, i: int, u: Utterance, role: str, length_s: float) -> dict | None:
+def _utterance_match(c: Condition, i: int, u: Utterance, role: str, length_s: float,
+                     prepared: dict[int, Words]) -> dict | None:
     """The evidence when utterance `u` meets every key of `c`, else None."""
     if c.speaker != "any" and role != c.speaker:
         return None
@@ -268,8 +292,8 @@ def _utterance_match(c: Condition, i: int, u: Utterance, role: str, length_s: fl
         return None
     span = None
     if c.phrases or c.near:
-        timed = tokens(u)
-        words = [t.text for t in timed]
+        words = prepared.get(i) or prepared.setdefault(i, Words.of(u))
+        timed = words.timed
         if c.phrases:
             hits = [(at, p) for p in c.phrases for at in find(words, p)]
             if not hits:
@@ -337,27 +361,42 @@ def _metric_match(c: Condition, result: CallResult, length_s: float) -> list[dic
     return evidence
 
 
-def _holds(c: Condition, result: CallResult, roles: dict[str, str], length_s: float) -> list[dict] | None:
-    """The evidence when condition `c` holds on the call (possibly empty, for a negation), else None."""
+def _holds(c: Condition, result: CallResult, roles: dict[str, str], length_s: float,
+           prepared: dict[int, Words], memo: dict | None) -> list[dict] | None:
+    """The evidence when condition `c` holds on the call (possibly empty, for a negation), else None.
+    `memo` keeps each utterance's answer for a condition that cannot change as the call goes on
+    (live: a scored utterance is final), so each live step judges only the new utterances."""
     if c.metric:
         return _metric_match(c, result, length_s)
-    found = [e for i, u in enumerate(result.utterances) if not u.partial
-             and (e := _utterance_match(c, i, u, roles.get(u.speaker, "unknown"), length_s))]
+    found = []
+    for i, u in enumerate(result.utterances):
+        if u.partial:
+            continue
+        if memo is None or c.last_s is not None:
+            e = _utterance_match(c, i, u, roles.get(u.speaker, "unknown"), length_s, prepared)
+        else:
+            key = (i, u.start, u.text, c)
+            if key not in memo:
+                memo[key] = _utterance_match(c, i, u, roles.get(u.speaker, "unknown"), length_s, prepared)
+            e = memo[key]
+        if e:
+            found.append(e)
     if c.negate:
         return [] if len(found) < c.min_count else None
     return found if len(found) >= c.min_count else None
 
 
-def evaluate(result: CallResult, rules: RuleSet, live: bool = False) -> list[dict]:
+def evaluate(result: CallResult, rules: RuleSet, live: bool = False, memo: dict | None = None) -> list[dict]:
     """Every category that matches, in the rule set's order, with its evidence in call time.
-    `live`: only the categories whose matches hold as the call goes on."""
+    `live`: only the categories whose matches hold as the call goes on; `memo`: a dict kept
+    between calls on the same growing call (see _holds)."""
     roles = {s.label: s.role for s in result.speakers}
     length = max([result.duration_s, *(u.end for u in result.utterances)], default=0.0)
-    out = []
+    out, prepared = [], {}
     for category in rules.categories:
         if live and not category.live:
             continue
-        held = [_holds(c, result, roles, length) for c in category.conditions]
+        held = [_holds(c, result, roles, length, prepared, memo) for c in category.conditions]
         ok = [e for e in held if e is not None]
         if (category.match == "all" and len(ok) < len(held)) or not ok:
             continue

@@ -80,6 +80,7 @@ class LiveCall:
     has_media: bool = False
     # what live redaction took out so far (its spans cut the kept audio if the final pass cannot)
     redaction: "RedactionReport | None" = None
+    rule_memo: dict = field(default_factory=dict)  # analysis/live/rules.py: each utterance judged once
 
     @property
     def call_id(self) -> str:

@@ -39,7 +39,7 @@ def live_rule_alerts(call: LiveCall, config: AnalyticsConfig) -> list[tuple[Live
         return []
     view = replace(call.result, utterances=[item.utterance for item in scored], alerts=list(call.insight.alerts))
     view.duration_s = max(view.duration_s, max((u.end for u in view.utterances), default=0.0))
-    annotate(view, rules=rules, live=True)
+    annotate(view, rules=rules, live=True, memo=call.rule_memo)
     call.result.categories, call.result.quarters = view.categories, view.quarters
     call.result.customer_start_vs_end, call.result.summary = view.customer_start_vs_end, view.summary
     out = []
