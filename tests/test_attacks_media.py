@@ -259,7 +259,7 @@ def test_recordings_and_running_legs_are_owner_only_under_umask_022(service, spe
         for message in twilio_media(speech, 0, RATE):
             ws.send(message)
         deadline = time.monotonic() + 60
-        while not list(partial.glob("twilio-*.raw")) and time.monotonic() < deadline:
+        while len(list(partial.glob("twilio-*.raw"))) < 2 and time.monotonic() < deadline:  # both legs open
             time.sleep(0.05)
         legs = list(partial.glob("twilio-*.raw"))
         assert len(legs) == 2, "the running call's legs are not on disk"

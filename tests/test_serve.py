@@ -64,7 +64,9 @@ def start_service(port: int, env: dict) -> subprocess.Popen:
 def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_finishes_it(tmp_path, monkeypatch):
     excerpt = demo_excerpt(tmp_path / "excerpt.wav", 20)
     port = free_port()
-    env = dict(os.environ, EMOTIVOICE_DATA_DIR=str(tmp_path / "data"), EMOTIVOICE_DASHBOARD_USERS="",
+    # the store resolves the dashboard's user from its own settings: sam must be known to the service too
+    env = dict(os.environ, EMOTIVOICE_DATA_DIR=str(tmp_path / "data"),
+               EMOTIVOICE_DASHBOARD_USERS=f"sam:{hash_password('pw-for-the-test')}",
                EMOTIVOICE_CONFIG=str(tmp_path / "none.toml"))
     service = start_service(port, env)
     try:

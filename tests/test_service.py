@@ -14,6 +14,7 @@ import pytest
 from analysis.pipeline import CallAnalyzer
 from analysis.service import InboxWatcher
 from conftest import DEMO, ROOT, run_cli
+from dashboard.auth import hash_password
 from storage.store import FileStore, announcement
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,9 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
     from streamlit.testing.v1 import AppTest
 
     inbox, db = tmp_path / "inbox", tmp_path / "live.duckdb"
-    env = {"EMOTIVOICE_TRANSCRIPTION_MODEL": "tiny.en", "EMOTIVOICE_DB_PATH": str(db)}
+    # the store resolves the dashboard's user (sam) from its own settings, so the service knows sam too
+    env = {"EMOTIVOICE_TRANSCRIPTION_MODEL": "tiny.en", "EMOTIVOICE_DB_PATH": str(db),
+           "EMOTIVOICE_DASHBOARD_USERS": f"sam:{hash_password('pw-for-the-test')}"}
     import os
     service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "watch", str(inbox), "--db", str(db),
                                 "--poll", "0.5"], cwd=ROOT, env={**os.environ, **env},
@@ -68,6 +71,7 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
         assert proc.returncode == 0, proc.stderr
         shutil.copy(DEMO, inbox / "dropped.opus")
         monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(db))
+        monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", env["EMOTIVOICE_DASHBOARD_USERS"])
         at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
         from dashboard.sessions import REGISTRY
 
