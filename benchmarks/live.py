@@ -130,35 +130,43 @@ def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.
     return out
 
 
-def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
+def start_calls(port: int, n: int, legs: list[np.ndarray], stagger_s: float, prefix: str):
+    """Place n sipp calls from threads, `stagger_s` apart, each with the legs rotated by its own
+    offset; (threads to join, audio sent per SIP Call-ID, sipp results as they finish)."""
     from connector.sipp import place_calls
 
+    sent: dict[str, list[np.ndarray]] = {}
+    results: list = []
+
+    def one(i: int) -> None:
+        time.sleep(i * stagger_s)
+        sip_call_id = f"{prefix}-{n}-{i}@emotivoice"
+        sent[sip_call_id] = rotated(legs, 7.3 * i)
+        results.append(place_calls("127.0.0.1", port, sent[sip_call_id], siprec=True, calls=1, call_id=sip_call_id))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, sent, results
+
+
+def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
     stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
     shed_before = engine.counters["transcripts_shed"]
     drops_before = engine.inbox.total_dropped
     missing_before = engine.counters["missing_frames"]
     front_before = engine.inbox.stats()
-    sent: dict[str, list[np.ndarray]] = {}
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     peak = [rss_mb()]
-    results = []
-
-    def one(i: int) -> None:
-        time.sleep(i * stagger_s)
-        sip_call_id = f"bench-{n}-{i}@emotivoice"
-        sent[sip_call_id] = rotated(legs, 7.3 * i)
-        results.append(place_calls("127.0.0.1", port, sent[sip_call_id], siprec=True, calls=1, call_id=sip_call_id))
+    threads, sent, results = start_calls(port, n, legs, stagger_s, "bench")
 
     def sample() -> None:
         while len(results) < n:
             peak[0] = max(peak[0], rss_mb())
             time.sleep(0.5)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    sampler = threading.Thread(target=sample, daemon=True)
-    for t in threads + [sampler]:
-        t.start()
+    threading.Thread(target=sample, daemon=True).start()
     for t in threads:
         t.join()
     deadline = time.monotonic() + 120
@@ -202,7 +210,6 @@ def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) 
     from analysis.live.inbox import FrameInbox
     from analysis.live.recording import RecordingFront
     from connector.sip import SipConnector
-    from connector.sipp import place_calls
 
     front = RecordingFront(settings.live, FrameInbox(settings.live.max_queued_frames)).begin()
     running = [True]
@@ -221,20 +228,8 @@ def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) 
     sink = NotingSink(front)
     connector = SipConnector(settings.connector, sink)
     connector.start()
-    sent: dict[str, list[np.ndarray]] = {}
-    results: list = []
-
-    def one(i: int) -> None:
-        time.sleep(i * stagger_s)
-        sip_call_id = f"record-only-{n}-{i}@emotivoice"
-        sent[sip_call_id] = rotated(legs, 7.3 * i)
-        results.append(place_calls("127.0.0.1", connector.port, sent[sip_call_id], siprec=True, calls=1,
-                                   call_id=sip_call_id))
-
     cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
+    threads, sent, results = start_calls(connector.port, n, legs, stagger_s, "record-only")
     for t in threads:
         t.join()
     recordings = check_recordings(settings.live.audio_dir, sink, sent, wait_s=60)
