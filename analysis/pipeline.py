@@ -31,6 +31,7 @@ from analysis.insight.stage import InsightState, enrich
 from analysis.redaction.stage import Redactor
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
+from analysis.emotion.recalibration import calibration_summary, recalibrator_for
 from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
 from analysis.vad import silero_session, vad_rate
 from analysis.whisper import load_whisper
@@ -81,15 +82,17 @@ class CallAnalyzer:
         self.diarizer = None  # loaded on the first mono call
         # Presidio and spaCy load on the first call redacted, then serve every call of the process
         self.redactor = Redactor.from_settings(settings)
+        self.recalibrator = recalibrator_for(settings)  # coaches' corrections, re-read when refitted
         if settings.segmentation.use_silero:
             _load_vad()
 
     def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
                 on_progress: ProgressHook | None = None, num_speakers: int | None = None,
-                agent: str | None = None) -> CallResult:
+                agent: str | None = None, team: str | None = None) -> CallResult:
         """Analyse one recording. Mono files: `num_speakers` fixes the count (0 estimates it; None
         takes the configured default, two) and
-        `agent` names the speaker label to take as the agent (else guessed from cues)."""
+        `agent` names the speaker label to take as the agent (else guessed from cues). `team` picks
+        the emotion calibration profile (emotion.calibration_by_team)."""
         path = Path(path)
         info = probe(path)
         result = CallResult(
@@ -112,7 +115,7 @@ class CallAnalyzer:
             stream = self._diarized_stream(path, result, on_progress, count or None)  # 0: estimate
         asr: Counter = Counter()
         for speaker, regions, clips in stream:
-            result.utterances += self._analyze_leg(result, speaker, regions, clips, asr)
+            result.utterances += self._analyze_leg(result, speaker, regions, clips, asr, team)
         result.vad = "+".join(sorted(vad_used))
         result.utterances.sort(key=lambda u: (u.start, u.leg))
         per_speaker, result.metrics = conversation_metrics(
@@ -210,7 +213,7 @@ class CallAnalyzer:
                 on_progress(first_pass[0] / 2 + position / 2)
 
     def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
-                     clips: list[np.ndarray], asr: Counter) -> list[Utterance]:
+                     clips: list[np.ndarray], asr: Counter, team: str | None = None) -> list[Utterance]:
         leg = speaker.leg
         tc, ec = self.settings.transcription, self.settings.emotion
         t0 = time.perf_counter()
@@ -220,7 +223,10 @@ class CallAnalyzer:
         self.timings.add("transcription", t0)
         result.languages.setdefault(speaker.label, transcript.language)
         t0 = time.perf_counter()
-        probabilities = self.emotion.predict(clips)
+        if result.calibration is None:  # one profile for the whole call, from its team or first language
+            profile = self.recalibrator.profile_for(team, transcript.language)
+            result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+        probabilities = self.recalibrator.apply(self.emotion.predict(clips), result.calibration["profile"])
         self.timings.add("emotion", t0)
         out = []
         loudness = [rms_dbfs(clip) for clip in clips]

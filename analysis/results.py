@@ -110,6 +110,8 @@ class CallResult:
     customer_start_vs_end: dict | None = None  # the customer's first quarter with speech against the last
     summary: dict | None = None  # post-call summary: reason, key moments, commitments, ending (insight.summary)
     categories: list[dict] = field(default_factory=list)  # rule matches with evidence (insight.rules)
+    # the deployment's emotion correction the call was scored under (analysis/emotion/recalibration.py)
+    calibration: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -122,7 +124,7 @@ class CallResult:
             "utterances": [u.to_json() for u in self.utterances],
             "alerts": [a.to_json() for a in self.alerts],
             "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
-            "summary": self.summary, "categories": self.categories,
+            "summary": self.summary, "categories": self.categories, "calibration": self.calibration,
             "warnings": self.warnings,
             "redaction": self.metrics.get("redaction"),  # the policy the call was analysed under, counts
         }

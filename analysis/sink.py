@@ -73,6 +73,7 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
         **{k: v for k, v in (metadata or {}).items() if k in CALL_METADATA},
         "external_ids": external_ids(metadata or {}),
         **redaction_columns(result),
+        "calibration": json.dumps(result.calibration, sort_keys=True) if result.calibration else None,
     }
     speakers = [{"call_id": result.call_id, "speaker": s.label, "role": s.role, "leg": s.leg,
                  "language": result.languages.get(s.label), "talk_time_s": s.talk_time_s,
@@ -149,7 +150,8 @@ def recording_metadata(path: Path, duration_s: float) -> dict:
 
 def analyze_and_store(analyzer, path: Path, store: Store, metadata: dict | None = None, **options) -> CallResult:
     """Analyse one recording and store it (directly, or through the process owning the file)."""
-    result = analyzer.analyze(path, **options)
+    team = (metadata or {}).get("team") or recording_metadata(Path(path), 0.0).get("team")
+    result = analyzer.analyze(path, **options, **({"team": str(team)} if team else {}))
     meta = {**recording_metadata(Path(path), result.duration_s), **{k: v for k, v in (metadata or {}).items() if v}}
     try:  # a kept recording loses its redacted spans before the call is stored
         redact_kept_audio(Path(path), result, analyzer.settings)

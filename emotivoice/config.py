@@ -77,6 +77,16 @@ class EmotionConfig:
     low_intensity: float = 0.3  # below: the mild granular label (anger -> resentment)
     granular_floor: float = 0.1  # emotions below this probability get no granular label
     complex_min_second: float = 0.2  # the runner-up must reach this to fuse a complex emotion
+    # the deployment's corrections fitted by `emotivoice recalibrate` (analysis/emotion/recalibration.py):
+    # named profiles in one owner-only JSON file (empty: DATA_DIR/calibration.json), chosen per call by
+    # team, then language, as "team=profile, team2=profile2"; a call matching neither uses "default"
+    calibration_file: str = ""
+    calibration_by_team: str = ""
+    calibration_by_language: str = ""
+    # the prior holds temperature 1 and zero biases with the weight of this many corrections, and
+    # fewer corrections than min are not fitted at all (benchmarks/recalibration.py)
+    recalibration_prior_weight: float = 10.0
+    recalibration_min_corrections: int = 20
 
 
 @dataclass(frozen=True)

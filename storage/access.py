@@ -65,7 +65,7 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "agent_weekly": EVERYONE, "coaching_opportunities": EVERYONE,
     "churn_risk": frozenset({"admin", "supervisor", "analyst"}),
     "playback_source": frozenset({"admin", "supervisor", "coach", "agent"}),
-    "audit_log": frozenset({"admin"}),
+    "audit_log": frozenset({"admin"}), "emotion_corrections": frozenset({"admin"}),
     "stored_call_ids": frozenset(), "unfinished_calls": frozenset(),  # the services' own
 }
 WRITE_ROLES: dict[str, frozenset[str]] = {

@@ -183,6 +183,25 @@ def add_feedback(con: Con, call_id: str, kind: str, author: str, utterance_idx: 
     return {"feedback_id": row[0]}
 
 
+@read_query
+def emotion_corrections(con: Con, team: str | None = None, *, scope: Scope = FULL) -> pd.DataFrame:
+    """Coaches' emotion corrections (the latest per utterance) with the stored scores of that utterance
+    and the calibration its call was scored under: what `emotivoice recalibrate` fits. Long form,
+    one row per correction and emotion."""
+    return con.execute(f"""
+        WITH latest AS (
+            SELECT call_id, utterance_idx, value, author,
+                   row_number() OVER (PARTITION BY call_id, utterance_idx
+                                      ORDER BY created_at DESC, feedback_id DESC) AS k
+            FROM feedback WHERE kind = 'emotion' AND utterance_idx IS NOT NULL AND value IS NOT NULL)
+        SELECT l.call_id, l.utterance_idx, l.value AS label, l.author, c.team, c.calibration,
+               e.emotion, e.probability
+        FROM latest l JOIN calls c USING (call_id)
+        JOIN emotion_scores e ON e.call_id = l.call_id AND e.utterance_idx = l.utterance_idx
+        WHERE l.k = 1 AND (?::VARCHAR IS NULL OR c.team = ?::VARCHAR) AND {in_scope("c.")}
+        ORDER BY l.call_id, l.utterance_idx, e.emotion""", [team, team, *scope.params()]).df()
+
+
 # ---- pages: live floor, call review, agents, churn ---------------------------------------------
 
 @read_query
@@ -352,7 +371,8 @@ def playback_source(con: Con, call_id: str) -> pd.DataFrame:
 
 # ---- audit trail and erasure (storage/access.py records the rows and checks who may) -----------
 
-EVENT_ACTIONS = ("sign_in", "sign_out", "export")  # what a client may report on its own; the rest the store sees
+# what a client may report on its own (the rest the store sees); recalibrate: `emotivoice recalibrate` saved a fit
+EVENT_ACTIONS = ("sign_in", "sign_out", "export", "recalibrate")
 
 
 @write_action

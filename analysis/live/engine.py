@@ -36,6 +36,7 @@ import numpy as np
 
 from analysis.audio import rms_dbfs
 from analysis.emotion.model import EmotionModel, load_emotion_model
+from analysis.emotion.recalibration import calibration_summary, recalibrator_for
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.stage import InsightState
@@ -76,6 +77,7 @@ class LiveEngine:
         # one thread each: the emotion thread and the transcript thread each own a core
         self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
                                                            tc.compute_type, 1)
+        self.recalibrator = recalibrator_for(settings)
         self.publisher = publisher or AlertPublisher(self.cfg.webhook_url, self.cfg.webhook_retries,
                                                      self.cfg.webhook_timeout_s)
         rc = settings.redaction
@@ -295,7 +297,8 @@ class LiveEngine:
                     for item in batch:
                         self._interims.pop((item.call_id, item.leg.info.leg), None)
             try:
-                probabilities = self.emotion.predict([item.clip for item in batch])
+                probabilities = [self._recalibrated(item, probs) for item, probs in
+                                 zip(batch, self.emotion.predict([item.clip for item in batch]))]
             except Exception as exc:  # a dead model: report it, keep the calls (the final pass retries)
                 log.error("emotion model failed", extra={"error": str(exc), "utterances": len(batch)})
                 self.counters["emotion_failures"] += len(batch)
@@ -461,6 +464,16 @@ class LiveEngine:
                             extra={"shed": self.counters["transcripts_shed"], "backlog_s": round(backlog, 1)})
 
     # ---- insight and alerts ---------------------------------------------------------------------
+
+    def _recalibrated(self, item, probs: dict[str, float]) -> dict[str, float]:
+        """The deployment's correction for the call's team (the final pass picks the same profile)."""
+        call = self.calls.get(item.call_id)
+        if call is None:
+            return probs
+        if call.result.calibration is None:
+            profile = self.recalibrator.profile_for(call.started.metadata.get("team"))
+            call.result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+        return self.recalibrator.apply([probs], call.result.calibration["profile"])[0]
 
     def _score(self, call: LiveCall) -> None:
         for item, alert in [*call.score_ready(), *live_rule_alerts(call, self.settings.analytics)]:
