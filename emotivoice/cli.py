@@ -150,6 +150,49 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    """Fit the deployment's emotion correction from coaches' corrections, or refuse (and keep the old)."""
+    from datetime import datetime, timezone
+
+    from analysis.emotion.recalibration import (RecalibrationRefused, calibration_path, corrections_from_rows,
+                                                fit_calibration, write_profile)
+    from storage.db import StorageError
+    from storage.store import open_store
+
+    settings = _settings(args)
+    ec = settings.emotion
+    store = open_store(settings.db_path)
+    try:
+        rows = store.read("emotion_corrections", team=args.team)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    corrections = corrections_from_rows(rows)
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        fitted = fit_calibration(corrections, ec.recalibration_prior_weight,
+                                 min_corrections=ec.recalibration_min_corrections, when=when)
+    except RecalibrationRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 3
+    h = fitted.heldout
+    print(f"profile {args.profile!r}: {fitted.corrections} corrections; temperature {fitted.temperature:.3f}, "
+          f"biases {', '.join(f'{k} {v:+.2f}' for k, v in fitted.bias.items())}; held-back calls: log-loss "
+          f"{h['log_loss_before']:.3f} -> {h['log_loss_after']:.3f}, accuracy {h['accuracy_before']:.2f} -> "
+          f"{h['accuracy_after']:.2f}")
+    if args.dry_run:
+        return 0
+    path = calibration_path(settings)
+    write_profile(path, args.profile, fitted)
+    try:
+        store.write("record_event", event="recalibrate",
+                    detail=f"profile {args.profile}: {fitted.corrections} corrections, T {fitted.temperature:.3f}")
+    except StorageError as exc:
+        print(f"warning: audit entry not written: {exc}", file=sys.stderr)
+    print(f"saved to {path}; live and batch analysis use it from the next utterance")
+    return 0
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from analysis.pipeline import CallAnalyzer
     from analysis.service import InboxWatcher
@@ -389,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
     p.add_argument("--call", action="append", metavar="CALL_ID", help="only this call (repeatable; default: all)")
     p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("recalibrate", help="fit the emotion correction from coaches' corrections (refused if it "
+                                          "makes held-back corrections worse)")
+    p.add_argument("--profile", default="default", help="the calibration profile to write (default: default)")
+    p.add_argument("--team", help="only corrections on this team's calls")
+    p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
+    p.add_argument("--dry-run", action="store_true", help="fit and report, save nothing")
+    p.set_defaults(func=cmd_recalibrate)
 
     p = sub.add_parser("users", help="dashboard logins and their roles (passwords are stored hashed)")
     p.add_argument("action", choices=["add", "role", "list", "init"],

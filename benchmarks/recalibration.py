@@ -1,0 +1,127 @@
+"""Does `emotivoice recalibrate` help a deployment whose voices the head never heard?
+
+A head is trained on CREMA-D alone (its train actors, as `train emotion` does, clean audio; the
+temperature on its validation actors), so RAVDESS and TESS stand in for a new deployment's
+corpus. Coaches there review utterances at random and label them; 25, 100 and 400 such
+corrections (grouped ten to a "call" of one speaker, as a review would) are fitted with the real
+`analysis.emotion.recalibration.fit_calibration`, and UA is measured on all the other utterances
+of the same corpus's speakers, before and after. Five draws per size; mean and range reported.
+A refused fit (the held-back check) counts as "no change".
+
+    python benchmarks/recalibration.py [--per-actor 40] [--draws 5] [--name recalibration]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import write_result  # noqa: E402
+
+SIZES = (25, 100, 400)
+
+
+def features(clips, settings, progress: bool) -> np.ndarray:
+    """Pooled Whisper base states + eGeMAPS, as the default head uses, cached like `train emotion`."""
+    from analysis.emotion.features import extract_corpus, pool
+    from analysis.emotion.prosody import egemaps
+    from analysis.whisper import load_whisper
+
+    encoder = load_whisper("base", settings.model_cache_dir)
+    root = settings.data_dir / "features"
+    out = []
+    for corpus in sorted({c.corpus for c in clips}):
+        paths = [c.path for c in clips if c.corpus == corpus]
+        enc = extract_corpus(paths, lambda x: pool(encoder.encode(x)),
+                             root / re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name) / f"{corpus}-clean.npz",
+                             "clean", progress)
+        pro = extract_corpus(paths, egemaps, root / "egemaps" / f"{corpus}-clean.npz", "clean", progress)
+        out.append(np.hstack([enc, pro]))
+    order = [c for corpus in sorted({c.corpus for c in clips}) for c in clips if c.corpus == corpus]
+    return np.concatenate(out), order
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-actor", type=int, default=40, help="CREMA-D training clips per actor")
+    parser.add_argument("--unseen-per-speaker", type=int, default=300)
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--name", default="recalibration")
+    args = parser.parse_args()
+
+    from analysis.emotion.corpus import read_manifest, speaker_split
+    from analysis.emotion.metrics import classification_report, fit_temperature
+    from analysis.emotion.recalibration import Correction, RecalibrationRefused, fit_calibration
+    from analysis.emotion.tiers import BASE_EMOTIONS
+    from analysis.emotion.training import fit_head
+    from emotivoice.config import load_settings
+
+    settings = load_settings()
+    listed = [c for c in read_manifest(settings.emotion_data_dir / "manifest.csv", {"cremad", "ravdess", "tess"})
+              if c.emotion in BASE_EMOTIONS]
+    rng = np.random.default_rng(7)
+    chosen = []
+    for speaker in sorted({c.speaker for c in listed}):
+        mine = [c for c in listed if c.speaker == speaker]
+        limit = args.per_actor if mine[0].corpus == "cremad" else args.unseen_per_speaker
+        chosen += [mine[i] for i in sorted(rng.permutation(len(mine))[:limit])]
+    x, clips = features(chosen, settings, progress=True)
+    y = np.array([c.emotion for c in clips])
+    corpus = np.array([c.corpus for c in clips])
+    speaker = np.array([c.speaker for c in clips])
+    split = speaker_split(sorted({c.speaker for c in clips if c.corpus == "cremad"}))
+    part = np.array([split.get(s, "unseen") for s in speaker])
+    labels = tuple(sorted(set(y[corpus == "cremad"])))
+    head = fit_head(x[part == "train"], y[part == "train"], labels, "linear", 0.003)
+    head.temperature = fit_temperature(head.logits(x[part == "val"]),
+                                       np.array([labels.index(v) for v in y[part == "val"]]))
+    probs = head.probabilities(x)
+
+    def ua(mask: np.ndarray, p: np.ndarray) -> float:
+        pred = np.array(labels)[p[mask].argmax(axis=1)]
+        return classification_report(y[mask], pred, labels)["unweighted_average_recall"]
+
+    results: dict = {"head": {"trained_on": "cremad train actors", "clips": int((part == "train").sum()),
+                              "cremad_test_ua": round(ua(part == "test", probs), 4)}, "corpora": {}}
+    for target in ("ravdess", "tess"):
+        idx = np.flatnonzero(corpus == target)
+        row = {"utterances": int(len(idx)), "speakers": int(len(set(speaker[idx]))),
+               "ua_before": round(ua(corpus == target, probs), 4)}
+        for n in SIZES:
+            gains, refused, afters = [], 0, []
+            for draw in range(args.draws):
+                pick = np.random.default_rng(100 * n + draw).permutation(idx)[:n]
+                # ten reviewed utterances of one speaker make one "call"
+                calls = {i: f"{speaker[i]}-{k // 10}" for k, i in enumerate(sorted(pick, key=lambda j: speaker[j]))}
+                corrections = [Correction(dict(zip(labels, map(float, probs[i]))), y[i], calls[i]) for i in pick]
+                rest = np.zeros(len(y), bool)
+                rest[idx] = True
+                rest[pick] = False
+                before = ua(rest, probs)
+                try:
+                    cal = fit_calibration(corrections)
+                    after_p = np.array([[cal.apply(dict(zip(labels, p)))[k] for k in labels] for p in probs])
+                    after = ua(rest, after_p)
+                except RecalibrationRefused:
+                    refused += 1
+                    after = before
+                gains.append(after - before)
+                afters.append(after)
+            row[f"corrections_{n}"] = {"ua_after_mean": round(float(np.mean(afters)), 4),
+                                       "gain_mean": round(float(np.mean(gains)), 4),
+                                       "gain_min": round(float(np.min(gains)), 4),
+                                       "gain_max": round(float(np.max(gains)), 4), "refused": refused}
+            print(target, n, row[f"corrections_{n}"], flush=True)
+        results["corpora"][target] = row
+    write_result(args.name, {"benchmark": "recalibration", "draws": args.draws, **results})
+
+
+if __name__ == "__main__":
+    main()
