@@ -25,6 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from analysis.audio import rms_dbfs
+from analysis.emotion.recalibration import calibration_summary, recalibrator_for
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.stage import InsightState
@@ -88,6 +89,8 @@ class CallActor:
 
         self.settings, self.emotion, self.transcript, self.model_info = shared
         self.end_wait_s = end_wait_s
+        # the deployment's emotion correction, from the calibration file as this node sees it
+        self.recalibrator = recalibrator_for(self.settings)
         self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
         self._reset()
         warm_up()
@@ -246,7 +249,16 @@ class CallActor:
             self.counters["emotion_failures"] += 1
             log.error("emotion stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})
             probs, timing = {}, {}
+        probs = self._recalibrated(probs)
         return (probs, timing) if timed else probs
+
+    def _recalibrated(self, probs: dict[str, float]) -> dict[str, float]:
+        """The call's team profile, as the embedded engine and the final pass pick it."""
+        result = self.call.result
+        if result.calibration is None:
+            profile = self.recalibrator.profile_for(self.call.started.metadata.get("team"))
+            result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+        return self.recalibrator.apply([probs], result.calibration["profile"])[0]
 
     async def _interim(self, item: LiveUtterance) -> None:
         try:
