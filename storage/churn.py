@@ -18,14 +18,16 @@ from storage.queries import FULL, Con, Scope, in_scope, read_query
 # Who a call's customer is: the customer id the recording system or connector gave, else the
 # caller's number AudioHook reports (external.ani), else a custom parameter named like "customer"
 # (Twilio's customParameters, AudioHook's customConfig): migration 006's external_ids, read as data.
-CUSTOMER_KEY = """coalesce(nullif(trim(customer_id), ''),
-    CASE WHEN json_valid(external_ids) THEN coalesce(
-        nullif(json_extract_string(external_ids, '$.external.ani'), ''),
-        nullif(list_filter(map_entries(try_cast(json_extract(external_ids, '$.custom') AS MAP(VARCHAR, VARCHAR))),
-                           lambda e: lower(e.key) LIKE '%customer%')[1].value, '')) END)"""
+CUSTOMER_KEY = """CASE WHEN nullif(trim(customer_id), '') IS NOT NULL THEN customer_id
+    WHEN external_ids IS NULL OR NOT json_valid(external_ids) THEN NULL
+    ELSE coalesce(nullif(json_extract_string(external_ids, '$.external.ani'), ''),
+                  nullif(list_filter(map_entries(try_cast(json_extract(external_ids, '$.custom')
+                                                          AS MAP(VARCHAR, VARCHAR))),
+                                     lambda e: lower(e.key) LIKE '%customer%')[1].value, '')) END"""
+# where CUSTOMER_KEY found the customer (JSON read again only for calls without a customer id)
 CUSTOMER_SOURCE = """CASE WHEN nullif(trim(customer_id), '') IS NOT NULL THEN 'customer id'
-    WHEN json_valid(external_ids) AND nullif(json_extract_string(external_ids, '$.external.ani'), '') IS NOT NULL
-    THEN 'caller number' ELSE 'call parameter' END"""
+    WHEN customer IS NOT DISTINCT FROM json_extract_string(external_ids, '$.external.ani') THEN 'caller number'
+    ELSE 'call parameter' END"""
 CHURN_AT_RISK = 0.3  # the churn page's default floor: a call at or above it is "at risk"
 
 
