@@ -24,7 +24,7 @@ def settings() -> Settings:
 
 # The pages each role is shown (app.py); the store enforces the same limits on every read and
 # write whatever a page does (storage/access.py), so this only keeps people off pages they cannot use.
-PAGES = {"admin": ("live", "review", "agents", "churn", "audit"),
+PAGES = {"admin": ("live", "review", "agents", "churn", "audit", "rules"),
          "supervisor": ("live", "review", "agents", "churn"),
          "coach": ("review", "agents"),
          "analyst": ("review", "agents", "churn"),
@@ -179,3 +179,30 @@ def transcript_view(utterances: pd.DataFrame) -> pd.DataFrame:
                     for s, amb in zip(sarcasm, utterances.sarcasm_ambiguous.fillna(False).astype(bool))],
         "risk": utterances.risk,
     })
+
+
+# Column headers in words for every page's tables (issue 16): a column a page shows gets its words
+# here unless the page configures it; anything unlisted is its name with spaces.
+HEADERS = {
+    "call_id": "Call", "started_at": "Started", "analyzed_at": "Analysed", "agent_id": "Agent",
+    "customer_id": "Customer", "customer": "Customer", "team": "Team", "status": "Status",
+    "duration_s": "Length (s)", "peak_risk": "Peak risk", "alert_count": "Alerts", "risk": "Risk now",
+    "risk_trend": "Risk, last minutes", "customer_emotion": "Customer's emotion now",
+    "customer_final_emotion": "Customer's last emotion", "sarcasm_count": "Sarcastic remarks",
+    "churn_phrases": "Churn phrases said", "customer_end_negative": "Customer negative at the end",
+    "calls_in_period": "Calls in the period", "churn_score": "Churn score", "categories": "Categories",
+    "calls": "Calls", "escalation_share": "Escalated calls", "customer_worsening": "Customer worse at the end by",
+    "empathy": "Empathy", "opportunity": "Coaching opportunity", "scope": "Compared with",
+    "talk_share": "Talk share", "interruptions": "Interruptions made", "words_per_minute": "Words per minute",
+    "overlap_s": "Overlap (s)", "feedback_id": "Feedback", "utterance_idx": "Utterance", "kind": "Kind",
+    "value": "Correct label", "note": "Note", "author": "By", "created_at": "When (UTC)",
+    "audit_id": "Entry", "logged_at": "When (UTC)", "user_name": "User", "role": "Role", "action": "Action",
+    "detail": "Detail", "client": "From address",
+}
+
+
+def headed(frame: pd.DataFrame, configured: dict | None = None) -> dict:
+    """A column_config that heads every column of `frame` in words: the page's own configs
+    (which carry their labels) first, then HEADERS, then the name with spaces."""
+    configured = configured or {}
+    return {c: configured.get(c, HEADERS.get(c, str(c).replace("_", " ").capitalize())) for c in frame.columns}

@@ -120,12 +120,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     """`rules check FILE`: is a rules file usable; `rules run`: categories again on stored calls."""
-    from analysis.insight.rules import RulesError, load_rules
+    from analysis.insight.rules import RulesError, load_rules, parse_rules
 
     settings = _settings(args)
-    path = args.file or settings.analytics.rules_file
+    path = args.file or settings.analytics.active_rules_file()
     try:
-        rules = load_rules(path or None)
+        if path == "-":  # the text on stdin (the rules editor checks what it is about to save)
+            path = args.name or "rules"
+            rules = parse_rules(sys.stdin.read(), path)
+        else:
+            rules = load_rules(path or None)
     except RulesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -201,10 +205,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
     from storage.db import StorageError
     from storage.access import Directory
+    from storage import rules_file
     from storage.server import StoreServer
 
     analyzer = CallAnalyzer(settings)
     try:
+        rules_file.configure(settings)  # the rules editor saves where this service's settings say
         server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -428,7 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="categories: check a rules file, or re-run the rules on stored calls")
     p.add_argument("action", choices=["check", "run"])
-    p.add_argument("file", nargs="?", help="rules TOML (default: analytics.rules_file, else the shipped set)")
+    p.add_argument("file", nargs="?", help="rules TOML, - for stdin (default: analytics.rules_file, else the "
+                   "rules editor's saved set, else the shipped set)")
+    p.add_argument("--name", help="what errors call rules read from stdin (default: rules)")
     p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
     p.add_argument("--call", action="append", metavar="CALL_ID", help="only this call (repeatable; default: all)")
     p.set_defaults(func=cmd_rules)

@@ -15,6 +15,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
+SHIPPED_RULES = REPO_ROOT / "analysis" / "insight" / "default_rules.toml"  # never written over
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,32 @@ class AnalyticsConfig:
 
     rules_file: str = ""  # a rules TOML in analysis/insight/default_rules.toml's format; empty: that default set
     live_rules: bool = True  # evaluate the rules on live calls as utterances arrive (alert rules raise alerts)
+    # where the admin rules editor (dashboard Rules page) saves while rules_file is empty or names the
+    # shipped set; once saved it is the active set (follows data_dir)
+    edited_rules_file: Path = DEFAULT_DATA_DIR / "rules.toml"
+
+    def _own_file(self) -> Path | None:
+        """rules_file, unless it is empty or the shipped set (which is never written over)."""
+        if not self.rules_file:
+            return None
+        path = Path(self.rules_file).expanduser()
+        try:
+            if path.resolve() == SHIPPED_RULES.resolve():
+                return None
+        except OSError:
+            pass
+        return path
+
+    def active_rules_file(self) -> str:
+        """The rules every analysis uses: rules_file, else the editor's saved set, else "" (shipped)."""
+        own = self._own_file()
+        if own is not None:
+            return str(own)
+        return str(self.edited_rules_file) if self.edited_rules_file.is_file() else ""
+
+    def editor_target(self) -> Path:
+        """Where the rules editor saves: rules_file when it is the deployment's own, else edited_rules_file."""
+        return self._own_file() or self.edited_rules_file
 
 
 @dataclass(frozen=True)
@@ -319,7 +346,8 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
 
     Nested fields use the section name: EMOTIVOICE_TRANSCRIPTION_MODEL=tiny.en.
-    When data_dir moves, db_path, model_cache_dir, inbox_dir and live.audio_dir follow unless set on their own.
+    When data_dir moves, db_path, model_cache_dir, inbox_dir, live.audio_dir and analytics.edited_rules_file
+    follow unless set on their own.
     """
     env = dict(os.environ if env is None else env)
     path = config_file or Path(env.get("EMOTIVOICE_CONFIG", REPO_ROOT / "emotivoice.toml"))
@@ -330,5 +358,6 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", base.data_dir))).expanduser()
     base = replace(base, data_dir=data_dir, db_path=data_dir / "emotivoice.duckdb",
                    model_cache_dir=data_dir / "models", inbox_dir=data_dir / "inbox",
-                   live=replace(base.live, audio_dir=data_dir / "calls"))
+                   live=replace(base.live, audio_dir=data_dir / "calls"),
+                   analytics=replace(base.analytics, edited_rules_file=data_dir / "rules.toml"))
     return _apply(base, table, "EMOTIVOICE", env)

@@ -105,10 +105,12 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
           stats_every_s: float = 60.0) -> int:
     from analysis.service import InboxWatcher
     from storage.access import Directory
+    from storage import rules_file
     from storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
     try:
+        rules_file.configure(settings)  # the rules editor saves where this service's settings say
         server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)

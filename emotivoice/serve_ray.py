@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 def serve_ray(settings: Settings, address: str = "auto", config_file: str | None = None, watch_inbox: bool = True,
               stats_every_s: float = 60.0, ray_config: RayConfig | None = None) -> int:
     from storage.access import Directory
+    from storage import rules_file
     from storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)
     try:
+        rules_file.configure(settings)  # the rules editor saves where this service's settings say
         server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)

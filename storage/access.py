@@ -68,18 +68,25 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "audit_log": frozenset({"admin"}), "emotion_corrections": frozenset({"admin"}),
     "stored_call_ids": frozenset(), "unfinished_calls": frozenset(),  # the services' own
 }
+REPORT_ROLES = frozenset({"admin", "supervisor", "analyst"})  # the churn page (issue 16), as churn_risk
+ADMIN = frozenset({"admin"})
+READ_ROLES |= {"churn_trend": REPORT_ROLES, "churn_reasons": REPORT_ROLES, "churn_customers": REPORT_ROLES,
+               "rules_editor": ADMIN, "check_rules": ADMIN}  # the rules editor: storage/rules_file.py
 WRITE_ROLES: dict[str, frozenset[str]] = {
     "acknowledge_alert": LEADS, "add_feedback": frozenset({"admin", "supervisor", "coach"}),
     "record_event": EVERYONE, "erase_calls": frozenset({"admin"}),
     "mark_interrupted": frozenset(), "finish_interrupted": frozenset(),
+    "save_rules": ADMIN, "rerun_rules": ADMIN,
 }
 # a query or action this table does not name (added later) is open to these roles, checked by
 # what it takes: a call_id in scope, a scope, or else only users who see every call
 OTHER_READS, OTHER_WRITES = EVERYONE, LEADS
 AUDITED_READS = {"call_utterances": "view", "playback_source": "playback"}
 AUDITED_WRITES = {"acknowledge_alert": "acknowledge", "add_feedback": "feedback", "erase_calls": "delete",
-                  "record_event": None}  # None: the event names its own action
-ACTOR_PARAMS = {"acknowledge_alert": "user", "add_feedback": "author"}  # set to the acting user's name
+                  "record_event": None,  # None: the event names its own action
+                  "save_rules": "rules_save", "rerun_rules": "rules_run"}
+ACTOR_PARAMS = {"acknowledge_alert": "user", "add_feedback": "author",
+                "rerun_rules": "started_by"}  # set to the acting user's name
 
 
 class AccessDenied(BadRequest):
@@ -351,6 +358,11 @@ def _audit_rows(name: str, params: dict, result: dict,
         return [("acknowledge", call_id or None, f"alert {result.get('alert_id')}")]
     if name == "add_feedback":
         return [("feedback", call_id, f"{params.get('kind')} feedback #{result.get('feedback_id')}")]
+    if name == "save_rules":  # which file, and the text's digests before and after
+        return [("rules_save", None, f"{result['path']}: sha256 {result['before']} -> {result['after']} "
+                                     f"({result['summary']})")]
+    if name == "rerun_rules":
+        return [("rules_run", None, f"re-run on stored calls with {result['rules']}")]
     # erase_calls: one row per call erased; never the customer id, which is what is being erased
     who = f" requested by {params['requested_by']}" if params.get("requested_by") else ""
     how = "customer erasure" if params.get("customer_id") is not None else "call erasure"

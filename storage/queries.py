@@ -326,27 +326,6 @@ def coaching_opportunities(con: Con, date_from: str, date_to: str, team: str | N
 
 
 @read_query
-def churn_risk(con: Con, date_from: str, date_to: str, team: str | None = None, limit: int = 500, *,
-               scope: Scope = FULL) -> pd.DataFrame:
-    """Customers at risk of leaving: escalation, anger unresolved at the end, churn phrases and
-    repeat calls in the period, combined into a 0..1 score with the reasons beside it."""
-    return con.execute(f"""
-        WITH period AS (
-            SELECT * FROM calls
-            WHERE started_at >= ?::TIMESTAMP AND started_at < ?::TIMESTAMP + INTERVAL 1 DAY
-              AND (?::VARCHAR IS NULL OR team = ?) AND {in_scope()}),
-        scored AS (
-            SELECT call_id, customer_id, agent_id, team, started_at, peak_risk, customer_end_negative,
-                   churn_phrases, count(*) OVER (PARTITION BY customer_id) AS calls_in_period,
-                   0.35 * coalesce(peak_risk, 0) + 0.30 * coalesce(customer_end_negative, 0)
-                   + 0.20 * (len(coalesce(churn_phrases, [])) > 0)::INT
-                   + 0.15 * least(count(*) OVER (PARTITION BY customer_id) - 1, 2) / 2.0 AS churn_score
-            FROM period)
-        SELECT * FROM scored ORDER BY churn_score DESC LIMIT ?""",
-        [date_from, date_to, team, team, *scope.params(), limit]).df()
-
-
-@read_query
 def teams(con: Con, *, scope: Scope = FULL) -> pd.DataFrame:
     return con.execute(f"SELECT DISTINCT team FROM calls WHERE team IS NOT NULL AND {in_scope()} ORDER BY 1",
                        scope.params()).df()
@@ -576,3 +555,7 @@ def set_categories(con: Con, call_id: str, categories: list[str], category_match
         rollback(con)
         raise
     return {"call_id": call_id, "updated": bool(updated)}
+
+
+# Named queries kept in modules of their own, registered here as they load (issue 16's reports and rules editor)
+from storage import churn as _churn, rules_file as _rules_file  # noqa: E402,F401

@@ -18,8 +18,8 @@ from emotivoice.config import AnalyticsConfig
 
 
 def rules_for(config: AnalyticsConfig | None) -> RuleSet:
-    """The configured rule set (the shipped default when none is named)."""
-    return load_rules(config.rules_file if config else None)
+    """The configured rule set: rules_file, else what the admin rules editor saved, else the shipped set."""
+    return load_rules(config.active_rules_file() if config else None)
 
 
 def annotate(result: CallResult, config: AnalyticsConfig | None = None, rules: RuleSet | None = None,

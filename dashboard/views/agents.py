@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, read_or_stop, require_sign_in, store
+from dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, store
 
 require_sign_in()
 st.title("Agents")
@@ -26,12 +26,13 @@ if weekly.empty:
     st.stop()
 
 st.subheader("Coaching opportunities")
-st.dataframe(db.read("coaching_opportunities", **params), hide_index=True, width="stretch", column_config={
-    "escalation_share": st.column_config.ProgressColumn("escalated calls", min_value=0.0, max_value=1.0,
+coaching = db.read("coaching_opportunities", **params)
+st.dataframe(coaching, hide_index=True, width="stretch", column_config=headed(coaching, {
+    "escalation_share": st.column_config.ProgressColumn("Escalated calls", min_value=0.0, max_value=1.0,
                                                         format="percent"),
-    "customer_worsening": st.column_config.NumberColumn("customer worse at end by", format="%.2f"),
-    "empathy": st.column_config.NumberColumn("empathy", format="%.2f"),
-    "opportunity": st.column_config.NumberColumn("opportunity", format="%.2f")})
+    "customer_worsening": st.column_config.NumberColumn("Customer worse at the end by", format="%.2f"),
+    "empathy": st.column_config.NumberColumn("Empathy", format="%.2f"),
+    "opportunity": st.column_config.NumberColumn("Coaching opportunity", format="%.2f")}))
 
 WEEKS = {"tickformat": "%d %b", "dtick": 7 * 86_400_000, "title": "week starting"}  # one tick per week
 left, right = st.columns(2)

@@ -8,9 +8,10 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from dashboard.common import read_or_stop, record_export, require_sign_in, store
+from dashboard.common import headed, read_or_stop, record_export, require_sign_in, store
 
-ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete"]
+ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete", "rules_save",
+           "rules_run"]
 
 require_sign_in()
 st.title("Audit log")
@@ -27,7 +28,7 @@ st.metric("Entries", len(log))
 if log.empty:
     st.info("Nothing recorded for these filters.")
     st.stop()
-st.dataframe(log, hide_index=True, width="stretch", column_config={
-    "logged_at": st.column_config.DatetimeColumn("at (UTC)", format="YYYY-MM-DD HH:mm:ss")})
+st.dataframe(log, hide_index=True, width="stretch", column_config=headed(log, {
+    "logged_at": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm:ss")}))
 st.download_button("Export CSV", log.to_csv(index=False), "audit-log.csv", "text/csv",
                    on_click=record_export, args=("audit-log.csv", len(log)))

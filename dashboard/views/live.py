@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.common import clock, emotion_timeline, factors_text, require_sign_in, settings, store, user
+from dashboard.common import clock, emotion_timeline, factors_text, headed, require_sign_in, settings, store, user
 from storage.access import AccessDenied
 from storage.db import StorageError
 
@@ -41,11 +41,12 @@ def floor() -> None:
     if calls.empty:
         st.info("No active or recent calls.")
         return
-    st.dataframe(calls[["call_id", "status", "agent_id", "customer_id", "duration_s", "customer_emotion", "risk",
-                        "risk_trend", "alert_count"]], hide_index=True, width="stretch", column_config={
-        "risk": st.column_config.ProgressColumn("risk", min_value=0.0, max_value=1.0, format="%.2f"),
-        "risk_trend": st.column_config.LineChartColumn("risk, last minutes", y_min=0.0, y_max=1.0),
-        "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f")})
+    shown = calls[["call_id", "status", "agent_id", "customer_id", "duration_s", "customer_emotion", "risk",
+                   "risk_trend", "alert_count"]]
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=headed(shown, {
+        "risk": st.column_config.ProgressColumn("Risk now", min_value=0.0, max_value=1.0, format="%.2f"),
+        "risk_trend": st.column_config.LineChartColumn("Risk, last minutes", y_min=0.0, y_max=1.0),
+        "duration_s": st.column_config.NumberColumn("Length (s)", format="%.0f")}))
     call_id = st.selectbox("Open a call", calls.call_id.tolist(), key="live_call")
     scores = db.read("call_emotion_scores", call_id=call_id)
     speakers = db.read("call_speakers", call_id=call_id)

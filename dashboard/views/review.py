@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.analytics import show_analytics
-from dashboard.common import (audio_player, emotion_timeline, may, read_or_stop, require_sign_in, risk_curve,
-                              settings, store, transcript_view, user)
+from dashboard.common import (audio_player, emotion_timeline, headed, may, read_or_stop, require_sign_in,
+                              risk_curve, settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
 
 require_sign_in()
@@ -34,8 +34,8 @@ calls = db.read("find_calls", date_from=str(start) if start else None, date_to=s
 if calls.empty:
     st.info("No calls match these filters.")
     st.stop()
-st.dataframe(calls, hide_index=True, width="stretch", column_config={
-    "peak_risk": st.column_config.ProgressColumn("peak risk", min_value=0.0, max_value=1.0, format="%.2f")})
+st.dataframe(calls, hide_index=True, width="stretch", column_config=headed(calls, {
+    "peak_risk": st.column_config.ProgressColumn("Peak risk", min_value=0.0, max_value=1.0, format="%.2f")}))
 call_id = st.selectbox("Call", calls.call_id.tolist())
 
 speakers = db.read("call_speakers", call_id=call_id)
@@ -58,7 +58,8 @@ if not alerts.empty:
 show_analytics(db, call_id)
 
 st.subheader("Talk metrics against the agent's average and the team's")
-st.dataframe(db.read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
+compared = db.read("agent_vs_team", call_id=call_id)
+st.dataframe(compared, hide_index=True, width="stretch", column_config=headed(compared))
 
 st.subheader("Transcript")
 selection = st.dataframe(transcript_view(utterances), hide_index=True, width="stretch", key="transcript",
@@ -91,4 +92,4 @@ with st.form("feedback", clear_on_submit=True):
         st.success(f"Saved feedback #{saved['feedback_id']}")
 feedback = db.read("call_feedback", call_id=call_id)
 if not feedback.empty:
-    st.dataframe(feedback, hide_index=True, width="stretch")
+    st.dataframe(feedback, hide_index=True, width="stretch", column_config=headed(feedback))
