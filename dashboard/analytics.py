@@ -95,3 +95,13 @@ def categories_markdown(matches: list[dict]) -> str:
         more = f" and {len(m['evidence']) - 4} more" if len(m["evidence"]) > 4 else ""
         lines.append(f"- **{m['category']}**{' (alert)' if m.get('alert') else ''}: {where}{more}")
     return "\n".join(lines)
+
+
+def calibration_note(stored: object) -> str:
+    """Which of the deployment's emotion corrections (emotivoice recalibrate) the call was scored under."""
+    summary = _parsed(stored)
+    if not isinstance(summary, dict) or not summary.get("profile"):
+        return "Emotions as the model gives them (no calibration profile from coaches' corrections applies)."
+    fitted = str(summary.get("fitted_at") or "")[:10]
+    return (f"Emotions calibrated with the profile \"{summary['profile']}\""
+            + (f" (fitted {fitted} from coaches' corrections)" if fitted else "") + ".")

@@ -248,7 +248,7 @@ def find_calls(con: Con, date_from: str | None = None, date_to: str | None = Non
     """Past calls for review, filtered by date (started_at), agent, peak risk and the customer's last emotion."""
     return con.execute(f"""
         SELECT call_id, started_at, agent_id, customer_id, team, duration_s, peak_risk, alert_count,
-               customer_final_emotion, sarcasm_count, churn_phrases
+               customer_final_emotion, sarcasm_count, churn_phrases, calibration
         FROM calls
         WHERE (?::TIMESTAMP IS NULL OR started_at >= ?::TIMESTAMP)
           AND (?::TIMESTAMP IS NULL OR started_at < ?::TIMESTAMP + INTERVAL 1 DAY)

@@ -158,3 +158,12 @@ def test_batch_analysis_scores_the_call_under_its_teams_profile(tmp_path, demo_a
     (stored,) = con.execute("SELECT calibration FROM calls").fetchone()
     con.close()
     assert json.loads(stored) == doc["calibration"]
+
+
+def test_the_review_says_which_calibration_a_call_was_scored_under():
+    from dashboard.analytics import calibration_note
+
+    assert "no calibration" in calibration_note(None)
+    assert "no calibration" in calibration_note(json.dumps({"profile": None}))
+    note = calibration_note(json.dumps({"profile": "uk", "temperature": 1.1, "bias": {}, "fitted_at": "2026-12-03T07:00"}))
+    assert '"uk"' in note and "2026-12-03" in note

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard.analytics import show_analytics
+from dashboard.analytics import calibration_note, show_analytics
 from dashboard.common import (audio_player, emotion_timeline, headed, may, read_or_stop, require_sign_in,
                               risk_curve, settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
@@ -34,7 +34,8 @@ calls = db.read("find_calls", date_from=str(start) if start else None, date_to=s
 if calls.empty:
     st.info("No calls match these filters.")
     st.stop()
-st.dataframe(calls, hide_index=True, width="stretch", column_config=headed(calls, {
+listed = calls.drop(columns=["calibration"])
+st.dataframe(listed, hide_index=True, width="stretch", column_config=headed(listed, {
     "peak_risk": st.column_config.ProgressColumn("Peak risk", min_value=0.0, max_value=1.0, format="%.2f")}))
 call_id = st.selectbox("Call", calls.call_id.tolist())
 
@@ -43,6 +44,7 @@ utterances = db.read("call_utterances", call_id=call_id)
 scores = db.read("call_emotion_scores", call_id=call_id)
 alerts = db.read("call_alerts", call_id=call_id)
 
+st.caption(calibration_note(calls.set_index("call_id").calibration.get(call_id)))
 cols = st.columns(max(len(speakers), 1))
 for col, sp in zip(cols, speakers.itertuples()):
     with col:
