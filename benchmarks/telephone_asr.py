@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections import Counter
 import re
 import sys
 import tempfile
@@ -196,6 +197,32 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
     return d[-1]
 
 
+def word_errors(ref: list[str], hyp: list[str]) -> list[str]:
+    """The edits of one alignment, as "ref>hyp", "ref>" (deleted) and ">hyp" (inserted)."""
+    n, m = len(ref), len(hyp)
+    d = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        d[i][0] = i
+    for j in range(m + 1):
+        d[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]))
+    out, i, j = [], n, m
+    while i or j:
+        if i and j and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            if ref[i - 1] != hyp[j - 1]:
+                out.append(f"{ref[i - 1]}>{hyp[j - 1]}")
+            i, j = i - 1, j - 1
+        elif i and d[i][j] == d[i - 1][j] + 1:
+            out.append(f"{ref[i - 1]}>")
+            i -= 1
+        else:
+            out.append(f">{hyp[j - 1]}")
+            j -= 1
+    return out[::-1]
+
+
 def score_call(result, placed: list[Placed]) -> dict:
     """Turns heard, WER counts per role, and words outside every turn of their leg."""
     leg_of = {s.label: s.leg for s in result.speakers}
@@ -208,14 +235,15 @@ def score_call(result, placed: list[Placed]) -> dict:
     outside = [f"{w.word.strip()} (p {w.probability:.2f}, 1 of {alone[id(w)]})" for leg, w in words
                if not any(p.leg == leg and w.end > p.start - TOLERANCE_S and w.start < p.end + TOLERANCE_S
                           for p in placed)]
-    wer = {}
+    wer, edits = {}, {}
     for leg, role in ((0, "agent"), (1, "customer")):
         ref = [x for p in placed if p.leg == leg for x in norm_words(p.text)]
         # the words joined as Whisper wrote them (" It" "'s" is one word), then normalised like the reference
         hyp = norm_words("".join(w.word for lg, w in sorted(words, key=lambda lw: lw[1].start) if lg == leg))
         wer[role] = (edit_distance(ref, hyp), len(ref))
+        edits[role] = word_errors(ref, hyp)
     empty = sum(1 for u in result.utterances if not u.words)
-    return {"heard": heard, "outside": outside, "wer": wer, "empty_utterances": empty,
+    return {"heard": heard, "outside": outside, "wer": wer, "edits": edits, "empty_utterances": empty,
             "asr": result.metrics.get("asr", {})}
 
 
@@ -248,6 +276,9 @@ def summarise(scored: list[dict], placed_calls: list[list[Placed]], audio_s: flo
         "audio_s": round(audio_s, 1), "analysis_s": round(wall_s, 1),
         "real_time_factor": round(wall_s / audio_s, 4) if audio_s else None,
         "missed_turns": misses[:30],
+        # what the errors are, most frequent first: a misheard word, a dropped one (w>), an extra one (>w)
+        "word_errors": {role: dict(Counter(e for s in scored for e in s["edits"][role]).most_common(25))
+                        for role in ("agent", "customer")},
         "per_call": [{"heard": f"{sum(s['heard'])}/{len(s['heard'])}",
                       "wer": {r: round(e / max(1, n), 3) for r, (e, n) in s["wer"].items()}} for s in scored],
     }

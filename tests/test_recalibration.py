@@ -165,5 +165,6 @@ def test_the_review_says_which_calibration_a_call_was_scored_under():
 
     assert "no calibration" in calibration_note(None)
     assert "no calibration" in calibration_note(json.dumps({"profile": None}))
-    note = calibration_note(json.dumps({"profile": "uk", "temperature": 1.1, "bias": {}, "fitted_at": "2026-12-03T07:00"}))
+    note = calibration_note(json.dumps({"profile": "uk", "temperature": 1.1, "bias": {},
+                                        "fitted_at": "2026-12-03T07:00"}))
     assert '"uk"' in note and "2026-12-03" in note
