@@ -102,6 +102,13 @@ class NotingSink:
     def admit(self, source: str):
         return self.inner.admit(source)
 
+    @property
+    def audio_dir(self):  # where the connector's native legs are written (connector.media_path)
+        return self.inner.audio_dir
+
+    def recording(self, call_id: str):
+        return self.inner.recording(call_id)
+
 
 def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]],
                      wait_s: float = 300.0) -> list[dict]:
