@@ -301,7 +301,8 @@ def apply_retention(audio_dir: Path, days: int, now: float | None = None) -> int
     cutoff = (now or time.time()) - timedelta(days=days).total_seconds()
     removed = 0
     for path in audio_dir.glob("*/*"):
-        kept = path.suffix in (".wav", ".json") if path.parent.name != PARTIAL else path.suffix in (".raw", ".json", ".wav")
+        partial = path.parent.name == PARTIAL  # legs (raw, and native WAVs) and manifests of unfinished calls
+        kept = path.suffix in ((".raw", ".json", ".wav") if partial else (".wav", ".json"))
         if not kept or path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             continue
         try:
