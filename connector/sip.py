@@ -28,7 +28,12 @@ What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order
    `max_calls` (486), an audio stream in the SDP (488; a body we
    cannot read: 400).
 
-Each leg's frames are numbered by the media clock's wall time (connector/sipcall.py), so ticks
+How a leg's audio leaves pjmedia is `connector.media_path`. "native" (the default): each leg's
+stream feeds a pjmedia WAV writer of its own in the bridge and one tailer thread hands what the
+files grow by to the sink as numbered 20 ms frames (connector/nativeleg.py), so the media clock
+never needs the GIL; the call is announced by the event thread when its RTP is first counted.
+"python": a LegPort per leg, called by the clock thread every 20 ms. Each such leg's frames are
+numbered by the media clock's wall time (connector/sipcall.py), so ticks
 the clock thread skipped while it waited for the GIL become seq gaps the recording fills with
 silence: a kept leg's timeline stays true. (Lowering Python's switch interval from 5 ms to 1 ms
 went with 7,608 skipped ticks at 24 calls against 20,159 before, but in that run analysis fell

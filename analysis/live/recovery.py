@@ -9,7 +9,9 @@ through the list in a niced background thread, so the service takes new calls at
 - legs under `<audio_dir>/.partial/` with their manifest (the service died mid-call; the
   recording front, analysis/live/recording.py, writes both for every call before analysis sees
   its audio, each leg at least every live.record_flush_s, and its disk probes are `.tmp` files
-  removed here like write_private's): assembled
+  removed here like write_private's; a native SIP leg's pjmedia WAV beside its raw leg, its
+  header never completed by the killed writer, is read by size and adds what the raw leg had not
+  yet been handed, CallRecorder.take_native_tails): assembled
   by CallRecorder.finish, exactly as at a hang-up, into the kept WAV and sidecar; then the batch
   pass (the finaliser `serve` uses) and the call is 'complete' with a warning that says where it
   was cut ("interrupted: the service stopped 23.4 s into the call at ...; audio up to then
