@@ -102,6 +102,13 @@ class NotingSink:
     def admit(self, source: str):
         return self.inner.admit(source)
 
+    @property
+    def audio_dir(self):  # where the connector's native legs are written (connector.media_path)
+        return self.inner.audio_dir
+
+    def recording(self, call_id: str):
+        return self.inner.recording(call_id)
+
 
 def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]],
                      wait_s: float = 300.0) -> list[dict]:
@@ -150,7 +157,8 @@ def start_calls(port: int, n: int, legs: list[np.ndarray], stagger_s: float, pre
     return threads, sent, results
 
 
-def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
+def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float,
+              connector_stats=None) -> dict:
     stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
     shed_before = engine.counters["transcripts_shed"]
@@ -200,6 +208,7 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
         "service_cores": round(service_cpu / (wall1 - wall0), 2),
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
+        "clock_skipped_frames": connector_stats()["clock_skipped_frames"] if connector_stats else None,
         "recordings": recordings,
     }
 
@@ -259,6 +268,8 @@ def main() -> None:
                              "default: connector.gil_switch_interval_ms only)")
     parser.add_argument("--record-only", action="store_true",
                         help="the connector and recording front alone (no analysis): does recording keep up?")
+    parser.add_argument("--media-path", choices=("native", "python"),
+                        help="how SIP legs leave pjmedia (connector.media_path; default: the setting)")
     parser.add_argument("--name", help="results file name (default: live, or live_<seconds>s for other lengths)")
     args = parser.parse_args()
 
@@ -273,7 +284,8 @@ def main() -> None:
     settings = load_settings(env={})
     settings = replace(settings, db_path=tmp / "live.duckdb",
                        live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=True),
-                       connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128))
+                       connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128,
+                                         media_path=args.media_path or settings.connector.media_path))
     if args.record_only:
         levels = []
         for n in [int(x) for x in args.levels.split(",")]:
@@ -297,7 +309,8 @@ def main() -> None:
             sys.setswitchinterval(switch_ms / 1000)  # after the connector's own setting: this run's variant
             for n in [int(x) for x in args.levels.split(",")]:
                 print(f"{n} simultaneous calls, GIL switch interval {switch_ms} ms...", flush=True)
-                level = {"gil_switch_ms": switch_ms, **run_level(engine, sink, connector.port, n, legs, args.stagger)}
+                level = {"gil_switch_ms": switch_ms, **run_level(engine, sink, connector.port, n, legs, args.stagger,
+                                                                        connector.stats)}
                 print({k: v for k, v in level.items() if k != "recordings"}, flush=True)
                 levels.append(level)
                 if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
@@ -313,7 +326,8 @@ def main() -> None:
     by_switch = {str(ms): capacity(ms) for ms in dict.fromkeys(lv["gil_switch_ms"] for lv in levels)}
     name = args.name or ("live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s")  # longer: own file
     write_result(name, {
-        "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "audio": "demo call, both legs, G.711 u-law RTP, "
+        "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "media_path": settings.connector.media_path,
+                  "audio": "demo call, both legs, G.711 u-law RTP, "
                   "rotated per call", "finalize": "none (measured separately); every leg recorded first",
                   "transcription": settings.transcription.model,
                   "live_beam_size": settings.live.beam_size, "endpoint_silence_s": settings.live.endpoint_silence_s},

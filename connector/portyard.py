@@ -27,6 +27,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pjsua2 as pj
@@ -40,10 +41,11 @@ _NEVER_FREED: list = []  # ports that could not be unregistered: alive, and diso
 
 @dataclass
 class _Retired:
-    port: pj.AudioMediaPort
+    port: pj.AudioMediaPort | None
     keep: tuple  # objects that must live as long as the port (its call)
     seq: int  # when it was queued for removal, on the yard's clock of events
     removed_at: float | None = None
+    release: Callable[[], None] | None = None  # a native leg's port: destroyed by this, once let go
 
 
 @dataclass
@@ -84,6 +86,20 @@ class PortYard:
         self._waiting.setdefault(slot, deque()).append(entry)
         self._unregister(int(port.this))  # may report the removal at once, for a port still being added
 
+    def retire_slot(self, slot: int, release: Callable[[], None]) -> None:
+        """A port the caller has already asked the bridge to remove (connector/nativeleg.py):
+        `release` runs on the event thread once the bridge has let go of it and SETTLE_S passed."""
+        self.retired += 1
+        self._waiting.setdefault(slot, deque()).append(_Retired(None, (), next(self._seq), release=release))
+
+    def _release(self, entries: list[_Retired]) -> None:
+        for entry in entries:
+            if entry.release is not None:
+                try:
+                    entry.release()
+                except Exception:  # one port's trouble must not keep the others
+                    log.exception("native leg port release failed")
+
     def on_removed(self, slot: int) -> None:
         """The bridge removed `slot` (clock thread: only note it)."""
         self._removed.append((slot, next(self._seq)))
@@ -105,6 +121,7 @@ class PortYard:
             if done:
                 self._settling = [e for e in self._settling if now - e.removed_at < SETTLE_S]
                 self.released += len(done)
+                self._release(done)
                 done.clear()  # the last references: each port's destructor now only frees its pool
 
     @property
@@ -120,14 +137,16 @@ class PortYard:
             self.sweep()
         for queue in self._waiting.values():
             for entry in queue:
-                entry.port.__disown__()
-                _NEVER_FREED.append((entry.port, entry.keep))
+                if entry.port is not None:  # a native leg's port is simply never destroyed
+                    entry.port.__disown__()
+                    _NEVER_FREED.append((entry.port, entry.keep))
         if self._waiting:
             log.warning("leg ports still in the bridge at shutdown: kept, not freed",
                         extra={"ports": sum(len(q) for q in self._waiting.values())})
         self._waiting.clear()
         time.sleep(SETTLE_S)
         self.released += len(self._settling)
+        self._release(self._settling)
         self._settling.clear()
 
     def stats(self) -> dict:

@@ -28,7 +28,12 @@ What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order
    `max_calls` (486), an audio stream in the SDP (488; a body we
    cannot read: 400).
 
-Each leg's frames are numbered by the media clock's wall time (connector/sipcall.py), so ticks
+How a leg's audio leaves pjmedia is `connector.media_path`. "native" (the default): each leg's
+stream feeds a pjmedia WAV writer of its own in the bridge and one tailer thread hands what the
+files grow by to the sink as numbered 20 ms frames (connector/nativeleg.py), so the media clock
+never needs the GIL; the call is announced by the event thread when its RTP is first counted.
+"python": a LegPort per leg, called by the clock thread every 20 ms. Each such leg's frames are
+numbered by the media clock's wall time (connector/sipcall.py), so ticks
 the clock thread skipped while it waited for the GIL become seq gaps the recording fills with
 silence: a kept leg's timeline stays true. (Lowering Python's switch interval from 5 ms to 1 ms
 went with 7,608 skipped ticks at 24 calls against 20,159 before, but in that run analysis fell
@@ -51,8 +56,11 @@ onIncomingCall and SUBSCRIBE refused in onIncomingSubscribe, while OPTIONS and M
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pjsua2 as pj
 
@@ -60,16 +68,19 @@ from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, re
 from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
 from connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
                                quiet_stdout)
+from connector.nativeleg import LegTailer, NativeLeg, WavPorts, open_leg, release_leg
 from connector.portyard import BridgeEndpoint, PortYard
 from connector.sipcall import CallState, ClockWatch, Leg, LegPort, SipAccount, SipCall, call_metadata_of
 from connector.sipguard import RequestPolicy, SipGuard
 from connector.siprec import parse_sip, summarize_invite
 from emotivoice.config import ConnectorConfig
-from storage.files import new_call_id
+from storage.files import UnsafePath, new_call_id
 
 log = logging.getLogger(__name__)
 
 _MAX_CALLS_BUILT = 256 if hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL") else 4  # PJSUA_MAX_CALLS of the binding
+MEDIA_PATHS = ("native", "python")
+BRIDGE_RATE = 16000  # endpoint_config's clock rate: what native legs' WAVs are written at
 
 
 class SipConnector:
@@ -77,7 +88,14 @@ class SipConnector:
 
     def __init__(self, cfg: ConnectorConfig, sink: LiveSink):
         check_security(cfg)
+        if cfg.media_path not in MEDIA_PATHS:
+            raise ValueError(f"connector.media_path must be one of {', '.join(MEDIA_PATHS)}, not {cfg.media_path!r}")
         self.cfg = cfg
+        self.native = cfg.media_path == "native"  # may turn False at start when pjmedia's C API is missing
+        self._ports: WavPorts | None = None
+        self._tailer: LegTailer | None = None
+        self._leg_dir: Path | None = None  # where native legs are written: the sink's audio dir
+        self._own_leg_dir = False  # ...or a private temporary one (a sink that keeps no recordings)
         self.sink = sink
         self.port = 0  # bound UDP/TCP port, set by start()
         self.tls_port = 0
@@ -129,7 +147,9 @@ class SipConnector:
                 "calls_without_media": self._calls_without_media, "rate_limited_sources": len(self._limiter),
                 "guard": self._guard is not None, "layout_errors": self._guard.layout_errors if self._guard else 0,
                 "ports": self._yard.stats() if self._yard else {},
-                "clock_skipped_frames": self.clock.total_skipped, "clock_skipped_share": round(self.clock.share(), 3)}
+                "clock_skipped_frames": self.clock.total_skipped, "clock_skipped_share": round(self.clock.share(), 3),
+                "media_path": "native" if self.native else "python",
+                **(self._tailer.stats() if self._tailer else {})}
 
     def _run(self) -> None:
         try:
@@ -174,6 +194,24 @@ class SipConnector:
         acc_cfg = account_config(self.cfg, self._bound, self.native_siprec)
         self._account = SipAccount(self)
         self._account.create(acc_cfg, True)
+        if self.native:
+            self._start_native(_pjsua2.__file__)
+
+    def _start_native(self, library_path: str) -> None:
+        """pjmedia's C API for native legs and the tailer thread; without them, Python ports."""
+        try:
+            self._ports = WavPorts(library_path)
+        except (OSError, AttributeError) as exc:
+            log.error("native media path unavailable: legs go through Python ports", extra={"error": str(exc)})
+            self.native = False
+            return
+        audio_dir = getattr(self.sink, "audio_dir", None)
+        if audio_dir is None:  # a sink that keeps no recordings: the legs pass through a private dir
+            self._leg_dir, self._own_leg_dir = Path(tempfile.mkdtemp(prefix="emotivoice-legs-")), True
+        else:
+            self._leg_dir = Path(audio_dir)
+        reserve = int(max(0.0, self.cfg.media_reserve_s) * BRIDGE_RATE) * 2
+        self._tailer = LegTailer(self.sink, self._ports, reserve).start()
 
     def _install_guard(self) -> None:
         """Check every request's source, method and INVITE rate in pjsip (connector/sipguard.py).
@@ -206,6 +244,10 @@ class SipConnector:
             self._finish(call, "shutdown")
             self._retire_ports(call)
         self._reap()
+        deadline = time.monotonic() + 5.0
+        while self._tailer is not None and self._tailer.busy() and time.monotonic() < deadline:
+            self._ep.libHandleEvents(20)  # native legs: the bridge lets go of their writers, the tailer ends them
+            self._yard.sweep()
 
     def _teardown(self) -> None:
         ep = getattr(self, "_ep", None)
@@ -219,6 +261,11 @@ class SipConnector:
             self._account = None
         if self._yard is not None:  # every port out of the bridge (or kept) before pjsua goes
             self._yard.drain(ep.libHandleEvents, 2.0)
+        if self._tailer is not None:
+            self._tailer.stop()
+            self._tailer = None
+        if self._own_leg_dir and self._leg_dir is not None:
+            shutil.rmtree(self._leg_dir, ignore_errors=True)
         self._calls.clear()
         if self._guard is not None:
             self._guard.close()
@@ -329,7 +376,7 @@ class SipConnector:
             return  # a stream added by a re-INVITE is not announced; the legs stay fixed
         info = call.getInfo()
         by_index = {leg.index: leg for leg in state.summary.legs}
-        new_ports = []
+        specs: list[tuple[int, LegInfo]] = []
         for media in info.media:
             if media.type != pj.PJMEDIA_TYPE_AUDIO or media.index in state.legs or media.index not in by_index:
                 continue
@@ -338,14 +385,47 @@ class SipConnector:
             rate = 16000 if call.getStreamInfo(media.index).codecClockRate >= 16000 else 8000
             spec = by_index[media.index]
             leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
-            port = LegPort(self, state, leg, rate)
-            state.legs[media.index] = Leg(LegInfo(leg, spec.role, spec.name, rate), port)
-            new_ports.append((call.getAudioMedia(media.index), port))
-        if not new_ports:
+            specs.append((media.index, LegInfo(leg, spec.role, spec.name, rate)))
+        if not specs:
             return
+        if self.native and self._open_native(call, state, specs):
+            state.started = True
+            return
+        new_ports = []
+        for index, leg_info in specs:
+            port = LegPort(self, state, leg_info.leg, leg_info.sample_rate)
+            state.legs[index] = Leg(leg_info, port)
+            new_ports.append((call.getAudioMedia(index), port))
         state.started = True  # every leg exists before the first frame can announce the call
         for media, port in new_ports:
             media.startTransmit(port)
+
+    def _open_native(self, call: SipCall, state: CallState, specs: list[tuple[int, LegInfo]]) -> bool:
+        """Connect each leg's stream to a pjmedia WAV writer of its own (connector/nativeleg.py);
+        False (nothing left behind) when one cannot be made: the call then gets Python ports."""
+        reserve = int(max(0.0, self.cfg.media_reserve_s) * BRIDGE_RATE) * 2
+        opened: list[NativeLeg] = []
+        try:
+            for n, (index, leg_info) in enumerate(specs):  # n: the leg's place, as the recording numbers it
+                source = call.getAudioMedia(index).getPortId()
+                opened.append(open_leg(self._ports, self._leg_dir, state.call_id, n, leg_info.leg,
+                                       leg_info.sample_rate, source, BRIDGE_RATE, reserve))
+        except (OSError, UnsafePath, pj.Error) as exc:
+            log.error("native leg recording not opened: the call's legs go through Python ports",
+                      extra={"call_id": state.call_id, "error": exc.info() if isinstance(exc, pj.Error) else str(exc)})
+            for native in opened:
+                native.discard = True
+                self._retire_native(native)
+            return False
+        for (index, leg_info), native in zip(specs, opened):
+            state.legs[index] = Leg(leg_info, None, native)
+        state.native = True
+        return True
+
+    def _retire_native(self, native: NativeLeg) -> None:
+        """Out of the bridge now; destroyed (its file completed) once the bridge has let go of it."""
+        self._ports.remove(native.slot)
+        self._yard.retire_slot(native.slot, lambda: release_leg(self._ports, native))
 
     def announce(self, state: CallState) -> None:
         """CallStarted, on the media thread under the call's lock, at the first audio of any leg."""
@@ -368,6 +448,12 @@ class SipConnector:
                 continue
             if received:
                 state.media_seen = True
+                if state.native:  # no port to announce it at its first frame: the tailer reads from here on
+                    with state.lock:
+                        if state.ended or state.announced:
+                            continue
+                        self.announce(state)
+                    self._tailer.add(state.call_id, [leg.native for leg in state.legs.values()])
 
     def _hang_up_silent_calls(self) -> None:
         """Hang up answered calls that have sent no audio for connector.no_media_timeout_s."""
@@ -401,11 +487,17 @@ class SipConnector:
             if state.ended:
                 return
             state.ended = True
-        if state.announced:
+        if state.announced and state.native:  # CallEnded follows the legs' last samples (the tailer)
+            self._tailer.end(state.call_id, reason)
+            log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
+        elif state.announced:
             self.sink.end(CallEnded(state.call_id, reason, {leg.info.leg: leg.port.missing_frames()
                                                             for leg in state.legs.values() if leg.port}))
             log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
         else:  # the engine never heard of it: nothing to store
+            for leg in state.legs.values():
+                if leg.native is not None:
+                    leg.native.discard = True
             self._calls_without_media += 1
             log.info("SIP call ended before any audio", extra={"call_id": state.call_id, "reason": reason,
                                                                 "remote": state.remote})
@@ -431,3 +523,6 @@ class SipConnector:
                 if leg.port is not None:
                     self._yard.retire(leg.port)
                     leg.port = None
+                if leg.native is not None and leg.native.port:
+                    self._retire_native(leg.native)
+                    leg.native = None

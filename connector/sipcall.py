@@ -22,6 +22,7 @@ from connector.pjsetup import vector_bytes
 from connector.siprec import InviteSummary
 
 if TYPE_CHECKING:
+    from connector.nativeleg import NativeLeg
     from connector.sip import SipConnector
 
 log = logging.getLogger("connector.sip")
@@ -95,6 +96,7 @@ class ClockWatch:
 class Leg:
     info: LegInfo
     port: "LegPort | None" = None
+    native: "NativeLeg | None" = None  # connector.media_path = "native": pjmedia writes the leg (nativeleg.py)
 
 
 @dataclass
@@ -108,6 +110,7 @@ class CallState:
     started: bool = False  # media set up and the legs fixed
     media_seen: bool = False  # some leg has received RTP (the bridge hands us silence until then)
     announced: bool = False  # CallStarted sent, at the first frame after media_seen
+    native: bool = False  # its legs are recorded by pjmedia (connector/nativeleg.py), not Python ports
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 

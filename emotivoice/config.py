@@ -181,6 +181,13 @@ class ConnectorConfig:
     # share of leg ticks in most (3+) of the last 5 seconds: the process is too CPU-bound for the clock
     # thread to get the GIL (skipped ticks are recorded as silence, connector/sipcall.py); 0: off
     clock_max_skipped_share: float = 0.05
+    # how SIP legs' audio leaves pjmedia: "native" records each leg with pjmedia's own WAV writer (C,
+    # no GIL on the media clock) and a tailer thread hands its new samples on in >= 200 ms reads;
+    # "python" is a Python port the media clock calls every 20 ms per leg (connector/nativeleg.py)
+    media_path: str = "native"
+    # native legs: disk space reserved ahead of each leg's WAV (fallocate, size unchanged), so a disk
+    # that fills mid-call still takes this many seconds of every running leg
+    media_reserve_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -218,8 +218,13 @@ def calls_in(db: Path) -> dict:
 
 
 @needs_sipp
-def test_serve_killed_mid_call_recovers_the_call_with_its_audio_up_to_the_kill(tmp_path, env):
+@pytest.mark.parametrize("media_path", ["native", "python"])
+def test_serve_killed_mid_call_recovers_the_call_with_its_audio_up_to_the_kill(tmp_path, env, media_path):
+    """Both SIP media paths: pjmedia's own WAV per leg (native: its header never written by the
+    killed writer, read by size) and the Python port's raw legs."""
     from tests.test_serve import demo_excerpt, free_port
+
+    env = {**env, "EMOTIVOICE_CONNECTOR_MEDIA_PATH": media_path}
 
     excerpt = demo_excerpt(tmp_path / "excerpt.wav", 60)  # longer than the test lets it run
     data, port = tmp_path / "data", free_port()
@@ -246,7 +251,12 @@ def test_serve_killed_mid_call_recovers_the_call_with_its_audio_up_to_the_kill(t
     old = json.loads(announcement(db).read_text())
     assert old["pid"] == service.proc.pid  # the kill left it behind
     assert calls_in(db)[call_id]["status"] == "live"
-    assert sorted(p.suffix for p in partial.iterdir()) == [".json", ".raw", ".raw"]
+    native = media_path == "native"
+    assert sorted(p.suffix for p in partial.iterdir()) == [".json", ".raw", ".raw"] + [".wav", ".wav"] * native
+    for leg in partial.glob("*.wav"):  # pjmedia writes a WAV's sizes only when it closes it: here never
+        head = leg.read_bytes()[:44]
+        assert head[:4] == b"RIFF" and head[40:44] == bytes(4) and leg.stat().st_size > 44 + 16000
+        assert leg.stat().st_mode & 0o777 == 0o600
     # what else a crash can leave: a live call with no audio kept, legs nobody can assemble
     no_audio, stray = new_call_id("sip"), new_call_id("sip")
     FileStore(db).save_call(live_row(no_audio))

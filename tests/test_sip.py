@@ -456,3 +456,82 @@ def test_siprec_call_is_analysed_live_into_duckdb(tmp_path, demo_legs):
         assert envelope_correlation(demo_legs[i], got, 8000) >= 0.9
         assert envelope_correlation(demo_legs[1 - i], got, 8000) < 0.5
     assert engine.stats()["dropped_frames"] == 0
+
+
+@needs_stack
+@pytest.mark.slow
+@pytest.mark.parametrize("media_path", ["native", "python"])
+def test_a_kept_leg_holds_what_sipp_sent_on_either_media_path(tmp_path, demo_legs, media_path):
+    """connector.media_path: pjmedia's own WAV writer per leg, read by the tailer (native), or a
+    Python port per leg on the media clock. Either way the recording front keeps, per leg, what
+    sipp sent (within 0.1 s, benchmarks/recording_match.py), the frames reach it as numbered 20 ms
+    frames, a running leg's files are owner-only and nothing is left in .partial afterwards."""
+    import wave
+
+    from analysis.live.inbox import FrameInbox
+    from analysis.live.messages import CallEnded
+    from analysis.live.recording import RecordingFront
+    from benchmarks.recording_match import match_leg
+    from emotivoice.config import LiveConfig
+    from tests.audio_match import envelope_correlation
+
+    audio_dir = tmp_path / "calls"
+    front = RecordingFront(LiveConfig(audio_dir=audio_dir), FrameInbox(100_000)).begin()
+    sink = CollectingSink()
+
+    class Tee:  # the front records; the collector keeps the frames as the front was handed them
+        audio_dir = front.audio_dir
+
+        def start(self, call):
+            front.start(call)
+            sink.start(call)
+
+        def push(self, frame):
+            sink.push(frame)
+            return front.push(frame)
+
+        def end(self, call):
+            front.end(call)
+            sink.end(call)
+
+        def recording(self, call_id):
+            return front.recording(call_id)
+
+    conn = connector(Tee(), media_path=media_path)
+    modes: list[int] = []
+    placing = threading.Thread(target=lambda: place_calls("127.0.0.1", conn.port, demo_legs, siprec=True))
+    try:
+        placing.start()
+        assert wait_for(lambda: len(sink.started) == 1, 10)
+        assert wait_for(lambda: len(list((audio_dir / ".partial").glob("*"))) >= 3, 10)
+        time.sleep(1.0)
+        modes = [p.stat().st_mode & 0o777 for p in (audio_dir / ".partial").iterdir()]
+        placing.join(60)
+        assert wait_for(lambda: len(sink.ended) == 1, 15)
+        stats = conn.stats()
+    finally:
+        conn.stop()
+    call = sink.started[0]
+    assert stats["media_path"] == media_path
+    assert modes and set(modes) == {0o600}, modes
+    ended = None
+    deadline = time.monotonic() + 10
+    while ended is None and time.monotonic() < deadline:  # the front hands the end on once all is on disk
+        msg = front.get(timeout=0.2)
+        ended = msg if isinstance(msg, CallEnded) else None
+    assert ended is not None and ended.call_id == call.call_id
+    recorder, _ = front.recording(call.call_id)
+    wav = recorder.finish({})
+    front.close()
+    with wave.open(str(wav)) as w:
+        got = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).T
+    for i, sent in enumerate(demo_legs):  # channels in the INVITE's order: agent, customer
+        result = match_leg(sent, got[i], 8000)
+        assert result.matches(0.1), (media_path, i, result)
+        assert envelope_correlation(demo_legs[1 - i], got[i], 8000) < 0.5
+        frames = sink.frames[(call.call_id, call.legs[i].leg)]
+        assert [f.seq for f in frames] == list(range(len(frames)))  # on loopback: no gaps either way
+        assert {len(f.pcm) for f in frames[:-1]} == {320}  # 20 ms at 8 kHz
+    assert not list((audio_dir / ".partial").iterdir())
+    missing = sink.ended[0].missing_frames
+    assert all(0 <= n < 0.05 * len(demo_legs[0]) / 160 for n in missing.values()), missing

@@ -101,6 +101,38 @@ class CallRecorder:
         """A leg's raw file: numbered by its place in the call, never named after the wire's label."""
         return inside(self.audio_dir, f"{PARTIAL}/{self.call_id}.{self.legs.index(leg)}.raw")
 
+    def _native(self, leg: str) -> Path:
+        """A leg pjmedia records itself (connector.media_path = "native"), beside its raw file."""
+        return native_leg_path(self.audio_dir, self.call_id, self.legs.index(leg))
+
+    def take_native_tails(self) -> int:
+        """Crash recovery: append to each raw leg what its native WAV holds beyond it (the tailer
+        hands a native leg on in pieces, so the raw file trails it by up to a piece and a flush).
+        The raw leg is the native one, decimated, up to its end. Returns the legs extended."""
+        from analysis.live.nativewav import read_leg
+
+        extended = 0
+        for leg in self.legs:
+            native = self._native(leg)
+            if native.is_symlink() or not native.is_file():
+                continue
+            audio = read_leg(native, self.rate)
+            raw = self._raw(leg)
+            have = raw.stat().st_size // 2 if raw.is_file() and not raw.is_symlink() else 0
+            if len(audio) <= have:
+                continue
+            if not have:
+                write_private(raw, audio.tobytes())
+            else:
+                fd = os.open(raw, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
+                try:
+                    os.ftruncate(fd, have * 2)  # a cut sample at its end goes
+                    os.write(fd, audio[have:].tobytes())
+                finally:
+                    os.close(fd)
+            extended += 1
+        return extended
+
     def _manifest(self) -> Path:
         return inside(self.audio_dir, f"{PARTIAL}/{self.call_id}.json")
 
@@ -222,10 +254,27 @@ class CallRecorder:
         except (OSError, UnsafePath) as exc:
             log.warning("call recording manifest not removed", extra={"call_id": self.call_id, "error": str(exc)})
         for leg in self.legs:
-            try:
-                self._raw(leg).unlink(missing_ok=True)
-            except (OSError, UnsafePath) as exc:
-                log.warning("call recording leg not removed", extra={"call_id": self.call_id, "error": str(exc)})
+            for path in (self._raw, self._native):
+                try:
+                    path(leg).unlink(missing_ok=True)
+                except (OSError, UnsafePath) as exc:
+                    log.warning("call recording leg not removed", extra={"call_id": self.call_id, "error": str(exc)})
+
+
+def native_leg_path(audio_dir: Path, call_id: str, index: int) -> Path:
+    """Where pjmedia records a call's leg number `index` (connector.media_path = "native")."""
+    return inside(Path(audio_dir), f"{PARTIAL}/{check_call_id(call_id)}.{int(index)}.wav")
+
+
+def create_native_leg(audio_dir: Path, call_id: str, index: int) -> Path:
+    """Create the leg's native WAV, empty, owner-only (0600, no symlink followed), for pjmedia to
+    open: it opens with fopen("wb"), which keeps an existing file's mode. OSError, UnsafePath."""
+    private_dir(Path(audio_dir))
+    private_dir(inside(Path(audio_dir), PARTIAL))
+    path = native_leg_path(audio_dir, call_id, index)
+    with open_private(path, "wb"):
+        pass
+    return path
 
 
 def open_recorder(audio_dir: Path, call_id: str, legs: list[str],
@@ -252,7 +301,8 @@ def apply_retention(audio_dir: Path, days: int, now: float | None = None) -> int
     cutoff = (now or time.time()) - timedelta(days=days).total_seconds()
     removed = 0
     for path in audio_dir.glob("*/*"):
-        kept = path.suffix in (".wav", ".json") if path.parent.name != PARTIAL else path.suffix in (".raw", ".json")
+        partial = path.parent.name == PARTIAL  # legs (raw, and native WAVs) and manifests of unfinished calls
+        kept = path.suffix in ((".raw", ".json", ".wav") if partial else (".wav", ".json"))
         if not kept or path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             continue
         try:

@@ -9,7 +9,9 @@ through the list in a niced background thread, so the service takes new calls at
 - legs under `<audio_dir>/.partial/` with their manifest (the service died mid-call; the
   recording front, analysis/live/recording.py, writes both for every call before analysis sees
   its audio, each leg at least every live.record_flush_s, and its disk probes are `.tmp` files
-  removed here like write_private's): assembled
+  removed here like write_private's; a native SIP leg's pjmedia WAV beside its raw leg, its
+  header never completed by the killed writer, is read by size and adds what the raw leg had not
+  yet been handed, CallRecorder.take_native_tails): assembled
   by CallRecorder.finish, exactly as at a hang-up, into the kept WAV and sidecar; then the batch
   pass (the finaliser `serve` uses) and the call is 'complete' with a warning that says where it
   was cut ("interrupted: the service stopped 23.4 s into the call at ...; audio up to then
@@ -42,6 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.live.finalize import Finalizer, FinishedCall, roles_to_channels
+from analysis.live.nativewav import wav_layout
 from analysis.live.recorder import DAY, PARTIAL, CallRecorder, Manifest
 from emotivoice.config import LiveConfig
 from storage.db import BadRequest, StorageError
@@ -50,7 +53,8 @@ from storage.store import Store, announcement
 
 log = logging.getLogger(__name__)
 
-PARTIAL_NAME = re.compile(r"^(?P<id>[^.]+)\.(?:(?P<leg>\d{1,3})\.raw|json)$")  # what CallRecorder writes
+# what CallRecorder writes (.raw), and pjmedia for a native SIP leg (.wav, connector/nativeleg.py)
+PARTIAL_NAME = re.compile(r"^(?P<id>[^.]+)\.(?:(?P<leg>\d{1,3})\.(?P<kind>raw|wav)|json)$")
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Leftover:
     call_id: str
     status: str | None = None  # 'live' | 'interrupted' | None: no unfinished row
     manifest: Manifest | None = None
-    legs: list[Path] = field(default_factory=list)  # its partial leg files
+    legs: list[Path] = field(default_factory=list)  # its partial leg files (raw, and native WAVs)
     files: list[Path] = field(default_factory=list)  # every partial file of it (legs, manifest)
     wav: Path | None = None  # a finished WAV: the batch pass was pending
     cut_at: datetime | None = None  # when audio last reached its legs (or the row was last stored)
@@ -70,6 +74,19 @@ class Leftover:
     @property
     def assemble(self) -> bool:
         return self.manifest is not None and bool(self.legs)
+
+
+def _leg_seconds(path: Path, size: int, rate: int) -> float:
+    """Seconds a partial leg holds: a raw leg at the call's rate, a native WAV (its header's sizes
+    never written by a killed writer) at the rate its header names, by file size."""
+    if path.suffix != ".wav":
+        return size // 2 / rate
+    try:
+        with open(path, "rb") as f:
+            layout = wav_layout(f.read(4096))
+    except (OSError, ValueError):
+        layout = None
+    return (size - layout[0]) // 2 / layout[1] if layout and size > layout[0] else 0.0
 
 
 def _utc(ts: float) -> datetime:
@@ -205,9 +222,9 @@ class Recovery:
     def _locate(self, item: Leftover, row) -> None:
         """Find the finished WAV and when and how far in the call was cut."""
         if item.assemble:
-            stats = [p.stat() for p in item.legs]
-            item.cut_at = _utc(max(s.st_mtime for s in stats))
-            item.recorded_s = max(s.st_size // 2 for s in stats) / item.manifest.rate
+            stats = [(p, p.stat()) for p in item.legs]
+            item.cut_at = _utc(max(s.st_mtime for _, s in stats))
+            item.recorded_s = max(_leg_seconds(p, s.st_size, item.manifest.rate) for p, s in stats)
             return
         item.wav = self._finished_wav(item.call_id, item.manifest)
         if item.wav is not None:
@@ -293,6 +310,12 @@ class Recovery:
         the warning that says where it was cut. Returns what became of it."""
         if item.assemble:
             recorder = CallRecorder.left_by_crash(self.audio_dir, item.manifest)
+            try:
+                if recorder.take_native_tails():  # what the tailer had not yet handed on
+                    log.info("recovered call: native legs' unread audio added", extra={"call_id": item.call_id})
+            except (OSError, ValueError, UnsafePath) as exc:
+                log.warning("native legs not read: the raw legs are assembled as they are",
+                            extra={"call_id": item.call_id, "error": str(exc)})
             if item.status is None and not recorder.has_sound():
                 recorder.discard()
                 return "removed (silent legs, never stored)"
