@@ -67,11 +67,13 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "playback_source": frozenset({"admin", "supervisor", "coach", "agent"}),
     "audit_log": frozenset({"admin"}),
     "stored_call_ids": frozenset(), "unfinished_calls": frozenset(),  # the services' own
+    "search_utterances": EVERYONE,  # scoped to the user's calls; an analyst's hits come without text
 }
 WRITE_ROLES: dict[str, frozenset[str]] = {
     "acknowledge_alert": LEADS, "add_feedback": frozenset({"admin", "supervisor", "coach"}),
     "record_event": EVERYONE, "erase_calls": frozenset({"admin"}),
     "mark_interrupted": frozenset(), "finish_interrupted": frozenset(),
+    "search_reindex": frozenset(),  # the CLI's, through the service
 }
 # a query or action this table does not name (added later) is open to these roles, checked by
 # what it takes: a call_id in scope, a scope, or else only users who see every call
