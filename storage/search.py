@@ -138,13 +138,16 @@ def _ranked(con: duckdb.DuckDBPyConnection, parsed: Parsed, filters: list, scope
 
 
 def _texts(con: duckdb.DuckDBPyConnection, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[str, list]]:
-    """The stored text and its terms of each hit, one pruned lookup each (call_key only grows)."""
+    """The stored text and its terms of each hit: the semi-join on call_key lets the zone maps skip
+    every row group but the hits' (call_key only grows, so search_docs stays in its order)."""
     if not keys:
         return {}
-    union = " UNION ALL ".join("SELECT call_key, utterance_idx, text FROM search_docs "
-                               "WHERE call_key = ? AND utterance_idx = ?" for _ in keys)
-    rows = con.execute(f"SELECT call_key, utterance_idx, text, {search_index.tokens_sql('text')} FROM ({union})",
-                       [v for k in keys for v in k]).fetchall()
+    rows = con.execute(f"""
+        WITH d AS (SELECT call_key, utterance_idx, text FROM search_docs
+                   WHERE call_key IN (SELECT unnest(?::INTEGER[]))
+                     AND list_contains(?::BIGINT[], call_key::BIGINT * {1 << 32} + utterance_idx))
+        SELECT call_key, utterance_idx, text, {search_index.tokens_sql('text')} FROM d""",
+                       [sorted({k for k, _ in keys}), [k * (1 << 32) + i for k, i in keys]]).fetchall()
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
