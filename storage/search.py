@@ -17,6 +17,7 @@ input ever becomes SQL and no query can ask for unbounded work.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -94,46 +95,67 @@ def _phrase_sql(param: str) -> str:
 
 
 _SLOTS = "?::STRUCT(slot INTEGER, off INTEGER)[][]"
+_CALL_FILTERS = """
+    SELECT k.call_key FROM search_calls k JOIN calls c USING (call_id)
+    WHERE (?::VARCHAR IS NULL OR c.agent_id = ?) AND (?::VARCHAR IS NULL OR c.team = ?)
+      AND (?::TIMESTAMP IS NULL OR c.started_at >= ?::TIMESTAMP)
+      AND (?::TIMESTAMP IS NULL OR c.started_at < ?::TIMESTAMP + INTERVAL 1 DAY)
+      AND (?::VARCHAR IS NULL OR list_contains(c.categories, ?))
+      AND coalesce(c.peak_risk, 0) >= ?::DOUBLE AND {scope}"""
+
+
+def _collection(con: duckdb.DuckDBPyConnection, terms: list[str]) -> tuple[list[int], float, float]:
+    """Each term's document frequency (its postings: one pruned count each), the number of indexed
+    utterances and their mean length: what BM25 needs, and what orders the joins rarest first."""
+    counts = " UNION ALL ".join(f"SELECT {i} AS slot, count(*) AS df FROM search_postings WHERE term = ?"
+                                for i in range(len(terms)))
+    rows = dict(con.execute(f"SELECT slot, df FROM ({counts})", terms).fetchall())
+    n, tokens = con.execute("SELECT coalesce(sum(docs), 0), coalesce(sum(tokens), 0) FROM search_calls").fetchone()
+    return [int(rows.get(i, 0)) for i in range(len(terms))], float(max(n, 1)), float(tokens) / max(n, 1) or 1.0
 
 
 def _ranked(con: duckdb.DuckDBPyConnection, parsed: Parsed, filters: list, scope: Scope, limit: int) -> list[tuple]:
-    """The best `limit` utterances holding every term, in scope and through the filters."""
-    per_term = " UNION ALL ".join(  # one scan per term, each pruned to its row groups by the zone maps
-        f"SELECT {i} AS slot, call_key, utterance_idx, tf, positions, doc_len, start_s, speaker, role, emotion, risk "
-        "FROM search_postings WHERE term = ?" for i in range(len(parsed.terms)))
+    """The best `limit` utterances holding every term, in scope and through the filters.
+
+    The postings of each term are read by a scan the zone maps prune to that term, joined on the
+    utterance rarest term first, so a common word costs a hash join, never a sort of its postings;
+    the call-level filters and the scope only join in when they narrow anything."""
+    df, n, avgdl = _collection(con, parsed.terms)
+    if not all(df):
+        return []  # a word no utterance has: nothing can match all of them
     agent_id, team, date_from, date_to, category, min_risk, role, emotion = filters
+    slots = range(len(parsed.terms))
+    order = sorted(slots, key=lambda i: df[i])
+    first = f"p{order[0]}"
+    ctes = [f"p{i} AS (SELECT * FROM search_postings WHERE term = ?)" for i in slots]
+    params: list = list(parsed.terms)
+    narrowing = not scope.all or any(v is not None for v in (agent_id, team, date_from, date_to, category)) \
+        or float(min_risk) > 0
+    where = f"(?::VARCHAR IS NULL OR {first}.role = ?) AND (?::VARCHAR IS NULL OR {first}.emotion = ?)"
+    if narrowing:
+        ctes.append(f"allowed AS ({_CALL_FILTERS.format(scope=in_scope('c.'))})")
+        params += [agent_id, agent_id, team, team, date_from, date_from, date_to, date_to, category, category,
+                   float(min_risk), *scope.params()]
+        where += f" AND {first}.call_key IN (SELECT call_key FROM allowed)"
+    joins = " ".join(f"JOIN p{i} USING (call_key, utterance_idx)" for i in order[1:])
+    idf = [math.log(1 + (n - d + 0.5) / (d + 0.5)) for d in df]
+    per_len = K1 * B / avgdl
+    bm25 = " + ".join(f"{idf[i]!r}::DOUBLE * p{i}.tf * {K1 + 1}::DOUBLE "  # numbers we computed, not input
+                      f"/ (p{i}.tf + {K1 * (1 - B)!r}::DOUBLE + {per_len!r}::DOUBLE * p{i}.doc_len)" for i in slots)
+    positions = ", ".join(f"p{i}.positions" for i in slots)
     sql = f"""
-        WITH allowed AS (
-            SELECT k.call_key, c.call_id, c.agent_id, c.team, c.started_at
-            FROM search_calls k JOIN calls c USING (call_id)
-            WHERE (?::VARCHAR IS NULL OR c.agent_id = ?) AND (?::VARCHAR IS NULL OR c.team = ?)
-              AND (?::TIMESTAMP IS NULL OR c.started_at >= ?::TIMESTAMP)
-              AND (?::TIMESTAMP IS NULL OR c.started_at < ?::TIMESTAMP + INTERVAL 1 DAY)
-              AND (?::VARCHAR IS NULL OR list_contains(c.categories, ?))
-              AND coalesce(c.peak_risk, 0) >= ?::DOUBLE AND {in_scope("c.")}),
-        p AS ({per_term}),
-        stats AS (SELECT greatest(sum(docs), 1)::DOUBLE AS n, greatest(sum(tokens), 1) / greatest(sum(docs), 1) AS avgdl
-                  FROM search_calls),
-        df AS (SELECT slot, count(*) AS df FROM p GROUP BY slot),
-        m AS (
-            SELECT p.call_key, p.utterance_idx, any_value(p.start_s) AS start_s, any_value(p.speaker) AS speaker,
-                   any_value(p.role) AS role, any_value(p.emotion) AS emotion, any_value(p.risk) AS risk,
-                   sum(ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
-                       * p.tf * {K1 + 1} / (p.tf + {K1} * (1 - {B} + {B} * p.doc_len / st.avgdl))) AS bm25,
-                   list(p.positions ORDER BY p.slot) AS pos
-            FROM p JOIN df USING (slot) CROSS JOIN stats st
-            WHERE p.call_key IN (SELECT call_key FROM allowed)
-              AND (?::VARCHAR IS NULL OR p.role = ?) AND (?::VARCHAR IS NULL OR p.emotion = ?)
-            GROUP BY p.call_key, p.utterance_idx HAVING count(*) = ?)
-        SELECT a.call_id, m.call_key, m.utterance_idx, m.start_s, m.speaker, m.role, m.emotion, m.risk, a.agent_id,
-               a.team, a.started_at,
-               m.bm25 * CASE WHEN {_phrase_sql(_SLOTS)} THEN {NEAR_BONUS} ELSE 1.0 END AS score
-        FROM m JOIN allowed a USING (call_key)
-        WHERE {_phrase_sql(_SLOTS)}
-        ORDER BY score DESC, a.started_at DESC NULLS LAST, a.call_id, m.utterance_idx LIMIT ?"""
-    params = [agent_id, agent_id, team, team, date_from, date_from, date_to, date_to, category, category,
-              float(min_risk), *scope.params(), *parsed.terms, role, role, emotion, emotion, len(parsed.terms),
-              parsed.near_slots, parsed.phrase_slots, limit]
+        WITH {", ".join(ctes)},
+        m AS (SELECT {first}.call_key, {first}.utterance_idx, {first}.start_s, {first}.speaker, {first}.role,
+                     {first}.emotion, {first}.risk, {bm25} AS bm25, [{positions}] AS pos
+              FROM {first} {joins} WHERE {where}),
+        top AS (SELECT *, bm25 * CASE WHEN {_phrase_sql(_SLOTS)} THEN {NEAR_BONUS} ELSE 1.0 END AS score
+                FROM m WHERE {_phrase_sql(_SLOTS)}
+                ORDER BY score DESC, call_key DESC, utterance_idx LIMIT ?)
+        SELECT c.call_id, t.call_key, t.utterance_idx, t.start_s, t.speaker, t.role, t.emotion, t.risk, c.agent_id,
+               c.team, c.started_at, t.score
+        FROM top t JOIN search_calls k USING (call_key) JOIN calls c USING (call_id)
+        ORDER BY t.score DESC, t.call_key DESC, t.utterance_idx"""
+    params += [role, role, emotion, emotion, parsed.near_slots, parsed.phrase_slots, limit]
     return con.execute(sql, params).fetchall()
 
 
