@@ -105,6 +105,7 @@ def login() -> None:
 
 PAGE_FILES = [("live", "Live floor", "🚨"), ("review", "Call review", "🎧"), ("agents", "Agents", "🧑‍💼"),
               ("churn", "Churn risk", "📉"), ("audit", "Audit log", "📜"), ("rules", "Rules", "🧩")]
+PAGE_FILES.insert(2, ("search", "Search", "🔎"))  # issue 16: search every transcript
 
 if not current_user():  # every page's URL shows the sign-in form, runs nothing else, links nowhere;
     st.navigation([st.Page(login, title="Sign in", icon="🔒", url_path=name, default=i == 0)  # after it: that page

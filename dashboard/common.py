@@ -29,6 +29,7 @@ PAGES = {"admin": ("live", "review", "agents", "churn", "audit", "rules"),
          "coach": ("review", "agents"),
          "analyst": ("review", "agents", "churn"),
          "agent": ("review", "agents")}
+PAGES = {role: (*pages, "search") for role, pages in PAGES.items()}  # issue 16: every role searches its own calls
 ABILITIES = {"feedback": ("admin", "supervisor", "coach"), "play": ("admin", "supervisor", "coach", "agent"),
              "acknowledge": ("admin", "supervisor")}
 

@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file")
     p.set_defaults(func=cmd_delete)
 
+    from emotivoice.search_cli import add_parser as add_search  # issue 16: search and reindex
+
+    add_search(sub)
+
     p = sub.add_parser("watch", help="analysis service: analyse recordings dropped into an inbox folder")
     p.add_argument("inbox", nargs="?", help="folder to watch (default: data/inbox)")
     p.add_argument("--db", help="DuckDB file")

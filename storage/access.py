@@ -67,6 +67,7 @@ READ_ROLES: dict[str, frozenset[str]] = {
     "playback_source": frozenset({"admin", "supervisor", "coach", "agent"}),
     "audit_log": frozenset({"admin"}), "emotion_corrections": frozenset({"admin"}),
     "stored_call_ids": frozenset(), "unfinished_calls": frozenset(),  # the services' own
+    "search_utterances": EVERYONE,  # scoped to the user's calls; an analyst's hits come without text
 }
 REPORT_ROLES = frozenset({"admin", "supervisor", "analyst"})  # the churn page (issue 16), as churn_risk
 ADMIN = frozenset({"admin"})
@@ -77,6 +78,7 @@ WRITE_ROLES: dict[str, frozenset[str]] = {
     "record_event": EVERYONE, "erase_calls": frozenset({"admin"}),
     "mark_interrupted": frozenset(), "finish_interrupted": frozenset(),
     "save_rules": ADMIN, "rerun_rules": ADMIN,
+    "search_reindex": frozenset(),  # the CLI's, through the service
 }
 # a query or action this table does not name (added later) is open to these roles, checked by
 # what it takes: a call_id in scope, a scope, or else only users who see every call

@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from storage import search_index
 from storage.files import make_private, open_private, private_dir
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,7 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
             carried = [c for c in ("alert_id", "created_at", "acknowledged_by", "acknowledged_at") if c in alert]
             _insert(con, "alerts", [{k: v for k, v in alert.items() if k not in carried}], extra=carried,
                     values=[alert[c] for c in carried])
+        search_index.index_record(con, record)  # the search index changes with the text (migration 011)
         con.execute("COMMIT")
     except Exception as exc:
         rollback(con)

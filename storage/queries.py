@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pandas as pd
 
+from storage import search_index
 from storage.db import BadRequest, StorageError, first_line, keep_private_con, rollback, short
 
 Con = duckdb.DuckDBPyConnection
@@ -431,7 +432,7 @@ def erase_calls(con: Con, call_id: str | None = None, customer_id: str | None = 
     else:
         calls = _customer_calls(con, customer_id)
         ids = [c for c, _ in calls]
-    rows = 0
+    rows = search_index.forget_calls(con, ids)  # keyed by call_key, so not among call_tables' own deletes
     for table in call_tables(con):  # names from the schema, never from the caller
         rows += con.execute(f'DELETE FROM "{table}" WHERE list_contains(?::VARCHAR[], call_id)', [ids]).fetchone()[0]
     return {"calls": [{"call_id": c, "source": s} for c, s in calls], "rows": int(rows),
@@ -491,6 +492,7 @@ def finish_interrupted(con: Con, call_id: str, warnings: list[str], source: str 
         merged = _with_warnings(con, call_id, warnings)
         con.execute("UPDATE calls SET status = 'complete', source = coalesce(?, source), warnings = ? "
                     "WHERE call_id = ?", [source, merged, call_id])
+        search_index.index_stored_call(con, call_id)  # what the live saves left is searchable now
         con.execute("COMMIT")
     except BaseException:
         rollback(con)
@@ -559,3 +561,4 @@ def set_categories(con: Con, call_id: str, categories: list[str], category_match
 
 # Named queries kept in modules of their own, registered here as they load (issue 16's reports and rules editor)
 from storage import churn as _churn, rules_file as _rules_file  # noqa: E402,F401
+from storage import search as _search  # noqa: E402,F401  (its read query and actions register here; issue 16)

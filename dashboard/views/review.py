@@ -11,9 +11,21 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.analytics import calibration_note, show_analytics
-from dashboard.common import (audio_player, emotion_timeline, headed, may, read_or_stop, require_sign_in,
+from dashboard.common import (audio_player, clock, emotion_timeline, headed, may, read_or_stop, require_sign_in,
                               risk_curve, settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
+
+
+
+def linked_moment() -> tuple[str | None, float | None]:
+    """The call and second a link asked for (?call=ID&t=SECONDS); a bad t is ignored."""
+    call = st.query_params.get("call")
+    try:
+        t = max(float(st.query_params.get("t", "")), 0.0)
+    except ValueError:
+        t = None
+    return (call[:200] if isinstance(call, str) and call else None), (t if t == t and t != float("inf") else None)
+
 
 require_sign_in()
 st.title("Call review")
@@ -31,15 +43,19 @@ start, end = (period if isinstance(period, tuple) and len(period) == 2 else (Non
 calls = db.read("find_calls", date_from=str(start) if start else None, date_to=str(end) if end else None,
                      agent_id=None if agent == "(any)" else agent, min_risk=min_risk,
                      customer_emotion=None if emotion == "(any)" else emotion)
-if calls.empty:
+linked, linked_t = linked_moment()  # ?call=ID&t=SECONDS: a search hit (or any link) opens that moment
+if calls.empty and linked is None:
     st.info("No calls match these filters.")
     st.stop()
 listed = calls.drop(columns=["calibration"])
 st.dataframe(listed, hide_index=True, width="stretch", column_config=headed(listed, {
     "peak_risk": st.column_config.ProgressColumn("Peak risk", min_value=0.0, max_value=1.0, format="%.2f")}))
-call_id = st.selectbox("Call", calls.call_id.tolist())
+options = calls.call_id.tolist()
+if linked is not None:  # first, even when the filters leave it out; the store still decides if it may be seen
+    options = [linked, *(c for c in options if c != linked)]
+call_id = st.selectbox("Call", options)
 
-speakers = db.read("call_speakers", call_id=call_id)
+speakers = read_or_stop(db, "call_speakers", call_id=call_id)  # another agent's call: "Not allowed" here
 utterances = db.read("call_utterances", call_id=call_id)
 scores = db.read("call_emotion_scores", call_id=call_id)
 alerts = db.read("call_alerts", call_id=call_id)
@@ -70,8 +86,13 @@ selection = st.dataframe(transcript_view(utterances), hide_index=True, width="st
                                                                      format="%.2f")})
 rows = selection.selection.rows if selection and hasattr(selection, "selection") else []
 u = utterances.iloc[rows[0]] if rows else None
+moment = linked_t if call_id == linked and linked_t is not None and u is None else None
+if moment is not None:
+    at = utterances[utterances.start_s <= moment + 0.05].tail(1)
+    said = f" — {at.speaker.iloc[0]}: {at.text.iloc[0]}" if not at.empty else ""
+    st.info(f"Opened at {clock(moment)}{said}", icon="🔎")
 if may("play") and kept_recording(settings(), call_source(db, call_id)):  # an analyst hears nothing
-    audio_player(call_id, int(u.start_s) if u is not None else 0)
+    audio_player(call_id, int(u.start_s) if u is not None else int(moment or 0))
     if u is None:
         st.caption("Select an utterance in the transcript to play the call from there.")
 else:
