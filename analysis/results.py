@@ -110,6 +110,7 @@ class CallResult:
     customer_start_vs_end: dict | None = None  # the customer's first quarter with speech against the last
     summary: dict | None = None  # post-call summary: reason, key moments, commitments, ending (insight.summary)
     categories: list[dict] = field(default_factory=list)  # rule matches with evidence (insight.rules)
+    scorecard: dict | None = None  # QA scorecard: answers and score (insight.scorecard)
 
     def to_json(self) -> dict:
         return {
@@ -123,6 +124,7 @@ class CallResult:
             "alerts": [a.to_json() for a in self.alerts],
             "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
             "summary": self.summary, "categories": self.categories,
+            "scorecard": self.scorecard,
             "warnings": self.warnings,
             "redaction": self.metrics.get("redaction"),  # the policy the call was analysed under, counts
         }

@@ -236,6 +236,8 @@ class AnalyticsConfig:
 
     rules_file: str = ""  # a rules TOML in analysis/insight/default_rules.toml's format; empty: that default set
     live_rules: bool = True  # evaluate the rules on live calls as utterances arrive (alert rules raise alerts)
+    # the QA scorecard filled in for every call (analysis/insight/default_scorecard.toml's format); empty: that one
+    scorecard_file: str = ""
 
 
 @dataclass(frozen=True)

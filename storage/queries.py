@@ -556,3 +556,7 @@ def set_categories(con: Con, call_id: str, categories: list[str], category_match
         rollback(con)
         raise
     return {"call_id": call_id, "updated": bool(updated)}
+
+
+# QA scorecards register their queries and actions (storage/scorecards.py, migration 012)
+from storage import scorecards  # noqa: E402,F401
