@@ -14,6 +14,7 @@ from dashboard.analytics import show_analytics
 from dashboard.common import (audio_player, emotion_timeline, may, read_or_stop, require_sign_in, risk_curve,
                               settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
+from dashboard.scorecard import show_scorecard
 
 require_sign_in()
 st.title("Call review")
@@ -56,6 +57,7 @@ if not alerts.empty:
                                       for a in alerts.itertuples()))
 
 show_analytics(db, call_id)
+show_scorecard(db, call_id)  # score, answers, disputes; the coach's and the agent's forms
 
 st.subheader("Talk metrics against the agent's average and the team's")
 st.dataframe(db.read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
