@@ -57,7 +57,6 @@ if not alerts.empty:
                                       for a in alerts.itertuples()))
 
 show_analytics(db, call_id)
-show_scorecard(db, call_id)  # score, answers, disputes; the coach's and the agent's forms
 
 st.subheader("Talk metrics against the agent's average and the team's")
 st.dataframe(db.read("agent_vs_team", call_id=call_id), hide_index=True, width="stretch")
@@ -94,3 +93,6 @@ with st.form("feedback", clear_on_submit=True):
 feedback = db.read("call_feedback", call_id=call_id)
 if not feedback.empty:
     st.dataframe(feedback, hide_index=True, width="stretch")
+
+# last, so the page's other tables keep their places: score, answers, disputes, the role's form
+show_scorecard(db, call_id)
