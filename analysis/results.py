@@ -112,6 +112,7 @@ class CallResult:
     categories: list[dict] = field(default_factory=list)  # rule matches with evidence (insight.rules)
     # the deployment's emotion correction the call was scored under (analysis/emotion/recalibration.py)
     calibration: dict | None = None
+    scorecard: dict | None = None  # QA scorecard: answers and score (insight.scorecard)
 
     def to_json(self) -> dict:
         return {
@@ -125,6 +126,7 @@ class CallResult:
             "alerts": [a.to_json() for a in self.alerts],
             "quarters": self.quarters, "customer_start_vs_end": self.customer_start_vs_end,
             "summary": self.summary, "categories": self.categories, "calibration": self.calibration,
+            "scorecard": self.scorecard,
             "warnings": self.warnings,
             "redaction": self.metrics.get("redaction"),  # the policy the call was analysed under, counts
         }

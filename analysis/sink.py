@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.audio import AudioError
+from analysis.insight.scorecard import answer_rows
 from analysis.redaction.keep import redact_kept_audio
 from analysis.results import CallResult
 from storage.db import CallRecord, StorageError, save_call
@@ -53,7 +54,8 @@ def analytics_columns(result: CallResult) -> dict:
             "customer_end_sentiment": trend.get("end_sentiment"), "customer_trend": trend.get("trend"),
             "summary": json.dumps(result.summary) if result.summary else None,
             "summary_headline": result.summary["headline"] if result.summary else None,
-            "categories": [m["category"] for m in result.categories], "category_matches": json.dumps(result.categories)}
+            "categories": [m["category"] for m in result.categories], "category_matches": json.dumps(result.categories),
+            "scorecard_name": result.scorecard["name"] if result.scorecard else None}
 
 
 CALL_METADATA = ("agent_id", "customer_id", "team", "started_at", "ended_at", "dropped_frames")
@@ -106,7 +108,8 @@ def to_record(result: CallResult, mode: str = "batch", metadata: dict | None = N
                    for e, p in u.emotions.items()]
     alerts = [{"call_id": result.call_id, "speaker": a.speaker, "t_s": a.t_s, "kind": a.kind, "score": a.score,
                "factors": json.dumps(a.factors), "utterance_idx": a.utterance_idx} for a in result.alerts]
-    return CallRecord(call, speakers, utterances, scores, sarcasm, risk, alerts)
+    return CallRecord(call, speakers, utterances, scores, sarcasm, risk, alerts,
+                      scorecard=answer_rows(result.call_id, result.scorecard))
 
 
 def redaction_columns(result: CallResult) -> dict:

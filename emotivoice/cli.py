@@ -197,6 +197,45 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    """`scorecard check FILE`: is a scorecard usable with the rules in use; `scorecard rescore`:
+    the automatic answers again on stored calls (the coach's kept)."""
+    from analysis.insight.rules import RulesError, load_rules
+    from analysis.insight.scorecard import ScorecardError, load_scorecard
+
+    settings = _settings(args)
+    path = args.file or settings.analytics.scorecard_file
+    try:
+        card = load_scorecard(path or None, load_rules(settings.analytics.rules_file or None))
+    except (ScorecardError, RulesError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        kinds = [q.kind for q in card.questions]
+        print(f"{path or 'default scorecard'}: {card.name!r}, {len(kinds)} questions ({kinds.count('category')} "
+              f"from categories, {kinds.count('metric')} from metrics, {kinds.count('coach')} for the coach), "
+              f"weights {sum(q.weight for q in card.questions):g} in all")
+        return 0
+    from analysis.rescore import rescore
+    from storage.db import StorageError
+    from storage.store import open_store
+
+    try:
+        changes = rescore(open_store(settings.db_path), card, args.call or None)
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    changed = [c for c in changes if c["before"] != c["after"]]
+    for c in changed:
+        print(f"{c['call_id']}: {_score(c['before'])} -> {_score(c['after'])}")
+    print(f"{len(changes)} call(s) rescored, {len(changed)} changed")
+    return 0
+
+
+def _score(value: float | None) -> str:
+    return "(none)" if value is None else f"{value:g}"
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from analysis.pipeline import CallAnalyzer
     from analysis.service import InboxWatcher
@@ -448,6 +487,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
     p.add_argument("--dry-run", action="store_true", help="fit and report, save nothing")
     p.set_defaults(func=cmd_recalibrate)
+
+    p = sub.add_parser("scorecard", help="QA scorecards: check a scorecard file, or fill it in again on stored calls")
+    p.add_argument("action", choices=["check", "rescore"])
+    p.add_argument("file", nargs="?", help="scorecard TOML (default: analytics.scorecard_file, else the shipped one)")
+    p.add_argument("--db", help="DuckDB file (default: data/emotivoice.duckdb)")
+    p.add_argument("--call", action="append", metavar="CALL_ID", help="only this call (repeatable; default: all)")
+    p.set_defaults(func=cmd_scorecard)
 
     p = sub.add_parser("users", help="dashboard logins and their roles (passwords are stored hashed)")
     p.add_argument("action", choices=["add", "role", "list", "init"],

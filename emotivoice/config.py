@@ -280,6 +280,8 @@ class AnalyticsConfig:
     def editor_target(self) -> Path:
         """Where the rules editor saves: rules_file when it is the deployment's own, else edited_rules_file."""
         return self._own_file() or self.edited_rules_file
+    # the QA scorecard filled in for every call (analysis/insight/default_scorecard.toml's format); empty: that one
+    scorecard_file: str = ""
 
 
 @dataclass(frozen=True)

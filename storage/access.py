@@ -365,6 +365,8 @@ def _audit_rows(name: str, params: dict, result: dict,
                                      f"({result['summary']})")]
     if name == "rerun_rules":
         return [("rules_run", None, f"re-run on stored calls with {result['rules']}")]
+    if name in SCORECARD_AUDIT:
+        return [(SCORECARD_AUDIT[name], call_id, result.get("detail"))]
     # erase_calls: one row per call erased; never the customer id, which is what is being erased
     who = f" requested by {params['requested_by']}" if params.get("requested_by") else ""
     how = "customer erasure" if params.get("customer_id") is not None else "call erasure"
@@ -380,3 +382,16 @@ def _checkpoint(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CHECKPOINT")
     except duckdb.Error as exc:  # another transaction is open: DuckDB checkpoints on its own later
         log.warning("checkpoint after erasure deferred", extra={"error": str(exc)[:200]})
+
+
+# ---- QA scorecards (storage/scorecards.py) -------------------------------------------------------
+# A coach of the call's team (or an admin) changes answers and resolves disputes; the agent disputes
+# their own call's scorecard (the call_id scope check makes it their own); nobody else may. The
+# reads (call_scorecard, scorecard_weekly, ...) are open to every role within its scope.
+SCORECARD_AUDIT = {"set_scorecard_answer": "scorecard_edit", "dispute_scorecard": "scorecard_dispute",
+                   "resolve_scorecard_dispute": "scorecard_resolve"}
+WRITE_ROLES.update({"set_scorecard_answer": frozenset({"admin", "coach"}), "dispute_scorecard": frozenset({"agent"}),
+                    "resolve_scorecard_dispute": frozenset({"admin", "coach"}),
+                    "rescore_call": frozenset()})  # the services' own
+AUDITED_WRITES.update(SCORECARD_AUDIT)
+ACTOR_PARAMS.update(dict.fromkeys(SCORECARD_AUDIT, "by"))

@@ -156,6 +156,7 @@ class CallRecord:
     sarcasm: list[dict] = field(default_factory=list)
     risk_scores: list[dict] = field(default_factory=list)
     alerts: list[dict] = field(default_factory=list)
+    scorecard: list[dict] = field(default_factory=list)  # scorecard_answers rows (storage/scorecards.py)
 
     @classmethod
     def from_json(cls, body: object) -> CallRecord:
@@ -280,6 +281,9 @@ def check_record(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
             _check_keys(row, allowed, table)
             if row.get("call_id") != call["call_id"]:
                 raise BadRequest(f"every {table} row needs the call's call_id")
+    from storage.scorecards import check_rows  # here: storage.scorecards imports this module
+
+    check_rows(call["call_id"], record.scorecard)
 
 
 # what went wrong with the caller's data, in our words (DuckDB's own text is logged, not returned)
@@ -293,6 +297,8 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
     """Replace everything stored for this call with `record`, atomically (feedback and alert
     acknowledgements survive). Bad data is a BadRequest, any other failure a StorageError; either
     way the previous state of the call is left whole."""
+    from storage.scorecards import sync_answers  # here: storage.scorecards imports this module
+
     check_record(con, record)
     call_id = record.call["call_id"]
     columns = list(record.call)  # checked above: each is a real column of calls
@@ -311,6 +317,7 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
             _insert(con, "alerts", [{k: v for k, v in alert.items() if k not in carried}], extra=carried,
                     values=[alert[c] for c in carried])
         search_index.index_record(con, record)  # the search index changes with the text (migration 011)
+        sync_answers(con, call_id, record.scorecard)  # a coach's answers are kept, like feedback
         con.execute("COMMIT")
     except Exception as exc:
         rollback(con)

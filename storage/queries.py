@@ -562,3 +562,5 @@ def set_categories(con: Con, call_id: str, categories: list[str], category_match
 # Named queries kept in modules of their own, registered here as they load (issue 16's reports and rules editor)
 from storage import churn as _churn, rules_file as _rules_file  # noqa: E402,F401
 from storage import search as _search  # noqa: E402,F401  (its read query and actions register here; issue 16)
+# QA scorecards register their queries and actions (storage/scorecards.py, migration 012)
+from storage import scorecards  # noqa: E402,F401

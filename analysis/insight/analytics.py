@@ -1,9 +1,10 @@
 """Conversation analytics over a scored call: categories from rules, quarters, start against end,
-the post-call summary.
+the post-call summary, the QA scorecard.
 
 `annotate` is the one call the batch pipeline makes once a call's utterances are scored
 (sentiment, sarcasm, risk); it fills the CallResult's analytics fields in place from what is
-already there, so it needs no model and runs in milliseconds. A rule marked `alert` adds an alert
+already there, so it needs no model and runs in milliseconds; the QA scorecard is filled in from
+the categories and metrics once the call is complete (not on live steps). A rule marked `alert` adds an alert
 (kind "category:<name>") to the call's alerts. analysis/live/rules.py does the same as a live call
 grows.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from analysis.insight.quarters import call_length, quarters, start_vs_end
 from analysis.insight.rules import RuleSet, RulesError, evaluate, load_rules, rule_alerts
+from analysis.insight.scorecard import ScorecardError, load_scorecard, score_call
 from analysis.insight.summary import summarize
 from analysis.results import CallResult
 from emotivoice.config import AnalyticsConfig
@@ -39,4 +41,10 @@ def annotate(result: CallResult, config: AnalyticsConfig | None = None, rules: R
     result.quarters = quarters(result)
     result.customer_start_vs_end = start_vs_end(result.quarters)
     result.summary = summarize(result, result.categories, result.customer_start_vs_end)
+    if not live:
+        try:
+            card = load_scorecard(config.scorecard_file if config else None, rules)
+            result.scorecard = score_call(result, card)
+        except ScorecardError as exc:  # stored without a scorecard, saying why
+            result.warnings.append(f"scorecard not filled in: {exc}")
     return result

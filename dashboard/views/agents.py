@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, store
+from dashboard.scorecard import show_scorecard_trends
 
 require_sign_in()
 st.title("Agents")
@@ -52,3 +53,5 @@ fig = px.line(weekly, x="week", y="empathy", color="agent_id", markers=True,
               title="Empathy (calm/warm replies to upset customers)")
 fig.update_layout(height=260, margin=CHART_MARGIN, yaxis={"range": [0, 1]}, xaxis=WEEKS)
 right.plotly_chart(fig, key="empathy")
+
+show_scorecard_trends(db, params)  # QA score per agent and per team over the weeks

@@ -14,6 +14,7 @@ from dashboard.analytics import calibration_note, show_analytics
 from dashboard.common import (audio_player, clock, emotion_timeline, headed, may, read_or_stop, require_sign_in,
                               risk_curve, settings, store, transcript_view, user)
 from dashboard.playback import NOT_KEPT, call_source, kept_recording
+from dashboard.scorecard import show_scorecard
 
 
 
@@ -116,3 +117,6 @@ with st.form("feedback", clear_on_submit=True):
 feedback = db.read("call_feedback", call_id=call_id)
 if not feedback.empty:
     st.dataframe(feedback, hide_index=True, width="stretch", column_config=headed(feedback))
+
+# last, so the page's other tables keep their places: score, answers, disputes, the role's form
+show_scorecard(db, call_id)
