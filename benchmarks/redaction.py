@@ -475,6 +475,35 @@ def summarise(rows: dict, fps: list, audio: list, redact_s: float, asr_s: float,
     }
 
 
+def _cached(cache: Path | None, name: str, make):
+    """`make()`, or what an earlier run with the same split, seed, calls and model pickled."""
+    import pickle
+
+    path = cache / f"{name}.pkl" if cache else None
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_bytes(pickle.dumps(value))
+    return value
+
+
+def _transcribe_all(whisper, built: list, condition: str, work: Path, tc) -> list[tuple[bytes, list, float]]:
+    """Each call written as the condition's WAV and transcribed: (the WAV's bytes, utterances, seconds)."""
+    from analysis.audio import load_audio
+    from analysis.synth import write_audio
+
+    out = []
+    for i, (audio, placed, _) in enumerate(built):
+        path = write_audio(audio, work / f"{condition}-{i:02d}.wav", CONDITIONS[condition])
+        t = time.perf_counter()
+        utterances = transcribe(whisper, load_audio(path), placed, tc)
+        out.append((path.read_bytes(), utterances, time.perf_counter() - t))
+        print(f"{condition} call {i} transcribed", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=30)
@@ -482,6 +511,8 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--name", default="")
+    parser.add_argument("--cache", default="", help="a dir keeping the built calls and Whisper's transcripts between "
+                        "runs, so a recognizer change is re-scored without re-transcribing (only while tuning)")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is missing: python3 launch.py installs it (apt-get install espeak-ng)")
@@ -492,7 +523,6 @@ def main() -> None:
     from analysis.audio import load_audio
     from analysis.redaction.audio import redact_wav
     from analysis.redaction.stage import Redactor
-    from analysis.synth import write_audio
     from analysis.whisper import load_whisper
     from emotivoice.config import load_settings
 
@@ -504,25 +534,30 @@ def main() -> None:
               if c.emotion in ("neutral", "anger", "sadness", "happiness")
               and int(c.speaker.split("-")[1]) % 2 == parity]
     t0 = time.perf_counter()
-    whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
+    cache = Path(args.cache) / f"{args.split}-s{args.seed}-n{args.calls}-{tc.model}" if args.cache else None
+    whisper = None
+    if cache is None or not all((cache / f"{c}.pkl").exists() for c in args.conditions.split(",")):
+        whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
     redactor = Redactor(settings.redaction)
     redactor.find("warm up the spaCy pipeline")
     load_s = time.perf_counter() - t0
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        built = [assemble(build_call(i, args.split, rng, cremad, work), rng) for i in range(args.calls)]
+        built = _cached(cache, "built", lambda: [assemble(build_call(i, args.split, rng, cremad, work), rng)
+                                                 for i in range(args.calls)])
         for condition in args.conditions.split(","):
+            heard_calls = _cached(cache, condition, lambda: _transcribe_all(whisper, built, condition, work, tc))
             rows = defaultdict(lambda: {"n": 0, "recalled": 0, "typed": 0, "misses": [], "card_digits_left": 0})
             rows["_trap"] = {"n": 0, "redacted": 0}
             rows["_pred"] = defaultdict(Counter)
             fps, audio_rows, redact_s, asr_s = [], [], 0.0, 0.0
             for i, (audio, placed, truths) in enumerate(built):
-                path = write_audio(audio, work / f"{condition}-{i:02d}.wav", CONDITIONS[condition])
+                wav_bytes, utterances, took = heard_calls[i]
+                asr_s += took
+                path = work / f"{condition}-{i:02d}.wav"
+                path.write_bytes(wav_bytes)
                 heard = load_audio(path)
-                t = time.perf_counter()
-                utterances = transcribe(whisper, heard, placed, tc)
-                asr_s += time.perf_counter() - t
                 for u in utterances:
                     u.original_words, u.original_text = list(u.words), u.text
                 t = time.perf_counter()
@@ -537,7 +572,8 @@ def main() -> None:
             report[condition] = summarise(rows, fps, audio_rows, redact_s, asr_s, len(built))
     counts = Counter(t.entity for _, _, truths in built for t in truths)
     write_result(args.name or ("redaction" if args.split == "test" else "redaction_dev"), {
-        "calls": args.calls, "split": args.split, "seed": args.seed, "model": tc.model, "load_s": round(load_s, 1),
+        "calls": args.calls, "split": args.split, "transcripts_cached": cache is not None, "seed": args.seed,
+        "model": tc.model, "load_s": round(load_s, 1),
         "set": "two-party stereo calls: espeak-ng agent prompts and customer PII turns (values synthesised apart, "
                "times exact) between real CREMA-D turns and number-bearing trap turns; each turn one utterance",
         "entities_said": dict(sorted(counts.items())), "audio_s": round(sum(a.shape[1] for a, _, _ in built) / RATE, 1),

@@ -239,6 +239,19 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of call data is kept, per the policy named here (`emotivoice retention
+    run`; `serve` and `watch` run it every `every_s`). 0 keeps that kind forever. Each run, and
+    each call it touches, is recorded in the audit log under the policy's name."""
+
+    policy_name: str = "default"
+    audio_days: int = -1  # kept call audio (WAV, sidecar, unfinished legs); -1: live.retention_days (30)
+    transcript_days: int = 0  # what was said (text, words, quoted phrases, summary); emotions and metrics stay
+    metadata_days: int = 0  # the call itself, erased from every table and its audio with it
+    every_s: float = 3600.0  # how often a running service applies the policy
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -260,6 +273,7 @@ class Settings:
     live: LiveConfig = field(default_factory=LiveConfig)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:

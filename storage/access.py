@@ -40,7 +40,7 @@ import duckdb
 import pandas as pd
 
 from emotivoice.config import Settings
-from storage import queries
+from storage import queries, retention  # retention registers its write action, expire_calls
 from storage.db import BadRequest, keep_private_con, rollback, short
 from storage.queries import FULL, Scope
 
@@ -72,13 +72,14 @@ WRITE_ROLES: dict[str, frozenset[str]] = {
     "acknowledge_alert": LEADS, "add_feedback": frozenset({"admin", "supervisor", "coach"}),
     "record_event": EVERYONE, "erase_calls": frozenset({"admin"}),
     "mark_interrupted": frozenset(), "finish_interrupted": frozenset(),
+    "expire_calls": frozenset(),  # retention: the services' and the CLI's own (storage/retention.py)
 }
 # a query or action this table does not name (added later) is open to these roles, checked by
 # what it takes: a call_id in scope, a scope, or else only users who see every call
 OTHER_READS, OTHER_WRITES = EVERYONE, LEADS
 AUDITED_READS = {"call_utterances": "view", "playback_source": "playback"}
 AUDITED_WRITES = {"acknowledge_alert": "acknowledge", "add_feedback": "feedback", "erase_calls": "delete",
-                  "record_event": None}  # None: the event names its own action
+                  "record_event": None, "expire_calls": "retention"}  # None: the event names its own action
 ACTOR_PARAMS = {"acknowledge_alert": "user", "add_feedback": "author"}  # set to the acting user's name
 
 
@@ -329,7 +330,7 @@ def run_write(con: duckdb.DuckDBPyConnection, principal: Principal | None, name:
     except BaseException:
         rollback(con)
         raise
-    if name == "erase_calls":
+    if name in ("erase_calls", "expire_calls"):
         _checkpoint(con)
     return result
 
@@ -349,6 +350,8 @@ def _audit_rows(name: str, params: dict, result: dict,
         return [(params["event"], call_id, params.get("detail"))]
     if name == "acknowledge_alert":
         return [("acknowledge", call_id or None, f"alert {result.get('alert_id')}")]
+    if name == "expire_calls":
+        return retention.audit_rows(result)
     if name == "add_feedback":
         return [("feedback", call_id, f"{params.get('kind')} feedback #{result.get('feedback_id')}")]
     # erase_calls: one row per call erased; never the customer id, which is what is being erased

@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard.common import read_or_stop, record_export, require_sign_in, store
 
-ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete"]
+ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete", "retention"]
 
 require_sign_in()
 st.title("Audit log")
