@@ -371,10 +371,32 @@ def value_words(t: Truth) -> list[str]:
     return [w for w in re.findall(r"[a-z]+", t.value.lower()) if w not in skip and len(w) > 1]
 
 
-def leaked(t: Truth, text: str) -> list[str]:
-    """What of the value is still in a turn's redacted text."""
+def number_words_left(text: str, strict: bool = True) -> list[str]:
+    """Number words and digits left in a redacted text. Not `strict`: an "oh" with no number word
+    beside it is the interjection ("Yes, oh yes, [CREDIT_CARD]"), and a "double" or "triple" with
+    no number word after it says no digit ("Double-[CREDIT_CARD]"), so neither counts."""
+    found = [m.group() for m in NUMBER_WORD.finditer(PLACEHOLDER.sub(" ", text))]
+    if strict:
+        return found
+    words = [w for w in re.findall(r"\[[A-Z_]+(?::[0-9a-f]{8})?\]|[A-Za-z]+|\d", text)]
+    is_number = [bool(NUMBER_WORD.fullmatch(w)) for w in words]
+    out = []
+    for k, w in enumerate(words):
+        if not is_number[k]:
+            continue
+        before, after = k > 0 and is_number[k - 1], k + 1 < len(words) and is_number[k + 1]
+        if w.lower() in ("oh", "o") and not (before or after):
+            continue
+        if w.lower() in ("double", "triple") and not after:
+            continue
+        out.append(w)
+    return out
+
+
+def leaked(t: Truth, text: str, strict: bool = True) -> list[str]:
+    """What of the value is still in a turn's redacted text (`strict`: see number_words_left)."""
     if t.entity in ("CREDIT_CARD", "PHONE_NUMBER"):
-        return [m.group() for m in NUMBER_WORD.finditer(PLACEHOLDER.sub(" ", text))]
+        return number_words_left(text, strict)
     left = _plain(text)
     out = [w for w in value_words(t) if difflib.get_close_matches(w, left, n=1, cutoff=0.8)]
     if t.entity == "DATE_OF_BIRTH":
@@ -408,16 +430,19 @@ def score(placed: list[Placed], truths: list[Truth], utterances: list, rows: dic
         for t in p.turn.truths:
             t_abs = next(x for x in truths if x.value == t.value and abs(x.start - (p.start + t.start)) < 1e-6)
             r = rows[t.entity]
-            left = leaked(t_abs, redacted_text)
+            left = leaked(t_abs, redacted_text, strict=False)
+            strict_left = leaked(t_abs, redacted_text)
             types = {m.group(1) for m in PLACEHOLDER.finditer(u.text)}
             r["n"] += 1
             r["recalled"] += not left
+            r["strict"] += not strict_left
             r["typed"] += (not left) and bool(types & ACCEPT[t.entity])
             if left:
                 r["misses"].append({"said": t.value, "heard": "".join(w.word for w in u.original_words).strip(),
                                     "left": left[:6]})
             if t.entity == "CREDIT_CARD":
                 r["card_digits_left"] += len(left)
+                r["card_digits_left_strict"] += len(strict_left)
         if p.turn.kind == "trap":
             rows["_trap"]["n"] += 1
             rows["_trap"]["redacted"] += bool(PLACEHOLDER.search(u.text))
@@ -454,8 +479,10 @@ def summarise(rows: dict, fps: list, audio: list, redact_s: float, asr_s: float,
     for e in VALUES:
         r = rows[e]
         entities[e] = {"n": r["n"], "recall": round(r["recalled"] / max(1, r["n"]), 4),
+                       "strict_recall": round(r["strict"] / max(1, r["n"]), 4),
                        "typed_recall": round(r["typed"] / max(1, r["n"]), 4), "misses": r["misses"][:8]}
     entities["CREDIT_CARD"]["card_digits_left"] = rows["CREDIT_CARD"]["card_digits_left"]
+    entities["CREDIT_CARD"]["card_digits_left_strict"] = rows["CREDIT_CARD"]["card_digits_left_strict"]
     pred = rows["_pred"]
     tp, fp = sum(v["tp"] for v in pred.values()), sum(v["fp"] for v in pred.values())
     pii, silenced, other = (sum(a[k] for a in audio) for k in range(3))
@@ -484,8 +511,10 @@ def _cached(cache: Path | None, name: str, make):
         return pickle.loads(path.read_bytes())
     value = make()
     if path is not None:
+        from storage.files import write_private
+
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_bytes(pickle.dumps(value))
+        write_private(path, pickle.dumps(value))
     return value
 
 
@@ -548,7 +577,8 @@ def main() -> None:
                                                  for i in range(args.calls)])
         for condition in args.conditions.split(","):
             heard_calls = _cached(cache, condition, lambda: _transcribe_all(whisper, built, condition, work, tc))
-            rows = defaultdict(lambda: {"n": 0, "recalled": 0, "typed": 0, "misses": [], "card_digits_left": 0})
+            rows = defaultdict(lambda: {"n": 0, "recalled": 0, "strict": 0, "typed": 0, "misses": [],
+                                        "card_digits_left": 0, "card_digits_left_strict": 0})
             rows["_trap"] = {"n": 0, "redacted": 0}
             rows["_pred"] = defaultdict(Counter)
             fps, audio_rows, redact_s, asr_s = [], [], 0.0, 0.0
@@ -572,7 +602,7 @@ def main() -> None:
             report[condition] = summarise(rows, fps, audio_rows, redact_s, asr_s, len(built))
     counts = Counter(t.entity for _, _, truths in built for t in truths)
     write_result(args.name or ("redaction" if args.split == "test" else "redaction_dev"), {
-        "calls": args.calls, "split": args.split, "transcripts_cached": cache is not None, "seed": args.seed,
+        "calls": args.calls, "split": args.split, "transcripts_cached": whisper is None, "seed": args.seed,
         "model": tc.model, "load_s": round(load_s, 1),
         "set": "two-party stereo calls: espeak-ng agent prompts and customer PII turns (values synthesised apart, "
                "times exact) between real CREMA-D turns and number-bearing trap turns; each turn one utterance",
