@@ -252,6 +252,23 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """Optional single sign-on through Streamlit's `st.login` (dashboard/sso.py). The provider's
+    client id and secret live in `.streamlit/secrets.toml` under `[auth]` (or `[auth.<provider>]`),
+    as Streamlit reads them; here is only how a signed-in person becomes a dashboard user."""
+
+    enabled: bool = False  # show "Sign in with ..." beside the password form
+    provider: str = ""  # the `[auth.<provider>]` section to use; empty: the plain `[auth]` one
+    label: str = "single sign-on"  # the button says "Sign in with <label>"
+    name_claim: str = "email"  # the claim that names the user (it must be a valid user name)
+    role_claim: str = "groups"  # the claim (a string or a list) matched against role_map
+    # "claim value=role[:team|team]" entries, first match wins: "ev-admins=admin,blue-leads=supervisor:blue,
+    # qa=coach:blue|red,bi=analyst,agents=agent"; a person whose claim matches none is refused
+    role_map: str = ""
+    agent_id_claim: str = "employee_id"  # an agent's agent_id, as their calls carry it
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -274,6 +291,7 @@ class Settings:
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    oidc: OidcConfig = field(default_factory=OidcConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:

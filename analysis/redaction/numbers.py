@@ -119,7 +119,7 @@ ASK = re.compile(r"\?|\b(what|what's|which|can i|could i|could you|can you|may i
 ASKED_KINDS = {"card": "CREDIT_CARD", "phone": "PHONE_NUMBER"}
 ANSWER_GAP_CHARS = 30  # misheard words between two chunks of the answer ("I'm Maiming") are part of it
 ANSWER_MIN_DIGITS = 4  # fewer digits in the whole answer are no card or phone ("the one on the left")
-ANSWER_SCORE = 0.75
+ANSWER_SCORE = 0.9  # above spaCy's PERSON (0.85), which tags a run of misheard words as a name
 
 
 def asked_kind(prompt: str) -> str | None:
