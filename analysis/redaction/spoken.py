@@ -207,8 +207,9 @@ def _homophone(tokens: list[Token], i: int, before: int, lenient: bool = False) 
         return str(value), 1, True
     if strong and before >= 2:
         return str(value), 1, True
-    if strong and not before and after and _hard_digit(tokens, nxt) and \
-            _number_at(tokens, _next_word(tokens, nxt + 1)) is not None:
+    third = _next_word(tokens, nxt + 1)
+    if strong and not before and after and _hard_digit(tokens, nxt) and third < len(tokens) and \
+            _number_at(tokens, third) is not None:
         return str(value), 1, True
     return None
 
