@@ -25,7 +25,8 @@ def redactor() -> Redactor:
     ("Nero seven five nine", ["0759"]), ("8 Nero. Double 4.", ["8044"]),
     ("six for nine two", ["6492"]), ("It's 07 049 941 double-free fix.", ["0704994133"]),
     ("Double-I-1-2-2-6", ["xx1226"]),  # a repeat of a digit Whisper did not make out
-    ("I'm free on Tuesday", []), ("I'm free, six", ["6"]), ("free 6", ["6"]), ("a ticket for two", ["2"]), ("I ate at nine", ["9"]),
+    ("I'm free on Tuesday", []), ("I'm free, six", ["6"]), ("free 6", ["6"]), ("a ticket for two", ["2"]),
+    ("I ate at nine", ["9"]),
     ("waiting for twenty minutes", ["20"]), ("I called three times last week.", ["3"]),
 ])
 def test_homophones_are_digits_only_inside_a_run(said, digits):
