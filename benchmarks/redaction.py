@@ -371,10 +371,32 @@ def value_words(t: Truth) -> list[str]:
     return [w for w in re.findall(r"[a-z]+", t.value.lower()) if w not in skip and len(w) > 1]
 
 
-def leaked(t: Truth, text: str) -> list[str]:
-    """What of the value is still in a turn's redacted text."""
+def number_words_left(text: str, strict: bool = True) -> list[str]:
+    """Number words and digits left in a redacted text. Not `strict`: an "oh" with no number word
+    beside it is the interjection ("Yes, oh yes, [CREDIT_CARD]"), and a "double" or "triple" with
+    no number word after it says no digit ("Double-[CREDIT_CARD]"), so neither counts."""
+    found = [m.group() for m in NUMBER_WORD.finditer(PLACEHOLDER.sub(" ", text))]
+    if strict:
+        return found
+    words = [w for w in re.findall(r"\[[A-Z_]+(?::[0-9a-f]{8})?\]|[A-Za-z]+|\d", text)]
+    is_number = [bool(NUMBER_WORD.fullmatch(w)) for w in words]
+    out = []
+    for k, w in enumerate(words):
+        if not is_number[k]:
+            continue
+        before, after = k > 0 and is_number[k - 1], k + 1 < len(words) and is_number[k + 1]
+        if w.lower() in ("oh", "o") and not (before or after):
+            continue
+        if w.lower() in ("double", "triple") and not after:
+            continue
+        out.append(w)
+    return out
+
+
+def leaked(t: Truth, text: str, strict: bool = True) -> list[str]:
+    """What of the value is still in a turn's redacted text (`strict`: see number_words_left)."""
     if t.entity in ("CREDIT_CARD", "PHONE_NUMBER"):
-        return [m.group() for m in NUMBER_WORD.finditer(PLACEHOLDER.sub(" ", text))]
+        return number_words_left(text, strict)
     left = _plain(text)
     out = [w for w in value_words(t) if difflib.get_close_matches(w, left, n=1, cutoff=0.8)]
     if t.entity == "DATE_OF_BIRTH":
@@ -408,16 +430,19 @@ def score(placed: list[Placed], truths: list[Truth], utterances: list, rows: dic
         for t in p.turn.truths:
             t_abs = next(x for x in truths if x.value == t.value and abs(x.start - (p.start + t.start)) < 1e-6)
             r = rows[t.entity]
-            left = leaked(t_abs, redacted_text)
+            left = leaked(t_abs, redacted_text, strict=False)
+            strict_left = leaked(t_abs, redacted_text)
             types = {m.group(1) for m in PLACEHOLDER.finditer(u.text)}
             r["n"] += 1
             r["recalled"] += not left
+            r["strict"] += not strict_left
             r["typed"] += (not left) and bool(types & ACCEPT[t.entity])
             if left:
                 r["misses"].append({"said": t.value, "heard": "".join(w.word for w in u.original_words).strip(),
                                     "left": left[:6]})
             if t.entity == "CREDIT_CARD":
                 r["card_digits_left"] += len(left)
+                r["card_digits_left_strict"] += len(strict_left)
         if p.turn.kind == "trap":
             rows["_trap"]["n"] += 1
             rows["_trap"]["redacted"] += bool(PLACEHOLDER.search(u.text))
@@ -454,8 +479,10 @@ def summarise(rows: dict, fps: list, audio: list, redact_s: float, asr_s: float,
     for e in VALUES:
         r = rows[e]
         entities[e] = {"n": r["n"], "recall": round(r["recalled"] / max(1, r["n"]), 4),
+                       "strict_recall": round(r["strict"] / max(1, r["n"]), 4),
                        "typed_recall": round(r["typed"] / max(1, r["n"]), 4), "misses": r["misses"][:8]}
     entities["CREDIT_CARD"]["card_digits_left"] = rows["CREDIT_CARD"]["card_digits_left"]
+    entities["CREDIT_CARD"]["card_digits_left_strict"] = rows["CREDIT_CARD"]["card_digits_left_strict"]
     pred = rows["_pred"]
     tp, fp = sum(v["tp"] for v in pred.values()), sum(v["fp"] for v in pred.values())
     pii, silenced, other = (sum(a[k] for a in audio) for k in range(3))
@@ -475,6 +502,37 @@ def summarise(rows: dict, fps: list, audio: list, redact_s: float, asr_s: float,
     }
 
 
+def _cached(cache: Path | None, name: str, make):
+    """`make()`, or what an earlier run with the same split, seed, calls and model pickled."""
+    import pickle
+
+    path = cache / f"{name}.pkl" if cache else None
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())
+    value = make()
+    if path is not None:
+        from storage.files import write_private
+
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(path, pickle.dumps(value))
+    return value
+
+
+def _transcribe_all(whisper, built: list, condition: str, work: Path, tc) -> list[tuple[bytes, list, float]]:
+    """Each call written as the condition's WAV and transcribed: (the WAV's bytes, utterances, seconds)."""
+    from analysis.audio import load_audio
+    from analysis.synth import write_audio
+
+    out = []
+    for i, (audio, placed, _) in enumerate(built):
+        path = write_audio(audio, work / f"{condition}-{i:02d}.wav", CONDITIONS[condition])
+        t = time.perf_counter()
+        utterances = transcribe(whisper, load_audio(path), placed, tc)
+        out.append((path.read_bytes(), utterances, time.perf_counter() - t))
+        print(f"{condition} call {i} transcribed", file=sys.stderr, flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=30)
@@ -482,6 +540,8 @@ def main() -> None:
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--name", default="")
+    parser.add_argument("--cache", default="", help="a dir keeping the built calls and Whisper's transcripts between "
+                        "runs, so a recognizer change is re-scored without re-transcribing (only while tuning)")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is missing: python3 launch.py installs it (apt-get install espeak-ng)")
@@ -492,7 +552,6 @@ def main() -> None:
     from analysis.audio import load_audio
     from analysis.redaction.audio import redact_wav
     from analysis.redaction.stage import Redactor
-    from analysis.synth import write_audio
     from analysis.whisper import load_whisper
     from emotivoice.config import load_settings
 
@@ -504,25 +563,31 @@ def main() -> None:
               if c.emotion in ("neutral", "anger", "sadness", "happiness")
               and int(c.speaker.split("-")[1]) % 2 == parity]
     t0 = time.perf_counter()
-    whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
+    cache = Path(args.cache) / f"{args.split}-s{args.seed}-n{args.calls}-{tc.model}" if args.cache else None
+    whisper = None
+    if cache is None or not all((cache / f"{c}.pkl").exists() for c in args.conditions.split(",")):
+        whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
     redactor = Redactor(settings.redaction)
     redactor.find("warm up the spaCy pipeline")
     load_s = time.perf_counter() - t0
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        built = [assemble(build_call(i, args.split, rng, cremad, work), rng) for i in range(args.calls)]
+        built = _cached(cache, "built", lambda: [assemble(build_call(i, args.split, rng, cremad, work), rng)
+                                                 for i in range(args.calls)])
         for condition in args.conditions.split(","):
-            rows = defaultdict(lambda: {"n": 0, "recalled": 0, "typed": 0, "misses": [], "card_digits_left": 0})
+            heard_calls = _cached(cache, condition, lambda: _transcribe_all(whisper, built, condition, work, tc))
+            rows = defaultdict(lambda: {"n": 0, "recalled": 0, "strict": 0, "typed": 0, "misses": [],
+                                        "card_digits_left": 0, "card_digits_left_strict": 0})
             rows["_trap"] = {"n": 0, "redacted": 0}
             rows["_pred"] = defaultdict(Counter)
             fps, audio_rows, redact_s, asr_s = [], [], 0.0, 0.0
             for i, (audio, placed, truths) in enumerate(built):
-                path = write_audio(audio, work / f"{condition}-{i:02d}.wav", CONDITIONS[condition])
+                wav_bytes, utterances, took = heard_calls[i]
+                asr_s += took
+                path = work / f"{condition}-{i:02d}.wav"
+                path.write_bytes(wav_bytes)
                 heard = load_audio(path)
-                t = time.perf_counter()
-                utterances = transcribe(whisper, heard, placed, tc)
-                asr_s += time.perf_counter() - t
                 for u in utterances:
                     u.original_words, u.original_text = list(u.words), u.text
                 t = time.perf_counter()
@@ -537,7 +602,8 @@ def main() -> None:
             report[condition] = summarise(rows, fps, audio_rows, redact_s, asr_s, len(built))
     counts = Counter(t.entity for _, _, truths in built for t in truths)
     write_result(args.name or ("redaction" if args.split == "test" else "redaction_dev"), {
-        "calls": args.calls, "split": args.split, "seed": args.seed, "model": tc.model, "load_s": round(load_s, 1),
+        "calls": args.calls, "split": args.split, "transcripts_cached": whisper is None, "seed": args.seed,
+        "model": tc.model, "load_s": round(load_s, 1),
         "set": "two-party stereo calls: espeak-ng agent prompts and customer PII turns (values synthesised apart, "
                "times exact) between real CREMA-D turns and number-bearing trap turns; each turn one utterance",
         "entities_said": dict(sorted(counts.items())), "audio_s": round(sum(a.shape[1] for a, _, _ in built) / RATE, 1),

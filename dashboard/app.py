@@ -75,6 +75,15 @@ def record_sign_in(name: str) -> None:
         log.warning("sign-in not recorded in the audit log", extra={"user_name": name, "error": str(exc)[:200]})
 
 
+def open_session(user: str) -> None:
+    """Audit the sign-in, open the server-side session and hand its cookie ticket to the page."""
+    record_sign_in(user)
+    token = REGISTRY.open(user, settings().dashboard.session_ttl_s)
+    st.session_state["session_token"] = token
+    st.session_state["cookie_ticket"] = REGISTRY.ticket(token)
+    st.rerun()
+
+
 def login() -> None:
     st.title("EmotiVoice")
     if st.session_state.pop("clear_cookie", False):
@@ -84,17 +93,18 @@ def login() -> None:
     if not load_users(settings()):
         st.error("No dashboard users are set up. Create one with `emotivoice users add NAME`.")
         st.stop()
+    if settings().oidc.enabled:  # single sign-on: claims mapped to a role (dashboard/sso.py)
+        from dashboard.sso import offer_sign_on
+
+        if signed_on := offer_sign_on(settings()):
+            open_session(signed_on)
     with st.form("login"):
         name = st.text_input("Username", max_chars=128)
         password = st.text_input("Password", type="password", max_chars=1024)
         if st.form_submit_button("Log in"):
             result = sign_in(settings(), name, password, client_address())
             if result.user:
-                record_sign_in(result.user)
-                token = REGISTRY.open(result.user, settings().dashboard.session_ttl_s)
-                st.session_state["session_token"] = token
-                st.session_state["cookie_ticket"] = REGISTRY.ticket(token)
-                st.rerun()
+                open_session(result.user)
             wait = math.ceil(result.retry_after_s)
             if result.throttled:
                 st.error(f"Too many failed sign-ins. Try again in {wait} s.")
@@ -127,6 +137,10 @@ with st.sidebar:
         REGISTRY.close(st.session_state.get("session_token"))
         end_session_state()
         st.session_state["clear_cookie"] = True
+        if settings().oidc.enabled:
+            from dashboard.sso import sign_off
+
+            sign_off()
         st.rerun()
 
 shown = [(name, title, icon) for name, title, icon in PAGE_FILES if name in allowed]

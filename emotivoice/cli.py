@@ -258,6 +258,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop cleanly
     watcher = InboxWatcher(analyzer, inbox, server, args.poll)
+    from emotivoice.retention import start_periodic
+
+    start_periodic(settings, server)  # audio, transcripts and calls past the retention policy, audited
     print(f"analysis service: watching {inbox} for recordings; it owns {settings.db_path} and serves "
           f"reads at {server.url}", flush=True)
     try:
@@ -518,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     from emotivoice.search_cli import add_parser as add_search  # issue 16: search and reindex
 
     add_search(sub)
+    from emotivoice.retention import add_parser as add_retention_parser
+
+    add_retention_parser(sub, _settings)
 
     p = sub.add_parser("watch", help="analysis service: analyse recordings dropped into an inbox folder")
     p.add_argument("inbox", nargs="?", help="folder to watch (default: data/inbox)")

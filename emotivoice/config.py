@@ -285,6 +285,36 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """How long each kind of call data is kept, per the policy named here (`emotivoice retention
+    run`; `serve` and `watch` run it every `every_s`). 0 keeps that kind forever. Each run, and
+    each call it touches, is recorded in the audit log under the policy's name."""
+
+    policy_name: str = "default"
+    audio_days: int = -1  # kept call audio (WAV, sidecar, unfinished legs); -1: live.retention_days (30)
+    transcript_days: int = 0  # what was said (text, words, quoted phrases, summary); emotions and metrics stay
+    metadata_days: int = 0  # the call itself, erased from every table and its audio with it
+    every_s: float = 3600.0  # how often a running service applies the policy
+
+
+@dataclass(frozen=True)
+class OidcConfig:
+    """Optional single sign-on through Streamlit's `st.login` (dashboard/sso.py). The provider's
+    client id and secret live in `.streamlit/secrets.toml` under `[auth]` (or `[auth.<provider>]`),
+    as Streamlit reads them; here is only how a signed-in person becomes a dashboard user."""
+
+    enabled: bool = False  # show "Sign in with ..." beside the password form
+    provider: str = ""  # the `[auth.<provider>]` section to use; empty: the plain `[auth]` one
+    label: str = "single sign-on"  # the button says "Sign in with <label>"
+    name_claim: str = "email"  # the claim that names the user (it must be a valid user name)
+    role_claim: str = "groups"  # the claim (a string or a list) matched against role_map
+    # "claim value=role[:team|team]" entries, first match wins: "ev-admins=admin,blue-leads=supervisor:blue,
+    # qa=coach:blue|red,bi=analyst,agents=agent"; a person whose claim matches none is refused
+    role_map: str = ""
+    agent_id_claim: str = "employee_id"  # an agent's agent_id, as their calls carry it
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
@@ -306,6 +336,8 @@ class Settings:
     live: LiveConfig = field(default_factory=LiveConfig)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    oidc: OidcConfig = field(default_factory=OidcConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:

@@ -139,16 +139,14 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"live service: owns {settings.db_path} (reads at {server.url}); recordings inbox "
           f"{settings.inbox_dir if watch_inbox else 'off'}", flush=True)
-    from analysis.live.recorder import apply_retention
+    from emotivoice.retention import Periodic
 
-    last_retention = time.monotonic()
+    retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
     try:
         while True:
+            retention.tick()
             time.sleep(stats_every_s)
             log.info("live service load", extra=engine.stats())
-            if time.monotonic() - last_retention >= 3600:  # kept call audio past its retention goes hourly
-                apply_retention(settings.live.audio_dir, settings.live.retention_days)
-                last_retention = time.monotonic()
     except KeyboardInterrupt:
         pass
     finally:

@@ -68,8 +68,12 @@ def serve_ray(settings: Settings, address: str = "auto", config_file: str | None
         threading.Thread(target=watch, name="inbox", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"live service (Ray at {address}): owns {settings.db_path} (reads at {server.url})", flush=True)
+    from emotivoice.retention import Periodic
+
+    retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
     try:
         while True:
+            retention.tick()
             time.sleep(stats_every_s)
             log.info("live service load", extra=engine.stats())
     except KeyboardInterrupt:

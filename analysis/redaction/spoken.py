@@ -28,6 +28,14 @@ FILLER_WORDS = frozenset({"uh", "um", "er", "erm", "ah", "hmm", "mm", "dash", "h
 FILLER_PUNCT = frozenset(",.-/()+:;–—")
 # "oh" and "o" are digits only among other digits: "Oh, I see" is no number
 WEAK_ZERO = frozenset({"oh", "o"})
+# what Whisper writes for a digit word it half heard (telephone audio): digits only inside a run of
+# digit words, never on their own ("I'm free on Tuesday", "a ticket for two" stay words). The
+# strong ones may also start or end a run next to two other digits; the weak ones ("for", "to",
+# common words) only stand between two digits ("six for nine").
+STRONG_HOMOPHONES = {"free": 3, "tree": 3, "nero": 0, "ate": 8, "won": 1, "fife": 5, "sicks": 6, "nein": 9,
+                     "niner": 9}
+WEAK_HOMOPHONES = {"for": 4, "fore": 4, "to": 2, "too": 2}
+HOMOPHONES = STRONG_HOMOPHONES | WEAK_HOMOPHONES
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ def _number_at(tokens: list[Token], i: int) -> tuple[str, int, bool] | None:
         while j < len(tokens) and tokens[j].text in ",.-":  # Whisper's "double, oh" for "double oh"
             j += 1
         unit = _unit(tokens[j]) if j < len(tokens) else None
+        if unit is None and j < len(tokens):  # "double free", "Double-I-1-2": a repeat says a digit follows
+            unit = HOMOPHONES.get(tokens[j].low, "x" if _misheard_digit(tokens, j) else None)
         if unit is not None:
             return str(unit) * REPEAT[low], j + 1 - i, True
         return None
@@ -142,19 +152,21 @@ def _scale(tokens: list[Token], i: int, value: str, used: int) -> tuple[str, int
     return value, used
 
 
-def digit_runs(tokens: list[Token]) -> list[DigitRun]:
-    """Every run of digits said in a row, fillers and group punctuation allowed between them;
-    a line break (the edge of an utterance) always ends a run."""
+def digit_runs(tokens: list[Token], lenient: bool = False) -> list[DigitRun]:
+    """Every run of digits said in a row, fillers and group punctuation allowed between them,
+    with Whisper's homophones of digit words inside it ("I'm free, six, four", "nero seven");
+    a line break (the edge of an utterance) always ends a run. `lenient` (where a number was
+    just asked for) reads a strong homophone as its digit wherever it stands."""
     runs: list[DigitRun] = []
     i, n = 0, len(tokens)
     while i < n:
-        first = _number_at(tokens, i)
+        first = _number_at(tokens, i) or _homophone(tokens, i, 0, lenient)
         if first is None or (tokens[i].low in WEAK_ZERO and not _has_digit_after(tokens, i + 1)):
             i += 1
             continue
         digits, spoken, start, end = "", False, tokens[i].start, tokens[i].end
         while i < n:
-            got = _number_at(tokens, i)
+            got = _number_at(tokens, i) or _homophone(tokens, i, len(digits), lenient)
             if got is None:
                 if tokens[i].low in FILLER_WORDS or tokens[i].text in FILLER_PUNCT:
                     i += 1
@@ -167,6 +179,39 @@ def digit_runs(tokens: list[Token]) -> list[DigitRun]:
             i += used
         runs.append(DigitRun(digits, start, end, spoken))
     return runs
+
+
+def _next_word(tokens: list[Token], i: int) -> int:
+    """The first token from i on that is not a filler or group punctuation (len(tokens) if none)."""
+    while i < len(tokens) and (tokens[i].low in FILLER_WORDS or tokens[i].text in FILLER_PUNCT):
+        i += 1
+    return i
+
+
+def _hard_digit(tokens: list[Token], i: int) -> bool:
+    return i < len(tokens) and _number_at(tokens, i) is not None and tokens[i].low not in WEAK_ZERO
+
+
+def _homophone(tokens: list[Token], i: int, before: int, lenient: bool = False) -> tuple[str, int, bool] | None:
+    """A homophone of a digit word at token i, read as that digit where the run allows it:
+    `before` digits of this run precede it. Between two digits any homophone counts; a strong one
+    also counts at the start of a run of two more digits, or at its end after two."""
+    value = HOMOPHONES.get(tokens[i].low)
+    if value is None:
+        return None
+    nxt = _next_word(tokens, i + 1)
+    after = _hard_digit(tokens, nxt) or (nxt < len(tokens) and tokens[nxt].low in HOMOPHONES
+                                         and _hard_digit(tokens, _next_word(tokens, nxt + 1)))
+    strong = tokens[i].low in STRONG_HOMOPHONES
+    if (before and after) or (strong and lenient):
+        return str(value), 1, True
+    if strong and before >= 2:
+        return str(value), 1, True
+    third = _next_word(tokens, nxt + 1)
+    if strong and not before and after and _hard_digit(tokens, nxt) and third < len(tokens) and \
+            _number_at(tokens, third) is not None:
+        return str(value), 1, True
+    return None
 
 
 def _has_digit_after(tokens: list[Token], i: int) -> bool:

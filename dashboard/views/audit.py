@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard.common import headed, read_or_stop, record_export, require_sign_in, store
 
 ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete", "rules_save",
-           "rules_run", "recalibrate",
+           "rules_run", "recalibrate", "retention",
            "scorecard_edit", "scorecard_dispute", "scorecard_resolve"]  # QA scorecards (storage/scorecards.py)
 
 require_sign_in()
