@@ -141,15 +141,14 @@ def test_batch_analysis_scores_the_call_under_its_teams_profile(tmp_path, demo_a
     """The real demo call, with a profile for its team that says everyone here sounds surprised."""
     _, plain = demo_analysis
     cal_file = tmp_path / "calibration.json"
-    write_profile(cal_file, "loud-team", Calibration(1.0, {"surprise": 8.0}))
+    write_profile(cal_file, "loud-team", Calibration(1.0, {"surprise": 30.0}))  # beyond any log-probability
     out = tmp_path / "call.json"
     proc = run_cli("analyze", str(DEMO), "--db", str(tmp_path / "c.duckdb"), "--json", str(out), "--quiet",
                    "--team", "floor-2", env={"EMOTIVOICE_EMOTION_CALIBRATION_FILE": str(cal_file),
                                              "EMOTIVOICE_EMOTION_CALIBRATION_BY_TEAM": "floor-2=loud-team"})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
-    doc = doc[0] if isinstance(doc, list) else doc
-    plain = plain[0] if isinstance(plain, list) else plain
+    doc, plain = doc["calls"][0], plain["calls"][0]
     assert doc["calibration"]["profile"] == "loud-team"
     top = [max(u["emotions"], key=u["emotions"].get) for u in doc["utterances"]]
     before = [max(u["emotions"], key=u["emotions"].get) for u in plain["utterances"]]

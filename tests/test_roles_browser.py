@@ -18,13 +18,13 @@ from test_attacks_dashboard import plant_call
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 PASSWORD = "correct horse battery"
 TITLES = {"live": "Live floor", "review": "Call review", "agents": "Agents", "churn": "Churn risk",
-          "audit": "Audit log"}
+          "audit": "Audit log", "rules": "Rules", "search": "Search"}
 USERS = {  # name: (role, teams, agent_id, pages, calls seen)
-    "ada": ("admin", [], None, ["live", "review", "agents", "churn", "audit"], {"blue-call", "red-call"}),
-    "sue": ("supervisor", ["blue"], None, ["live", "review", "agents", "churn"], {"blue-call"}),
-    "cody": ("coach", ["red"], None, ["review", "agents"], {"red-call"}),
-    "ann": ("analyst", [], None, ["review", "agents", "churn"], {"blue-call", "red-call"}),
-    "al": ("agent", [], "agent-7", ["review", "agents"], {"blue-call"}),
+    "ada": ("admin", [], None, ["live", "review", "agents", "churn", "audit", "rules", "search"], {"blue-call", "red-call"}),
+    "sue": ("supervisor", ["blue"], None, ["live", "review", "agents", "churn", "search"], {"blue-call"}),
+    "cody": ("coach", ["red"], None, ["review", "agents", "search"], {"red-call"}),
+    "ann": ("analyst", [], None, ["review", "agents", "churn", "search"], {"blue-call", "red-call"}),
+    "al": ("agent", [], "agent-7", ["review", "agents", "search"], {"blue-call"}),
 }
 
 

@@ -58,8 +58,11 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
             time.sleep(0.2)
         with pytest.raises(duckdb.IOException):  # the file really is held by the service
             duckdb.connect(str(db), read_only=True)
-        assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("live.duckdb*")} == {
-            "live.duckdb": 0o600, "live.duckdb.wal": 0o600, "live.duckdb.server.json": 0o600}
+        # every file of the store owner-only; the WAL exists only between checkpoints (the service's
+        # start-up retention pass may have just checkpointed it away)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob("live.duckdb*")}
+        assert {"live.duckdb", "live.duckdb.server.json"} <= set(modes) <= {
+            "live.duckdb", "live.duckdb.wal", "live.duckdb.server.json"} and set(modes.values()) == {0o600}, modes
         info = json.loads(announcement(db).read_text())  # a token holder smuggling SQL in a column name
         smuggled = {"call": {"call_id": "x", "source) VALUES (1, 2); CREATE TABLE pwn(x INT); --": 1}}
         request = urllib.request.Request(info["url"] + "/calls", data=json.dumps(smuggled).encode(),
