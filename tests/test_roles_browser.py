@@ -20,7 +20,8 @@ PASSWORD = "correct horse battery"
 TITLES = {"live": "Live floor", "review": "Call review", "agents": "Agents", "churn": "Churn risk",
           "audit": "Audit log", "rules": "Rules", "search": "Search"}
 USERS = {  # name: (role, teams, agent_id, pages, calls seen)
-    "ada": ("admin", [], None, ["live", "review", "agents", "churn", "audit", "rules", "search"], {"blue-call", "red-call"}),
+    "ada": ("admin", [], None, ["live", "review", "agents", "churn", "audit", "rules", "search"],
+            {"blue-call", "red-call"}),
     "sue": ("supervisor", ["blue"], None, ["live", "review", "agents", "churn", "search"], {"blue-call"}),
     "cody": ("coach", ["red"], None, ["review", "agents", "search"], {"red-call"}),
     "ann": ("analyst", [], None, ["review", "agents", "churn", "search"], {"blue-call", "red-call"}),
