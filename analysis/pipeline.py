@@ -31,7 +31,7 @@ from analysis.insight.stage import InsightState, enrich
 from analysis.redaction.stage import Redactor
 from analysis.results import CallResult, Speaker, Utterance
 from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
-from analysis.emotion.recalibration import calibration_summary, recalibrator_for
+from analysis.emotion.recalibration import recalibrator_for
 from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
 from analysis.vad import silero_session, vad_rate
 from analysis.whisper import load_whisper
@@ -224,8 +224,7 @@ class CallAnalyzer:
         result.languages.setdefault(speaker.label, transcript.language)
         t0 = time.perf_counter()
         if result.calibration is None:  # one profile for the whole call, from its team or first language
-            profile = self.recalibrator.profile_for(team, transcript.language)
-            result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+            result.calibration = self.recalibrator.summary_for(team, transcript.language)
         probabilities = self.recalibrator.apply(self.emotion.predict(clips), result.calibration["profile"])
         self.timings.add("emotion", t0)
         out = []

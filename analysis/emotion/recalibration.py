@@ -232,6 +232,11 @@ class Recalibrator:
     def calibration(self, profile: str) -> Calibration | None:
         return self.profiles().get(profile)
 
+    def summary_for(self, team: str | None = None, language: str | None = None) -> dict:
+        """The call's profile and its correction as the call records it (calibration_summary)."""
+        profile = self.profile_for(team, language)
+        return calibration_summary(profile, self.calibration(profile))
+
     def apply(self, probabilities: list[dict[str, float]], profile: str) -> list[dict[str, float]]:
         cal = self.calibration(profile)
         return probabilities if cal is None else [cal.apply(p) for p in probabilities]

@@ -36,7 +36,7 @@ import numpy as np
 
 from analysis.audio import rms_dbfs
 from analysis.emotion.model import EmotionModel, load_emotion_model
-from analysis.emotion.recalibration import calibration_summary, recalibrator_for
+from analysis.emotion.recalibration import recalibrator_for
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.stage import InsightState
@@ -471,8 +471,7 @@ class LiveEngine:
         if call is None:
             return probs
         if call.result.calibration is None:
-            profile = self.recalibrator.profile_for(call.started.metadata.get("team"))
-            call.result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+            call.result.calibration = self.recalibrator.summary_for(call.started.metadata.get("team"))
         return self.recalibrator.apply([probs], call.result.calibration["profile"])[0]
 
     def _score(self, call: LiveCall) -> None:

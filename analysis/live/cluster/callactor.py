@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from analysis.audio import rms_dbfs
-from analysis.emotion.recalibration import calibration_summary, recalibrator_for
+from analysis.emotion.recalibration import recalibrator_for
 from analysis.emotion.tiers import complex_emotion, granular
 from analysis.insight.prosody import measure as measure_prosody
 from analysis.insight.stage import InsightState
@@ -256,8 +256,7 @@ class CallActor:
         """The call's team profile, as the embedded engine and the final pass pick it."""
         result = self.call.result
         if result.calibration is None:
-            profile = self.recalibrator.profile_for(self.call.started.metadata.get("team"))
-            result.calibration = calibration_summary(profile, self.recalibrator.calibration(profile))
+            result.calibration = self.recalibrator.summary_for(self.call.started.metadata.get("team"))
         return self.recalibrator.apply([probs], result.calibration["profile"])[0]
 
     async def _interim(self, item: LiveUtterance) -> None:
