@@ -133,18 +133,24 @@ def store_result(con: duckdb.DuckDBPyConnection, result: CallResult) -> None:
     save_call(con, to_record(result))
 
 
-def recording_metadata(path: Path, duration_s: float) -> dict:
-    """Who and when, from a sidecar `<recording>.json` when the recording system (or the live
-    service, for the calls it kept) writes one: agent_id, customer_id, team, started_at, and for
-    live calls ended_at, dropped_frames and mode. The start otherwise defaults to the file's time."""
+def sidecar_metadata(path: Path) -> dict:
+    """What a sidecar `<recording>.json` says, when the recording system (or the live service, for
+    the calls it kept) writes one: agent_id, customer_id, team, started_at, and for live calls
+    ended_at, dropped_frames and mode; {} without one."""
     sidecar = path.with_suffix(".json")
-    meta: dict = {}
-    if sidecar.is_file():
-        try:
-            meta = {k: v for k, v in json.loads(sidecar.read_text()).items()
-                    if k in CALL_METADATA + ("mode", "external", "custom")}
-        except (ValueError, AttributeError):
-            meta = {}
+    if not sidecar.is_file():
+        return {}
+    try:
+        return {k: v for k, v in json.loads(sidecar.read_text()).items()
+                if k in CALL_METADATA + ("mode", "external", "custom")}
+    except (ValueError, AttributeError):
+        return {}
+
+
+def recording_metadata(path: Path, duration_s: float, sidecar: dict | None = None) -> dict:
+    """Who and when: the sidecar's metadata (`sidecar`, when already read), the start defaulting
+    to the file's time less the call's duration."""
+    meta = dict(sidecar_metadata(path) if sidecar is None else sidecar)
     if "started_at" not in meta:
         ended = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(tzinfo=None)
         meta["started_at"] = ended - timedelta(seconds=duration_s)
@@ -153,9 +159,11 @@ def recording_metadata(path: Path, duration_s: float) -> dict:
 
 def analyze_and_store(analyzer, path: Path, store: Store, metadata: dict | None = None, **options) -> CallResult:
     """Analyse one recording and store it (directly, or through the process owning the file)."""
-    team = (metadata or {}).get("team") or recording_metadata(Path(path), 0.0).get("team")
+    sidecar = sidecar_metadata(Path(path))  # read once: its team picks the emotion calibration profile
+    team = (metadata or {}).get("team") or sidecar.get("team")
     result = analyzer.analyze(path, **options, **({"team": str(team)} if team else {}))
-    meta = {**recording_metadata(Path(path), result.duration_s), **{k: v for k, v in (metadata or {}).items() if v}}
+    meta = {**recording_metadata(Path(path), result.duration_s, sidecar),
+            **{k: v for k, v in (metadata or {}).items() if v}}
     try:  # a kept recording loses its redacted spans before the call is stored
         redact_kept_audio(Path(path), result, analyzer.settings)
     except (OSError, ValueError) as exc:  # WavError, a full disk: the call is not stored, the file kept as it was
