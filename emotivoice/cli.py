@@ -398,7 +398,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
     from dashboard.playback import recording_roots
     from storage.db import StorageError
-    from storage.files import UnsafePath, call_audio, remove_kept
+    from storage.files import remove_call_audio
     from storage.store import open_store
 
     settings = _settings(args)
@@ -416,15 +416,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     roots = recording_roots(settings)  # the live audio dir, the inbox, dashboard.recording_dirs
     removed, left = 0, []
     for call_id in result["erased_ids"] or ([args.call] if args.call else []):
-        files, outside = call_audio(Path(settings.live.audio_dir), roots, call_id, sources.get(call_id))
+        gone, outside = remove_call_audio(Path(settings.live.audio_dir), roots, call_id, sources.get(call_id))
+        removed += gone
         left += outside
-        for path in files:
-            for root in roots:
-                try:
-                    removed += remove_kept(root, path)
-                    break
-                except (UnsafePath, OSError):
-                    continue
     what = f"call {args.call}" if args.call else "that customer"
     if not result["erased_ids"]:
         print(f"nothing stored for {what}" + (f"; {removed} audio file(s) removed" if removed else ""))

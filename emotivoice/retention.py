@@ -64,22 +64,16 @@ def run_retention(settings: Settings, store=None, now: str | None = None) -> Ret
 def _remove_call_audio(settings: Settings, calls: list[dict]) -> int:
     """The kept audio of erased calls, inside the recording dirs only (as `emotivoice delete`)."""
     from dashboard.playback import recording_roots
-    from storage.files import UnsafePath, call_audio, remove_kept
+    from storage.files import remove_call_audio
 
     roots = recording_roots(settings)
     removed = 0
     for call in calls:
-        files, outside = call_audio(Path(settings.live.audio_dir), roots, call["call_id"], call.get("source"))
+        gone, outside = remove_call_audio(Path(settings.live.audio_dir), roots, call["call_id"], call.get("source"))
+        removed += gone
         for source in outside:
             log.warning("erased call's source lies outside the recording dirs: not removed",
                         extra={"call_id": call["call_id"], "source": source})
-        for path in files:
-            for root in roots:
-                try:
-                    removed += remove_kept(root, path)
-                    break
-                except (UnsafePath, OSError):
-                    continue
     return removed
 
 

@@ -118,3 +118,18 @@ def call_audio(audio_dir: Path, roots: list[Path], call_id: str, source: str | N
             outside.append(source)
     return list(dict.fromkeys(found)), outside
 
+
+def remove_call_audio(audio_dir: Path, roots: list[Path], call_id: str, source: str | None) -> tuple[int, list[str]]:
+    """Delete a call's kept audio (call_audio) with remove_kept under whichever root holds each
+    file; (files removed, sources left outside every root). Erasure and retention both use it."""
+    files, outside = call_audio(audio_dir, roots, call_id, source)
+    removed = 0
+    for path in files:
+        for root in roots:
+            try:
+                removed += remove_kept(root, path)
+                break
+            except (UnsafePath, OSError):
+                continue
+    return removed, outside
+
