@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: the machine they ran on, and writing results."""
+"""Helpers shared by the benchmark scripts: the machine they ran on, timing reads, and writing results."""
 
 from __future__ import annotations
 
@@ -6,10 +6,32 @@ import json
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_reads(store, workload: Iterable[tuple[str, Callable[[], tuple[str, dict]]]], runs: int) -> dict:
+    """p50/p95 ms of each named read; `make()` gives (query, params) afresh for every run, and
+    one untimed run warms each query first."""
+    import numpy as np
+
+    out = {}
+    for name, make in workload:
+        query, params = make()
+        store.read(query, **params)  # warm
+        times = []
+        for _ in range(runs):
+            query, params = make()
+            t0 = time.perf_counter()
+            store.read(query, **params)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
+                     "p95_ms": round(float(np.percentile(times, 95)), 1)}
+    return out
 
 
 def machine() -> dict:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import time_reads, write_result  # noqa: E402
 
 ONLY: tuple[str, ...] = ()  # --only: the page prefixes timed
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
@@ -213,21 +213,8 @@ def workload(calls: int, rng: random.Random) -> dict[str, callable]:
 
 def time_queries(store, calls: int, runs: int) -> dict:
     rng = random.Random(7)
-    out = {}
-    for name, make in tqdm(workload(calls, rng).items(), desc="queries", unit="query"):
-        if ONLY and not name.startswith(ONLY):
-            continue
-        query, params = make()
-        store.read(query, **params)  # warm
-        times = []
-        for _ in range(runs):
-            query, params = make()
-            t0 = time.perf_counter()
-            store.read(query, **params)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
-                     "p95_ms": round(float(np.percentile(times, 95)), 1)}
-    return out
+    chosen = [(name, make) for name, make in workload(calls, rng).items() if not ONLY or name.startswith(ONLY)]
+    return time_reads(store, tqdm(chosen, desc="queries", unit="query"), runs)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import time_reads, write_result  # noqa: E402
 
 QUESTIONS = 8
 
@@ -70,18 +70,7 @@ def time_queries(store, calls: int, runs: int) -> dict:
         "review: call_scorecard_disputes": lambda: ("call_scorecard_disputes",
                                                     {"call_id": f"call-{rng.randrange(calls):07d}"}),
     }
-    out = {}
-    for name, make in workload.items():
-        store.read(make()[0], **make()[1])  # warm
-        times = []
-        for _ in range(runs):
-            query, params = make()
-            t0 = time.perf_counter()
-            store.read(query, **params)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[name] = {"p50_ms": round(float(np.percentile(times, 50)), 1),
-                     "p95_ms": round(float(np.percentile(times, 95)), 1)}
-    return out
+    return time_reads(store, workload.items(), runs)
 
 
 def scoring_cost() -> dict:
