@@ -139,18 +139,26 @@ def cmd_rules(args: argparse.Namespace) -> int:
               "judged live)")
         return 0
     from analysis.recategorize import rerun_rules
+
+    return _rerun_stored(settings, lambda store: rerun_rules(store, rules, args.call or None), "re-categorised",
+                         lambda names: ", ".join(names) or "(none)")
+
+
+def _rerun_stored(settings: Settings, rerun, done: str, show) -> int:
+    """Run `rerun(store)` over stored calls and print each call whose before/after changed (as
+    `show` writes them), then the counts; 1 on a storage error."""
     from storage.db import StorageError
     from storage.store import open_store
 
     try:
-        changes = rerun_rules(open_store(settings.db_path), rules, args.call or None)
+        changes = rerun(open_store(settings.db_path))
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     changed = [c for c in changes if c["before"] != c["after"]]
     for c in changed:
-        print(f"{c['call_id']}: {', '.join(c['before']) or '(none)'} -> {', '.join(c['after']) or '(none)'}")
-    print(f"{len(changes)} call(s) re-categorised, {len(changed)} changed")
+        print(f"{c['call_id']}: {show(c['before'])} -> {show(c['after'])}")
+    print(f"{len(changes)} call(s) {done}, {len(changed)} changed")
     return 0
 
 
@@ -217,19 +225,8 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
               f"weights {sum(q.weight for q in card.questions):g} in all")
         return 0
     from analysis.rescore import rescore
-    from storage.db import StorageError
-    from storage.store import open_store
 
-    try:
-        changes = rescore(open_store(settings.db_path), card, args.call or None)
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    changed = [c for c in changes if c["before"] != c["after"]]
-    for c in changed:
-        print(f"{c['call_id']}: {_score(c['before'])} -> {_score(c['after'])}")
-    print(f"{len(changes)} call(s) rescored, {len(changed)} changed")
-    return 0
+    return _rerun_stored(settings, lambda store: rescore(store, card, args.call or None), "rescored", _score)
 
 
 def _score(value: float | None) -> str:
