@@ -86,7 +86,8 @@ def ensure_torch() -> str:
 def ensure_project() -> str:
     stamp = VENV / ".emotivoice-installed"
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode()).hexdigest()
-    if stamp.is_file() and stamp.read_text() == want and _venv_has("import emotivoice, analysis, storage"):
+    installed = _venv_has("import emotivoice.analysis, emotivoice.storage, emotivoice.app")
+    if stamp.is_file() and stamp.read_text() == want and installed:
         return "dependencies up to date"
     # the ray extra (serve --ray, tests/test_ray.py): about 400 MB more in the venv, 23 s from a cached wheel
     run([str(PY), "-m", "pip", "install", "--progress-bar", "on", "-e", f"{ROOT}[dev,ray]"])
@@ -105,7 +106,7 @@ def ensure_pjsua2() -> str:
 
 
 def ensure_models() -> str:
-    run([str(PY), "-m", "emotivoice.cli", "prepare-models"], stdout=subprocess.DEVNULL)
+    run([str(PY), "-m", "emotivoice.app", "prepare-models"], stdout=subprocess.DEVNULL)
     return "offline models ready"
 
 
@@ -145,20 +146,20 @@ def start() -> int:
     """The demo recording first (skipped once stored), then the live service and the dashboard,
     then a live demo call to the service from sipp, so the Live floor fills as in production."""
     print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
-    run([str(PY), "-m", "emotivoice.cli", "analyze", str(DEMO_CALL), "--skip-known"])
-    run([str(PY), "-m", "emotivoice.cli", "users", "init"])  # prints a first login once
+    run([str(PY), "-m", "emotivoice.app", "analyze", str(DEMO_CALL), "--skip-known"])
+    run([str(PY), "-m", "emotivoice.app", "users", "init"])  # prints a first login once
     sip_port = free_port(int(os.environ.get("EMOTIVOICE_CONNECTOR_SIP_PORT", "5060")))
-    service = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "serve", "--sip-port", str(sip_port)])
+    service = subprocess.Popen([str(PY), "-m", "emotivoice.app", "serve", "--sip-port", str(sip_port)])
     # the demo recording lives in the checkout, outside the dirs the dashboard plays from by default
     demo_env = dict(os.environ, EMOTIVOICE_DASHBOARD_RECORDING_DIRS=os.environ.get(
         "EMOTIVOICE_DASHBOARD_RECORDING_DIRS", str(DEMO_CALL.parent)))
-    dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "dashboard"], env=demo_env)
+    dashboard = subprocess.Popen([str(PY), "-m", "emotivoice.app", "dashboard"], env=demo_env)
     caller = None
     try:
         if wait_for_udp_listener(sip_port, service):
             print(f"placing a live demo SIPREC call to sip:127.0.0.1:{sip_port} with sipp "
                   "(open the dashboard's Live floor) ...", flush=True)
-            caller = subprocess.Popen([str(PY), "-m", "emotivoice.cli", "place-call", str(DEMO_CALL),
+            caller = subprocess.Popen([str(PY), "-m", "emotivoice.app", "place-call", str(DEMO_CALL),
                                        "--to", f"127.0.0.1:{sip_port}"])
         while service.poll() is None and dashboard.poll() is None:
             time.sleep(1)

@@ -20,21 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe, rms_dbfs
-from analysis.conversation import Span, conversation_metrics
-from analysis.emotion.model import EmotionModel, load_emotion_model
-from analysis.emotion.tiers import complex_emotion, granular
-from analysis.insight.analytics import annotate
-from analysis.insight.prosody import measure as measure_prosody
-from analysis.insight.roles import assign_roles
-from analysis.insight.stage import InsightState, enrich
-from analysis.redaction.stage import Redactor
-from analysis.results import CallResult, Speaker, Utterance
-from analysis.segmentation import Region, StreamingSegmenter, shape_utterances
-from analysis.emotion.recalibration import recalibrator_for
-from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
-from analysis.vad import silero_session, vad_rate
-from analysis.whisper import load_whisper
+from emotivoice.analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe, rms_dbfs
+from emotivoice.analysis.conversation import Span, conversation_metrics
+from emotivoice.analysis.emotion.model import EmotionModel, load_emotion_model
+from emotivoice.analysis.emotion.tiers import complex_emotion, granular
+from emotivoice.analysis.insight.analytics import annotate
+from emotivoice.analysis.insight.prosody import measure as measure_prosody
+from emotivoice.analysis.insight.roles import assign_roles
+from emotivoice.analysis.insight.stage import InsightState, enrich
+from emotivoice.analysis.redaction.stage import Redactor
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.segmentation import Region, StreamingSegmenter, shape_utterances
+from emotivoice.analysis.emotion.recalibration import recalibrator_for
+from emotivoice.analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
+from emotivoice.analysis.vad import silero_session, vad_rate
+from emotivoice.analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,8 @@ class CallAnalyzer:
         if self.diarizer is None:
             from dataclasses import replace
 
-            from analysis.diarization.config import DiarizationConfig
-            from analysis.diarization.pipeline import Diarizer
+            from emotivoice.analysis.diarization.config import DiarizationConfig
+            from emotivoice.analysis.diarization.pipeline import Diarizer
 
             dc = self.settings.diarization
             self.diarizer = Diarizer(replace(DiarizationConfig(), min_speakers=dc.min_speakers,

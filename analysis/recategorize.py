@@ -11,15 +11,15 @@ import math
 
 import pandas as pd
 
-from analysis.emotion.tiers import GranularEmotion
-from analysis.insight.risk import Alert, RiskScore
-from analysis.insight.rules import RuleSet, evaluate
-from analysis.insight.sarcasm import SarcasmCheck
-from analysis.insight.summary import summarize
-from analysis.results import CallResult, Speaker, Utterance
-from analysis.transcription import Word
-from storage.db import StorageError
-from storage.store import Store
+from emotivoice.analysis.emotion.tiers import GranularEmotion
+from emotivoice.analysis.insight.risk import Alert, RiskScore
+from emotivoice.analysis.insight.rules import RuleSet, evaluate
+from emotivoice.analysis.insight.sarcasm import SarcasmCheck
+from emotivoice.analysis.insight.summary import summarize
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.transcription import Word
+from emotivoice.storage.db import StorageError
+from emotivoice.storage.store import Store
 
 
 def _value(x: object) -> object:

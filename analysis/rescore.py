@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
-from analysis.insight.scorecard import Scorecard, answer_rows, score_call
-from analysis.recategorize import stored_result
-from storage.store import Store
+from emotivoice.analysis.insight.scorecard import Scorecard, answer_rows, score_call
+from emotivoice.analysis.recategorize import stored_result
+from emotivoice.storage.store import Store
 
 
 def rescore(store: Store, card: Scorecard, call_ids: list[str] | None = None) -> list[dict]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from analysis.emotion.tiers import GranularEmotion
-from analysis.transcription import Word
+from emotivoice.analysis.emotion.tiers import GranularEmotion
+from emotivoice.analysis.transcription import Word
 
 if TYPE_CHECKING:
-    from analysis.insight.prosody import Prosody
-    from analysis.insight.risk import Alert, RiskScore
-    from analysis.insight.sarcasm import SarcasmCheck
-    from analysis.redaction.stage import RedactionReport
+    from emotivoice.analysis.insight.prosody import Prosody
+    from emotivoice.analysis.insight.risk import Alert, RiskScore
+    from emotivoice.analysis.insight.sarcasm import SarcasmCheck
+    from emotivoice.analysis.redaction.stage import RedactionReport
 
 
 @dataclass

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.audio import SAMPLE_RATE
-from analysis.vad import VadParams, regions_from_probabilities, silero_session, windowed_probabilities
+from emotivoice.analysis.audio import SAMPLE_RATE
+from emotivoice.analysis.vad import VadParams, regions_from_probabilities, silero_session, windowed_probabilities
 from emotivoice.config import SegmentationConfig
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from analysis.audio import AudioError
-from analysis.pipeline import CallAnalyzer, make_call_id
-from analysis.sink import analyze_and_store, known_call_ids
-from storage.db import StorageError
-from storage.store import Store
+from emotivoice.analysis.audio import AudioError
+from emotivoice.analysis.pipeline import CallAnalyzer, make_call_id
+from emotivoice.analysis.sink import analyze_and_store, known_call_ids
+from emotivoice.storage.db import StorageError
+from emotivoice.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import duckdb
 
-from analysis.audio import AudioError
-from analysis.insight.scorecard import answer_rows
-from analysis.redaction.keep import redact_kept_audio
-from analysis.results import CallResult
-from storage.db import CallRecord, StorageError, save_call
-from storage.store import Store
+from emotivoice.analysis.audio import AudioError
+from emotivoice.analysis.insight.scorecard import answer_rows
+from emotivoice.analysis.redaction.keep import redact_kept_audio
+from emotivoice.analysis.results import CallResult
+from emotivoice.storage.db import CallRecord, StorageError, save_call
+from emotivoice.storage.store import Store
 
 
 NEGATIVE = ("anger", "disgust", "fear", "sadness")

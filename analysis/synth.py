@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.audio import SAMPLE_RATE, load_audio
+from emotivoice.analysis.audio import SAMPLE_RATE, load_audio
 
 
 @dataclass(frozen=True)

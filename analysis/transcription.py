@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.audio import SAMPLE_RATE, level_speech
+from emotivoice.analysis.audio import SAMPLE_RATE, level_speech
 from emotivoice.config import TranscriptionConfig
 
 JOIN_GAP_S = 1.0  # silence between joined utterances, so Whisper sees a clear pause

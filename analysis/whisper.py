@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.assets import whisper_model_dir
+from emotivoice.analysis.assets import whisper_model_dir
 
 MAX_CLIP_FRAMES = 3000  # Whisper's 30 s window, in 10 ms mel frames
 

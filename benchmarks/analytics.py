@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.emotion.tiers import granular  # noqa: E402
-from analysis.insight.analytics import annotate  # noqa: E402
-from analysis.insight.rules import load_rules  # noqa: E402
-from analysis.insight.stage import enrich  # noqa: E402
-from analysis.results import CallResult, Speaker, Utterance  # noqa: E402
-from analysis.transcription import Word  # noqa: E402
+from emotivoice.analysis.emotion.tiers import granular  # noqa: E402
+from emotivoice.analysis.insight.analytics import annotate  # noqa: E402
+from emotivoice.analysis.insight.rules import load_rules  # noqa: E402
+from emotivoice.analysis.insight.stage import enrich  # noqa: E402
+from emotivoice.analysis.results import CallResult, Speaker, Utterance  # noqa: E402
+from emotivoice.analysis.transcription import Word  # noqa: E402
 from benchmarks.common import write_result  # noqa: E402
 
 CALM = {"neutral": 0.8, "happiness": 0.1, "anger": 0.05, "sadness": 0.05}

@@ -27,8 +27,8 @@ from benchmarks.common import write_result  # noqa: E402
 
 
 def build_call(minutes: float, out: Path) -> Path:
-    from analysis.emotion.corpus import read_manifest
-    from analysis.synth import Turn, assemble, write_audio
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.synth import Turn, assemble, write_audio
     from emotivoice.config import load_settings
 
     clips = read_manifest(load_settings().emotion_data_dir / "manifest.csv", {"cremad"})
@@ -59,8 +59,8 @@ def measure(call: Path, model: str) -> dict:
     """Run one analysis in this process (the child side) and report timings."""
     from dataclasses import replace
 
-    from analysis.audio import probe
-    from analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.audio import probe
+    from emotivoice.analysis.pipeline import CallAnalyzer
     from emotivoice.config import load_settings
 
     settings = load_settings()

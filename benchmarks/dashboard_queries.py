@@ -57,7 +57,7 @@ STOCK = ("i want to cancel my account", "can i speak to your manager", "this is 
 
 
 def vocabulary() -> list[str]:
-    from storage.search_index import STOPWORDS
+    from emotivoice.storage.search_index import STOPWORDS
 
     words = list(STOPWORDS)
     for rank in range(len(words), VOCAB_SIZE):
@@ -78,7 +78,7 @@ def synthetic_text() -> str:
 
 
 def fill(db: Path, calls: int, per_call: int) -> dict:
-    from storage.db import connect
+    from emotivoice.storage.db import connect
 
     con = connect(db)
     t0 = time.perf_counter()
@@ -140,8 +140,8 @@ def build_search_index(db: Path, tail_calls: int, per_call: int) -> dict:
     """The index as `emotivoice search reindex` builds it (sorted by term), then `tail_calls` more
     calls stored one by one through save_call, as the services store them: their postings land
     unsorted at the end, as a store's do between reindexes. Both are timed."""
-    from storage.db import CallRecord, connect, save_call
-    from storage.search_index import reindex
+    from emotivoice.storage.db import CallRecord, connect, save_call
+    from emotivoice.storage.search_index import reindex
 
     con = connect(db)
     built = reindex(con)
@@ -232,8 +232,8 @@ def main() -> None:
     args = parser.parse_args()
     global ONLY
     ONLY = tuple(f"{page}:" for page in args.only)
-    from storage.server import StoreServer
-    from storage.store import FileStore
+    from emotivoice.storage.server import StoreServer
+    from emotivoice.storage.store import FileStore
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "scale.duckdb"
@@ -248,7 +248,7 @@ def main() -> None:
             filled["search_index"] = build_search_index(db, args.tail_calls, args.per_call)
         direct = time_queries(FileStore(db), args.calls, args.runs)
         with StoreServer(db):
-            from storage.store import open_store
+            from emotivoice.storage.store import open_store
             served = time_queries(open_store(db), args.calls, args.runs)
     worst = max(v["p95_ms"] for v in served.values())
     write_result("_".join(["dashboard_queries", *args.only]), {

@@ -50,8 +50,8 @@ def conversation(by: dict, pool: list[str], speakers: int, turns: int, rng: np.r
     angry): a caller's mood moves within a call, but does not jump through all six of CREMA-D's
     acted emotions from one sentence to the next.
     """
-    from analysis.audio import load_audio
-    from analysis.diarization.mixing import mix, trim_speech
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.diarization.mixing import mix, trim_speech
 
     cast = list(rng.choice(pool, size=speakers, replace=False))
     registers = {}
@@ -71,7 +71,7 @@ def conversation(by: dict, pool: list[str], speakers: int, turns: int, rng: np.r
 
 def build_set(by: dict, pool: list[str], per_scenario: int, seed: int) -> list[tuple[str, str, object]]:
     """(scenario, channel, conversation) for every scenario, each clean and through a phone line."""
-    from analysis.diarization.mixing import Conversation, telephone
+    from emotivoice.analysis.diarization.mixing import Conversation, telephone
 
     rng, out = np.random.default_rng(seed), []
     for name, (speakers, turns) in SCENARIOS.items():
@@ -82,7 +82,7 @@ def build_set(by: dict, pool: list[str], per_scenario: int, seed: int) -> list[t
 
 
 def score(diarizer, analyses, convs, num_speakers_known: bool) -> list[dict]:
-    from analysis.diarization.metrics import diarization_error_rate
+    from emotivoice.analysis.diarization.metrics import diarization_error_rate
 
     out = []
     for a, (_, _, conv) in zip(analyses, convs):
@@ -113,7 +113,7 @@ def analyse_all(diarizer, convs, desc: str) -> tuple[list, float]:
 
 def tune(config, analyses, convs) -> tuple[dict, list]:
     """Grid over threshold and gap bridging on the dev set; mean per-conversation DER, count unknown."""
-    from analysis.diarization.pipeline import Diarizer
+    from emotivoice.analysis.diarization.pipeline import Diarizer
 
     grid = []
     for off in (0.1, 0.25, 0.4, 0.6):
@@ -134,9 +134,9 @@ def main() -> None:
     ap.add_argument("--step-check", type=int, default=3, help="2-speaker test conversations re-run at other steps")
     args = ap.parse_args()
 
-    from analysis.diarization.config import DiarizationConfig
-    from analysis.diarization.pipeline import Diarizer
-    from analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.diarization.config import DiarizationConfig
+    from emotivoice.analysis.diarization.pipeline import Diarizer
+    from emotivoice.analysis.emotion.corpus import read_manifest
     from emotivoice.config import load_settings
 
     started = time.perf_counter()

@@ -27,9 +27,9 @@ from benchmarks.common import write_result  # noqa: E402
 
 
 def held_out(settings, n: int):
-    from analysis.emotion.corpus import read_manifest
-    from analysis.emotion.head import EmotionHead
-    from analysis.emotion.model import DEFAULT_HEAD
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
 
     head = EmotionHead.load(DEFAULT_HEAD)
     test = set(head.card["splits"]["test"])
@@ -44,11 +44,11 @@ def percentiles(xs: list[float]) -> dict:
 
 
 def latency(head, clips, settings) -> dict:
-    from analysis.audio import load_audio, normalize
-    from analysis.emotion.features import pool
-    from analysis.emotion.head import HeadModel
-    from analysis.emotion.prosody import egemaps
-    from analysis.whisper import load_whisper
+    from emotivoice.analysis.audio import load_audio, normalize
+    from emotivoice.analysis.emotion.features import pool
+    from emotivoice.analysis.emotion.head import HeadModel
+    from emotivoice.analysis.emotion.prosody import egemaps
+    from emotivoice.analysis.whisper import load_whisper
 
     model = HeadModel(head, load_whisper("base", settings.model_cache_dir))
     three = [np.resize(load_audio(c.path, channels=1)[0], 48000) for c in clips]  # exactly 3 s
@@ -70,10 +70,10 @@ def latency(head, clips, settings) -> dict:
 
 
 def int8_vs_float32(head, clips, settings) -> dict:
-    from analysis.audio import load_audio
-    from analysis.emotion.head import HeadModel
-    from analysis.emotion.metrics import classification_report
-    from analysis.whisper import load_whisper
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.emotion.head import HeadModel
+    from emotivoice.analysis.emotion.metrics import classification_report
+    from emotivoice.analysis.whisper import load_whisper
 
     audio = [load_audio(c.path, channels=1)[0] for c in clips]
     out = {}
@@ -93,9 +93,9 @@ def int8_vs_float32(head, clips, settings) -> dict:
 def intensity(head, clips, settings) -> dict:
     from scipy.stats import spearmanr
 
-    from analysis.audio import load_audio
-    from analysis.emotion.head import HeadModel
-    from analysis.whisper import load_whisper
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.emotion.head import HeadModel
+    from emotivoice.analysis.whisper import load_whisper
 
     rated = [c for c in clips if c.intensity in {"low", "medium", "high"} and c.emotion in head.labels]
     model = HeadModel(head, load_whisper("base", settings.model_cache_dir))

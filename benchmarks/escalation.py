@@ -35,7 +35,7 @@ HOT = ["anger", "disgust"]
 
 def build_calls(actors: list[str], clips, n: int, seed: int):
     """(turns, escalates, escalation turn index) for n calls, half of them escalating."""
-    from analysis.synth import Turn
+    from emotivoice.analysis.synth import Turn
 
     rng = random.Random(seed)
     by = {}
@@ -63,7 +63,7 @@ def build_calls(actors: list[str], clips, n: int, seed: int):
 
 
 def run(analyzer, calls, workdir: Path, label: str):
-    from analysis.synth import assemble, write_audio
+    from emotivoice.analysis.synth import assemble, write_audio
 
     out = []
     for i, (turns, escalates, onset_turn) in enumerate(tqdm(calls, desc=f"{label} calls", unit="call")):
@@ -75,7 +75,7 @@ def run(analyzer, calls, workdir: Path, label: str):
 
 
 def evaluate(analyzed, risk_config) -> dict:
-    from analysis.insight.stage import InsightState, enrich
+    from emotivoice.analysis.insight.stage import InsightState, enrich
     from emotivoice.config import load_settings
 
     peaks, truth, delays, caught, false_alarms = [], [], [], 0, 0
@@ -107,8 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=24, help="test calls (dev gets half as many)")
     args = parser.parse_args()
-    from analysis.emotion.corpus import read_manifest
-    from analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.pipeline import CallAnalyzer
     from emotivoice.config import load_settings
 
     settings = load_settings()

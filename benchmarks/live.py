@@ -47,7 +47,7 @@ DEMO = ROOT / "assets" / "demo" / "demo_call.opus"
 
 
 def demo_legs(seconds: float) -> list[np.ndarray]:
-    from analysis.audio import load_audio, to_8k_pcm16
+    from emotivoice.analysis.audio import load_audio, to_8k_pcm16
 
     audio = load_audio(DEMO, 2)
     legs = [to_8k_pcm16(audio[i]) for i in range(2)]
@@ -140,7 +140,7 @@ def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.
 def start_calls(port: int, n: int, legs: list[np.ndarray], stagger_s: float, prefix: str):
     """Place n sipp calls from threads, `stagger_s` apart, each with the legs rotated by its own
     offset; (threads to join, audio sent per SIP Call-ID, sipp results as they finish)."""
-    from connector.sipp import place_calls
+    from emotivoice.connector.sipp import place_calls
 
     sent: dict[str, list[np.ndarray]] = {}
     results: list = []
@@ -216,15 +216,15 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
 def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:
     """The connector and recording front alone, analysis messages taken and dropped: whether the
     kept legs match without the analysis threads competing for the GIL and the cores."""
-    from analysis.live.inbox import FrameInbox
-    from analysis.live.recording import RecordingFront
-    from connector.sip import SipConnector
+    from emotivoice.analysis.live.inbox import FrameInbox
+    from emotivoice.analysis.live.recording import RecordingFront
+    from emotivoice.connector.sip import SipConnector
 
     front = RecordingFront(settings.live, FrameInbox(settings.live.max_queued_frames)).begin()
     running = [True]
 
     def drain() -> None:  # what the engine's finaliser does with the recording, and nothing else
-        from analysis.live.messages import CallEnded
+        from emotivoice.analysis.live.messages import CallEnded
 
         while running[0]:
             message = front.get(timeout=0.2)
@@ -273,11 +273,11 @@ def main() -> None:
     parser.add_argument("--name", help="results file name (default: live, or live_<seconds>s for other lengths)")
     args = parser.parse_args()
 
-    from analysis.live.engine import LiveEngine
-    from connector.sip import SipConnector
+    from emotivoice.analysis.live.engine import LiveEngine
+    from emotivoice.connector.sip import SipConnector
     from emotivoice.config import load_settings
     from emotivoice.logs import setup_logging
-    from storage.server import StoreServer
+    from emotivoice.storage.server import StoreServer
 
     setup_logging("ERROR")
     tmp = Path(tempfile.mkdtemp(prefix="emotivoice-live-bench-"))

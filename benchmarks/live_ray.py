@@ -114,7 +114,7 @@ def process_kind(pid: int) -> str:
 
 
 def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
-    from connector.sipp import place_calls
+    from emotivoice.connector.sipp import place_calls
 
     stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
@@ -187,12 +187,12 @@ def main() -> None:
 
     import ray
 
-    from analysis.live.cluster.config import RayConfig
-    from analysis.live.cluster.engine import RayEngine
-    from connector.sip import SipConnector
+    from emotivoice.analysis.live.cluster.config import RayConfig
+    from emotivoice.analysis.live.cluster.engine import RayEngine
+    from emotivoice.connector.sip import SipConnector
     from emotivoice.config import load_settings
     from emotivoice.logs import setup_logging
-    from storage.server import StoreServer
+    from emotivoice.storage.server import StoreServer
 
     setup_logging("ERROR")
     tmp = Path(tempfile.mkdtemp(prefix="emotivoice-live-ray-bench-"))

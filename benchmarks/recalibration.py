@@ -30,9 +30,9 @@ SIZES = (25, 100, 400)
 
 def features(clips, settings, progress: bool) -> np.ndarray:
     """Pooled Whisper base states + eGeMAPS, as the default head uses, cached like `train emotion`."""
-    from analysis.emotion.features import extract_corpus, pool
-    from analysis.emotion.prosody import egemaps
-    from analysis.whisper import load_whisper
+    from emotivoice.analysis.emotion.features import extract_corpus, pool
+    from emotivoice.analysis.emotion.prosody import egemaps
+    from emotivoice.analysis.whisper import load_whisper
 
     encoder = load_whisper("base", settings.model_cache_dir)
     root = settings.data_dir / "features"
@@ -56,11 +56,11 @@ def main() -> None:
     parser.add_argument("--name", default="recalibration")
     args = parser.parse_args()
 
-    from analysis.emotion.corpus import read_manifest, speaker_split
-    from analysis.emotion.metrics import classification_report, fit_temperature
-    from analysis.emotion.recalibration import Correction, RecalibrationRefused, fit_calibration
-    from analysis.emotion.tiers import BASE_EMOTIONS
-    from analysis.emotion.training import fit_head
+    from emotivoice.analysis.emotion.corpus import read_manifest, speaker_split
+    from emotivoice.analysis.emotion.metrics import classification_report, fit_temperature
+    from emotivoice.analysis.emotion.recalibration import Correction, RecalibrationRefused, fit_calibration
+    from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS
+    from emotivoice.analysis.emotion.training import fit_head
     from emotivoice.config import load_settings
 
     settings = load_settings()

@@ -131,7 +131,7 @@ class Turn:
 
 
 def luhn_complete(prefix: str, length: int, rng: random.Random) -> str:
-    from analysis.redaction.spoken import luhn
+    from emotivoice.analysis.redaction.spoken import luhn
 
     body = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
     return next(body + d for d in "0123456789" if luhn(body + d))
@@ -248,7 +248,7 @@ ACCEPT = {"CREDIT_CARD": {"CREDIT_CARD"}, "PHONE_NUMBER": {"PHONE_NUMBER"}, "EMA
 def espeak(text: str, voice: str, speed: int, pitch: int, workdir: Path, deliberate: bool = False) -> np.ndarray:
     """espeak-ng's reading of `text` at 16 kHz, leading and trailing silence trimmed. `deliberate`:
     slower, with a short gap between words, as people read out a number or spell a name."""
-    from analysis.audio import load_audio
+    from emotivoice.analysis.audio import load_audio
 
     path = workdir / f"tts-{abs(hash((text, voice, speed, pitch, deliberate)))}.wav"
     extra = ["-g", "4"] if deliberate else []
@@ -284,7 +284,7 @@ def said_turn(text: str, leg: int, voice, workdir: Path, kind: str) -> Turn:
 
 def build_call(i: int, split: str, rng: random.Random, cremad: list, workdir: Path) -> list[Turn]:
     """greeting, a CREMA-D turn, two or three asked-for details, a trap or CREMA-D turn, closing."""
-    from analysis.audio import load_audio
+    from emotivoice.analysis.audio import load_audio
 
     agent_voice = (rng.choice(VOICES), rng.randint(150, 175), rng.randint(35, 60))
     customer_voice = (rng.choice([v for v in VOICES if v != agent_voice[0]]), rng.randint(140, 180),
@@ -339,8 +339,8 @@ def assemble(turns: list[Turn], rng: random.Random) -> tuple[np.ndarray, list[Pl
 
 def transcribe(whisper, audio: np.ndarray, placed: list[Placed], tc) -> list:
     """Each turn transcribed as an utterance of its leg (the turn edges padded by 0.15 s)."""
-    from analysis.results import Utterance
-    from analysis.transcription import transcribe_utterances
+    from emotivoice.analysis.results import Utterance
+    from emotivoice.analysis.transcription import transcribe_utterances
 
     utterances = []
     for leg, speaker in ((0, "agent"), (1, "customer")):
@@ -511,7 +511,7 @@ def _cached(cache: Path | None, name: str, make):
         return pickle.loads(path.read_bytes())
     value = make()
     if path is not None:
-        from storage.files import write_private
+        from emotivoice.storage.files import write_private
 
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(path, pickle.dumps(value))
@@ -520,8 +520,8 @@ def _cached(cache: Path | None, name: str, make):
 
 def _transcribe_all(whisper, built: list, condition: str, work: Path, tc) -> list[tuple[bytes, list, float]]:
     """Each call written as the condition's WAV and transcribed: (the WAV's bytes, utterances, seconds)."""
-    from analysis.audio import load_audio
-    from analysis.synth import write_audio
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.synth import write_audio
 
     out = []
     for i, (audio, placed, _) in enumerate(built):
@@ -548,11 +548,11 @@ def main() -> None:
 
     from dataclasses import asdict
 
-    from analysis.emotion.corpus import read_manifest
-    from analysis.audio import load_audio
-    from analysis.redaction.audio import redact_wav
-    from analysis.redaction.stage import Redactor
-    from analysis.whisper import load_whisper
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.redaction.audio import redact_wav
+    from emotivoice.analysis.redaction.stage import Redactor
+    from emotivoice.analysis.whisper import load_whisper
     from emotivoice.config import load_settings
 
     settings = load_settings()

@@ -38,10 +38,10 @@ PER_EMOTION = 6  # clips per actor and emotion
 
 def examples(actors: set[str], clips, model):
     """(is_sarcastic, check) for every assembled example of these actors."""
-    from analysis.audio import load_audio, rms_dbfs
-    from analysis.insight.prosody import Baseline, measure
-    from analysis.insight.sarcasm import check_sarcasm
-    from analysis.insight.sentiment import text_sentiment
+    from emotivoice.analysis.audio import load_audio, rms_dbfs
+    from emotivoice.analysis.insight.prosody import Baseline, measure
+    from emotivoice.analysis.insight.sarcasm import check_sarcasm
+    from emotivoice.analysis.insight.sentiment import text_sentiment
     from emotivoice.config import load_settings
 
     config = load_settings().sarcasm
@@ -82,8 +82,8 @@ def score(rows, config, check) -> dict:
 
 
 def main() -> None:
-    from analysis.emotion.corpus import read_manifest
-    from analysis.emotion.model import load_emotion_model
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.emotion.model import load_emotion_model
     from emotivoice.config import load_settings
 
     settings = load_settings()

@@ -60,7 +60,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def call_ids(n: int) -> list[str]:
-    from storage.files import new_call_id
+    from emotivoice.storage.files import new_call_id
 
     return [new_call_id("sim") for _ in range(n)]
 
@@ -80,7 +80,7 @@ class ChunkingConsumer:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from analysis.live.messages import Frame
+        from emotivoice.analysis.live.messages import Frame
 
         per_chunk = int(CHUNK_S / FRAME_S)
         while self.running or self.inbox.pending():
@@ -103,9 +103,9 @@ class ChunkingConsumer:
 
 
 def media_boundary(calls: int, audio_s: float, work: Path) -> dict:
-    from analysis.live.inbox import FrameInbox
-    from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo
-    from analysis.live.recording import RecordingFront
+    from emotivoice.analysis.live.inbox import FrameInbox
+    from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo
+    from emotivoice.analysis.live.recording import RecordingFront
     from emotivoice.config import LiveConfig
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -176,7 +176,7 @@ def media_boundary(calls: int, audio_s: float, work: Path) -> dict:
 # ---- 2. per-call analysis state ------------------------------------------------------------------
 
 def analysis_state(calls: int) -> dict:
-    from analysis.live.endpoint import Endpointer
+    from emotivoice.analysis.live.endpoint import Endpointer
 
     warm = Endpointer(8000)  # the shared ONNX session loads once, not per call
     warm.feed(np.zeros(8000, np.int16))
@@ -220,9 +220,9 @@ def call_row(call_id: str, n: int) -> dict:
 
 
 def store_boundary(calls: int, store_s: float, utterance_every_s: float, batch_s: float, work: Path) -> dict:
-    from storage.db import CallRecord
-    from storage.incremental import CallDelta
-    from storage.server import StoreServer
+    from emotivoice.storage.db import CallRecord
+    from emotivoice.storage.incremental import CallDelta
+    from emotivoice.storage.server import StoreServer
 
     server = StoreServer(work / "sim.duckdb").start()
     ids = call_ids(calls)
@@ -251,7 +251,7 @@ def store_boundary(calls: int, store_s: float, utterance_every_s: float, batch_s
                                           speakers=speakers.pop(cid, None))
                         old = pending.get(cid)
                         if old:
-                            from storage.incremental import merge
+                            from emotivoice.storage.incremental import merge
                             delta = merge(old[0], delta)
                         pending[cid] = (delta, old[1] if old else time.monotonic())
                         changes += 1

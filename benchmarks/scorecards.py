@@ -30,7 +30,7 @@ QUESTIONS = 8
 
 
 def fill(db: Path, calls: int) -> dict:
-    from storage.db import connect
+    from emotivoice.storage.db import connect
 
     con = connect(db)
     t0 = time.perf_counter()
@@ -75,8 +75,8 @@ def time_queries(store, calls: int, runs: int) -> dict:
 
 def scoring_cost() -> dict:
     """score_call() on a long call (the analytics benchmark's 720-utterance call), categories given."""
-    from analysis.insight.rules import evaluate, load_rules
-    from analysis.insight.scorecard import load_scorecard, score_call
+    from emotivoice.analysis.insight.rules import evaluate, load_rules
+    from emotivoice.analysis.insight.scorecard import load_scorecard, score_call
     from benchmarks.analytics import call_of
 
     call = call_of(80)  # 720 utterances, 107 minutes
@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    from storage.server import StoreServer
-    from storage.store import open_store
+    from emotivoice.storage.server import StoreServer
+    from emotivoice.storage.store import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "scorecards.duckdb"

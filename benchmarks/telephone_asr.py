@@ -128,7 +128,7 @@ def build_calls(actors: list[str], clips, n: int, seed: int) -> list[list[tuple[
 
 
 def assemble_call(turns, rng: random.Random) -> tuple[np.ndarray, list[Placed]]:
-    from analysis.synth import Turn, assemble
+    from emotivoice.analysis.synth import Turn, assemble
 
     audio, placed = assemble([Turn(leg, c.path, label, c.text, gap) for c, leg, label, gap in turns])
     for leg in range(2):
@@ -289,10 +289,10 @@ def tune_vad(built, conditions: list[str], workdir: Path, cfg) -> dict:
     judged as the batch segmenter judges them: at the recording's rate, the leg peak-normalised."""
     from dataclasses import replace
 
-    from analysis.audio import load_audio, probe
-    from analysis.segmentation import silero_probabilities, vad_params
-    from analysis.synth import write_audio
-    from analysis.vad import regions_from_probabilities, vad_rate
+    from emotivoice.analysis.audio import load_audio, probe
+    from emotivoice.analysis.segmentation import silero_probabilities, vad_params
+    from emotivoice.analysis.synth import write_audio
+    from emotivoice.analysis.vad import regions_from_probabilities, vad_rate
 
     grid = [round(t, 2) for t in np.arange(0.3, 0.651, 0.05)]
     windows = {"whole leg": (1e6, 0.0), "1 s (0.5 s warm-up)": (1.0, 0.5), "2 s (1 s warm-up)": (2.0, 1.0),
@@ -355,9 +355,9 @@ def main() -> None:
 
     from dataclasses import asdict, replace
 
-    from analysis.emotion.corpus import read_manifest
-    from analysis.pipeline import CallAnalyzer
-    from analysis.synth import write_audio
+    from emotivoice.analysis.emotion.corpus import read_manifest
+    from emotivoice.analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.synth import write_audio
     from emotivoice.config import load_settings
 
     settings = load_settings()

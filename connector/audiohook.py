@@ -54,10 +54,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, wire_text
-from connector.mulaw import DECODE_TABLE
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, wire_text
+from emotivoice.connector.mulaw import DECODE_TABLE
 from emotivoice.config import ConnectorConfig
-from storage.files import new_call_id
+from emotivoice.storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 

@@ -43,10 +43,10 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, refusal
-from connector.loop_thread import LoopThread
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata, refusal
+from emotivoice.connector.loop_thread import LoopThread
 from emotivoice.config import ConnectorConfig
-from storage.files import new_call_id
+from emotivoice.storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 

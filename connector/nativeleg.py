@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.live.messages import CallEnded, Frame
-from analysis.live.nativewav import Decimator, wav_layout
-from analysis.live.recorder import create_native_leg
+from emotivoice.analysis.live.messages import CallEnded, Frame
+from emotivoice.analysis.live.nativewav import Decimator, wav_layout
+from emotivoice.analysis.live.recorder import create_native_leg
 
-log = logging.getLogger("connector.sip")
+log = logging.getLogger("emotivoice.connector.sip")
 
 FRAME_S = 0.02
 TAIL_S = 0.2  # the tailer looks at every leg this often...

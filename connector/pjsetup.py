@@ -17,7 +17,7 @@ import pjsua2 as pj
 
 from emotivoice.config import ConnectorConfig
 
-log = logging.getLogger("connector.sip")
+log = logging.getLogger("emotivoice.connector.sip")
 
 SRTP_MODES = {"off": "PJMEDIA_SRTP_DISABLED", "optional": "PJMEDIA_SRTP_OPTIONAL",
               "mandatory": "PJMEDIA_SRTP_MANDATORY"}

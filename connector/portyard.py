@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import pjsua2 as pj
 
-log = logging.getLogger("connector.sip")
+log = logging.getLogger("emotivoice.connector.sip")
 
 UNREGISTER = "_ZN2pj10AudioMedia19unregisterMediaPortEv"  # void pj::AudioMedia::unregisterMediaPort()
 SETTLE_S = 0.1  # after the bridge removed a port, this long (five 20 ms ticks) before it is freed

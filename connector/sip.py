@@ -64,17 +64,17 @@ from pathlib import Path
 
 import pjsua2 as pj
 
-from analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, refusal, wire_text
-from connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
-from connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
-                               quiet_stdout)
-from connector.nativeleg import LegTailer, NativeLeg, WavPorts, open_leg, release_leg
-from connector.portyard import BridgeEndpoint, PortYard
-from connector.sipcall import CallState, ClockWatch, Leg, LegPort, SipAccount, SipCall, call_metadata_of
-from connector.sipguard import RequestPolicy, SipGuard
-from connector.siprec import parse_sip, summarize_invite
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, refusal, wire_text
+from emotivoice.connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
+from emotivoice.connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
+                                          quiet_stdout)
+from emotivoice.connector.nativeleg import LegTailer, NativeLeg, WavPorts, open_leg, release_leg
+from emotivoice.connector.portyard import BridgeEndpoint, PortYard
+from emotivoice.connector.sipcall import CallState, ClockWatch, Leg, LegPort, SipAccount, SipCall, call_metadata_of
+from emotivoice.connector.sipguard import RequestPolicy, SipGuard
+from emotivoice.connector.siprec import parse_sip, summarize_invite
 from emotivoice.config import ConnectorConfig
-from storage.files import UnsafePath, new_call_id
+from emotivoice.storage.files import UnsafePath, new_call_id
 
 log = logging.getLogger(__name__)
 

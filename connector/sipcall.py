@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 import pjsua2 as pj
 
-from analysis.live.messages import Frame, LegInfo, call_metadata
-from connector.access import host_of
-from connector.pjsetup import vector_bytes
-from connector.siprec import InviteSummary
+from emotivoice.analysis.live.messages import Frame, LegInfo, call_metadata
+from emotivoice.connector.access import host_of
+from emotivoice.connector.pjsetup import vector_bytes
+from emotivoice.connector.siprec import InviteSummary
 
 if TYPE_CHECKING:
-    from connector.nativeleg import NativeLeg
-    from connector.sip import SipConnector
+    from emotivoice.connector.nativeleg import NativeLeg
+    from emotivoice.connector.sip import SipConnector
 
-log = logging.getLogger("connector.sip")
+log = logging.getLogger("emotivoice.connector.sip")
 
 FRAME_MS = 20
 FRAME_S = FRAME_MS / 1000

@@ -35,9 +35,9 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from connector.access import Network, RateLimiter, RefusalLog, is_allowed
+from emotivoice.connector.access import Network, RateLimiter, RefusalLog, is_allowed
 
-log = logging.getLogger("connector.sip")
+log = logging.getLogger("emotivoice.connector.sip")
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK")
 KNOWN_METHODS = frozenset(ALLOWED_METHODS + ("SUBSCRIBE", "NOTIFY", "MESSAGE", "REGISTER", "PUBLISH", "REFER"))

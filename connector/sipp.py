@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from connector.mulaw import pcm16_to_mulaw
+from emotivoice.connector.mulaw import pcm16_to_mulaw
 
 RTPSEND = Path(__file__).resolve().parent / "rtpsend.py"
 DEFAULT_PARTICIPANTS = (("Agent Alice", "sip:agent-1001@contact.example"),
@@ -64,7 +64,7 @@ def have_sipp() -> bool:
 def _leg_pcm(leg) -> np.ndarray:
     if isinstance(leg, np.ndarray):
         return leg.astype(np.int16)
-    from analysis.audio import load_audio, to_8k_pcm16
+    from emotivoice.analysis.audio import load_audio, to_8k_pcm16
 
     return to_8k_pcm16(load_audio(leg, channels=1)[0])
 

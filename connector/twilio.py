@@ -45,9 +45,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata
-from connector.mulaw import mulaw_to_pcm16_bytes
-from storage.files import new_call_id
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink, call_metadata
+from emotivoice.connector.mulaw import mulaw_to_pcm16_bytes
+from emotivoice.storage.files import new_call_id
 
 log = logging.getLogger(__name__)
 

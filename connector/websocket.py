@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from analysis.live.messages import LiveSink, refusal
-from connector.audiohook import AudioHookRoute
-from connector.loop_thread import LoopThread
-from connector.twilio import TwilioRoute
+from emotivoice.analysis.live.messages import LiveSink, refusal
+from emotivoice.connector.audiohook import AudioHookRoute
+from emotivoice.connector.loop_thread import LoopThread
+from emotivoice.connector.twilio import TwilioRoute
 from emotivoice.config import ConnectorConfig
 
 log = logging.getLogger(__name__)

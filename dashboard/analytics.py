@@ -11,8 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, clock
-from storage.store import Store
+from emotivoice.dashboard.common import CHART_MARGIN, clock
+from emotivoice.storage.store import Store
 
 SPEAKER_COLORS = {"agent": "#1f77b4", "customer": "#d62728"}
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.auth import load_users, sign_in
-from dashboard.common import PAGES, client_address, db_path, role, settings
-from dashboard.sessions import COOKIE, REGISTRY
+from emotivoice.dashboard.auth import load_users, sign_in
+from emotivoice.dashboard.common import PAGES, client_address, db_path, role, settings
+from emotivoice.dashboard.sessions import COOKIE, REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def current_user() -> str | None:
 def record_sign_in(name: str) -> None:
     """The sign-in in the audit log; a store that cannot take it now does not keep the user out
     (every call they then open is audited, and refused if that cannot be recorded)."""
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     try:
         open_store(db_path(), user=name, client=client_address()).write("record_event", event="sign_in")
@@ -94,7 +94,7 @@ def login() -> None:
         st.error("No dashboard users are set up. Create one with `emotivoice users add NAME`.")
         st.stop()
     if settings().oidc.enabled:  # single sign-on: claims mapped to a role (dashboard/sso.py)
-        from dashboard.sso import offer_sign_on
+        from emotivoice.dashboard.sso import offer_sign_on
 
         if signed_on := offer_sign_on(settings()):
             open_session(signed_on)
@@ -138,7 +138,7 @@ with st.sidebar:
         end_session_state()
         st.session_state["clear_cookie"] = True
         if settings().oidc.enabled:
-            from dashboard.sso import sign_off
+            from emotivoice.dashboard.sso import sign_off
 
             sign_off()
         st.rerun()

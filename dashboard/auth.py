@@ -26,11 +26,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from dashboard.throttle import LoginThrottle, report_lockout
+from emotivoice.dashboard.throttle import LoginThrottle, report_lockout
 from emotivoice.config import Settings
-from storage.access import ALL_TEAMS, ROLES, Account, account_from_json, read_accounts
-from storage.access import users_path as users_file
-from storage.files import private_dir, write_private
+from emotivoice.storage.access import ALL_TEAMS, ROLES, Account, account_from_json, read_accounts
+from emotivoice.storage.access import users_path as users_file
+from emotivoice.storage.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from emotivoice.config import Settings, load_settings
-from storage.store import Store, open_store
+from emotivoice.storage.store import Store, open_store
 
 EMOTION_COLORS = {"anger": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happiness": "#2ca02c",
                   "neutral": "#9e9e9e", "sadness": "#1f77b4", "surprise": "#ff7f0e"}
@@ -56,7 +56,7 @@ def store() -> Store:
 
 def role() -> str | None:
     """The signed-in user's role, from the user file (None when the entry is gone)."""
-    from dashboard.auth import account
+    from emotivoice.dashboard.auth import account
 
     found = account(settings(), user())
     return found.role if found else None
@@ -74,8 +74,8 @@ def record_export(file_name: str, rows: int) -> None:
 
 def read_or_stop(db: Store, query: str, **params) -> pd.DataFrame:
     """A page's first read; with no database yet the page says so and ends here."""
-    from storage.access import AccessDenied
-    from storage.db import StorageError
+    from emotivoice.storage.access import AccessDenied
+    from emotivoice.storage.db import StorageError
 
     try:
         return db.read(query, **params)
@@ -98,7 +98,7 @@ def require_sign_in() -> str:
     app.py only runs a page for a signed-in session; this holds even if a page script were ever
     run some other way (as Streamlit's v1 page discovery once did, straight from the URL).
     """
-    from dashboard.sessions import REGISTRY
+    from emotivoice.dashboard.sessions import REGISTRY
 
     signed_in = REGISTRY.user(st.session_state.get("session_token"))
     if not signed_in:
@@ -115,7 +115,7 @@ def audio_player(call_id: str, start_s: int) -> None:
     The link is reused while more than half its life is left, so reruns do not restart playback;
     /api/audio checks it (and the session cookie) on every request.
     """
-    from dashboard.sessions import link_secret, make_link
+    from emotivoice.dashboard.sessions import link_secret, make_link
 
     config, now = settings(), time.time()
     ttl = config.dashboard.media_link_ttl_s

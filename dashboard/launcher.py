@@ -12,8 +12,8 @@ from pathlib import Path
 import streamlit as st
 from starlette.middleware import Middleware
 
-from dashboard.sessions import link_secret
-from dashboard.web import ROUTES, MediaGuard
+from emotivoice.dashboard.sessions import link_secret
+from emotivoice.dashboard.web import ROUTES, MediaGuard
 from emotivoice.config import load_settings
 from emotivoice.logs import setup_logging
 

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from emotivoice.config import Settings
-from storage.files import UnsafePath, inside
+from emotivoice.storage.files import UnsafePath, inside
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, role
-from storage.store import Store
+from emotivoice.dashboard.common import CHART_MARGIN, role
+from emotivoice.storage.store import Store
 
 ANSWER_WORDS = {1.0: "yes", 0.5: "partly", 0.0: "no"}
 CHOICES = ["yes", "partly", "no", "n/a"]
@@ -52,7 +52,7 @@ def disputes_table(disputes: pd.DataFrame) -> pd.DataFrame:
 
 def _write(db: Store, action: str, done: str, **params) -> None:
     """One workflow step through the store; its refusal is shown, its success after the rerun."""
-    from storage.db import BadRequest, StorageError
+    from emotivoice.storage.db import BadRequest, StorageError
 
     try:
         db.write(action, **params)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotivoice.config import Settings
-from storage.files import FILE_MODE, private_dir, write_private
+from emotivoice.storage.files import FILE_MODE, private_dir, write_private
 
 COOKIE = "emotivoice_session"
 TICKET_TTL_S = 60.0

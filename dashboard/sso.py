@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass
 from typing import Mapping
 
-from dashboard.auth import USER_NAME, _save, check_role, load_accounts
+from emotivoice.dashboard.auth import USER_NAME, _save, check_role, load_accounts
 from emotivoice.config import OidcConfig, Settings
-from storage.access import ROLES, Account
+from emotivoice.storage.access import ROLES, Account
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dashboard.playback import call_source, kept_recording
-from dashboard.sessions import COOKIE, REGISTRY, BadLink, link_secret, read_link, session_id
+from emotivoice.dashboard.playback import call_source, kept_recording
+from emotivoice.dashboard.sessions import COOKIE, REGISTRY, BadLink, link_secret, read_link, session_id
 from emotivoice.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ def play(request: Request) -> Response:
     token = request.cookies.get(COOKIE)
     if not token or REGISTRY.user(token) != link.user or session_id(token) != link.session:
         return _refuse(request, 403, "sign in to play this call", "no live session for this link")
-    from storage.access import AccessDenied
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.storage.access import AccessDenied
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     try:  # as the link's user: the store checks the call is theirs to hear, and audits the playback
         db = open_store(os.environ.get("EMOTIVOICE_DB_PATH") or settings.db_path, user=link.user,

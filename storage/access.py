@@ -40,9 +40,9 @@ import duckdb
 import pandas as pd
 
 from emotivoice.config import Settings
-from storage import queries, retention  # retention registers its write action, expire_calls
-from storage.db import BadRequest, keep_private_con, rollback, short
-from storage.queries import FULL, Scope
+from emotivoice.storage import queries, retention  # retention registers its write action, expire_calls
+from emotivoice.storage.db import BadRequest, keep_private_con, rollback, short
+from emotivoice.storage.queries import FULL, Scope
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from storage.queries import FULL, Con, Scope, in_scope, read_query
+from emotivoice.storage.queries import FULL, Con, Scope, in_scope, read_query
 
 # Who a call's customer is: the customer id the recording system or connector gave, else the
 # caller's number AudioHook reports (external.ani), else a custom parameter named like "customer"

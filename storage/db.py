@@ -21,8 +21,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from storage import search_index
-from storage.files import make_private, open_private, private_dir
+from emotivoice.storage import search_index
+from emotivoice.storage.files import make_private, open_private, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def keep_private_con(con: duckdb.DuckDBPyConnection) -> None:
 def migrations() -> list[tuple[int, str]]:
     """(version, sql) for every file in storage/migrations, in order."""
     found = []
-    for entry in resources.files("storage.migrations").iterdir():
+    for entry in resources.files("emotivoice.storage.migrations").iterdir():
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
@@ -281,7 +281,7 @@ def check_record(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
             _check_keys(row, allowed, table)
             if row.get("call_id") != call["call_id"]:
                 raise BadRequest(f"every {table} row needs the call's call_id")
-    from storage.scorecards import check_rows  # here: storage.scorecards imports this module
+    from emotivoice.storage.scorecards import check_rows  # here: storage.scorecards imports this module
 
     check_rows(call["call_id"], record.scorecard)
 
@@ -297,7 +297,7 @@ def save_call(con: duckdb.DuckDBPyConnection, record: CallRecord) -> None:
     """Replace everything stored for this call with `record`, atomically (feedback and alert
     acknowledgements survive). Bad data is a BadRequest, any other failure a StorageError; either
     way the previous state of the call is left whole."""
-    from storage.scorecards import sync_answers  # here: storage.scorecards imports this module
+    from emotivoice.storage.scorecards import sync_answers  # here: storage.scorecards imports this module
 
     check_record(con, record)
     call_id = record.call["call_id"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 
 import duckdb
 
-from storage import db
-from storage.db import BadRequest, CallRecord, StorageError
+from emotivoice.storage import db
+from emotivoice.storage.db import BadRequest, CallRecord, StorageError
 
 CHILD_TABLES = ("emotion_scores", "sarcasm", "risk_scores")  # rows keyed by (call_id, utterance_idx, ...)
 

@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 import duckdb
 import pandas as pd
 
-from storage import search_index
-from storage.db import BadRequest, StorageError, first_line, keep_private_con, rollback, short
+from emotivoice.storage import search_index
+from emotivoice.storage.db import BadRequest, StorageError, first_line, keep_private_con, rollback, short
 
 Con = duckdb.DuckDBPyConnection
 READS: dict[str, Callable[..., pd.DataFrame]] = {}
@@ -560,7 +560,7 @@ def set_categories(con: Con, call_id: str, categories: list[str], category_match
 
 
 # Named queries kept in modules of their own, registered here as they load (issue 16's reports and rules editor)
-from storage import churn as _churn, rules_file as _rules_file  # noqa: E402,F401
-from storage import search as _search  # noqa: E402,F401  (its read query and actions register here; issue 16)
+from emotivoice.storage import churn as _churn, rules_file as _rules_file  # noqa: E402,F401
+from emotivoice.storage import search as _search  # noqa: E402,F401  (its read query and actions register here; issue 16)
 # QA scorecards register their queries and actions (storage/scorecards.py, migration 012)
-from storage import scorecards  # noqa: E402,F401
+from emotivoice.storage import scorecards  # noqa: E402,F401

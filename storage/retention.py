@@ -1,7 +1,7 @@
 """Retention in the store: transcripts and whole calls past their policy's age, taken out.
 
 A retention policy (emotivoice.config.RetentionConfig) keeps each kind of call data for its own
-number of days: the audio (files, removed by emotivoice/retention.py), the transcript (what was
+number of days: the audio (files, removed by emotivoice/app/retention.py), the transcript (what was
 said: utterance text, words and quoted phrases, and the summary and category evidence that quote
 them) and the metadata (the call itself: every row of it in every table, as an erasure). A call's
 age is its start (or, without one, when it was analysed). A call whose transcript has gone keeps
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from storage import search_index
-from storage.db import BadRequest
-from storage.queries import Con, _utc_now, call_tables, write_action
+from emotivoice.storage import search_index
+from emotivoice.storage.db import BadRequest
+from emotivoice.storage.queries import Con, _utc_now, call_tables, write_action
 
 # what a transcript is made of, beyond the utterances' own text and words: columns of calls that
 # quote what was said (the summary's reasons and endings, the rules' evidence)

@@ -33,16 +33,16 @@ import duckdb
 import pandas as pd
 
 from emotivoice.config import REPO_ROOT, SHIPPED_RULES, Settings, load_settings
-from storage.db import BadRequest
-from storage.files import private_dir, write_private
-from storage.queries import read_query, write_action
+from emotivoice.storage.db import BadRequest
+from emotivoice.storage.files import private_dir, write_private
+from emotivoice.storage.queries import read_query, write_action
 
 log = logging.getLogger(__name__)
 
 MAX_RULES_CHARS = 200_000  # a rules file is a few KB; anything near this is not one
 CHECK_TIMEOUT_S = 30.0
 RERUN_TIMEOUT_S = 6 * 3600.0
-CLI = [sys.executable, "-m", "emotivoice.cli", "--log-level", "ERROR", "rules"]
+CLI = [sys.executable, "-m", "emotivoice.app", "--log-level", "ERROR", "rules"]
 
 _configured: Settings | None = None
 

@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 import duckdb
 import pandas as pd
 
-from storage.db import BadRequest, rollback, short
-from storage.queries import FULL, Scope, in_scope, read_query, write_action
+from emotivoice.storage.db import BadRequest, rollback, short
+from emotivoice.storage.queries import FULL, Scope, in_scope, read_query, write_action
 
 Con = duckdb.DuckDBPyConnection
 ROW_COLUMNS = ("call_id", "question_id", "position", "question", "weight", "answer_kind", "auto_score", "auto_note",

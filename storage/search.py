@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from storage import search_index
-from storage.db import BadRequest
-from storage.queries import FULL, Scope, in_scope, read_query, write_action
+from emotivoice.storage import search_index
+from emotivoice.storage.db import BadRequest
+from emotivoice.storage.queries import FULL, Scope, in_scope, read_query, write_action
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 8  # distinct indexed words in one query

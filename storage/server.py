@@ -56,12 +56,12 @@ import pandas as pd
 import pyarrow as pa
 
 from emotivoice.config import StoreConfig
-from storage import access, queries
-from storage.access import AccessDenied, Directory, Principal
-from storage.db import BadRequest, CallRecord, StorageError, connect, first_line, save_call, short
-from storage.files import write_private
-from storage.incremental import CallDelta, save_deltas
-from storage.store import announcement
+from emotivoice.storage import access, queries
+from emotivoice.storage.access import AccessDenied, Directory, Principal
+from emotivoice.storage.db import BadRequest, CallRecord, StorageError, connect, first_line, save_call, short
+from emotivoice.storage.files import write_private
+from emotivoice.storage.incremental import CallDelta, save_deltas
+from emotivoice.storage.store import announcement
 
 log = logging.getLogger(__name__)
 

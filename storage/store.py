@@ -5,7 +5,7 @@ read it. So a long-running service (`emotivoice watch`, later `serve`) owns the 
 reads and writes to the others over a small local HTTP API (storage/server.py); it announces
 itself in `<db>.server.json`. `open_store()` returns a client of that service when one is up,
 and otherwise opens the file directly for each read or write. Either way callers name a query
-from storage.queries and pass parameters: no SQL travels and none is built from input.
+from emotivoice.storage.queries and pass parameters: no SQL travels and none is built from input.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from storage import access, queries
-from storage.access import AccessDenied, Directory, Principal
-from storage.db import BadRequest, CallRecord, StorageError, connect, save_call
-from storage.incremental import CallDelta, save_deltas
+from emotivoice.storage import access, queries
+from emotivoice.storage.access import AccessDenied, Directory, Principal
+from emotivoice.storage.db import BadRequest, CallRecord, StorageError, connect, save_call
+from emotivoice.storage.incremental import CallDelta, save_deltas
 
 
 class Store(Protocol):

@@ -73,7 +73,7 @@ def _free_port() -> int:
 
 def start_dashboard_server(db_path: Path, env: dict | None = None,
                            timeout: float = 60) -> tuple[subprocess.Popen, str]:
-    """Start `python -m emotivoice.cli dashboard --db DB --port FREE` as a user would.
+    """Start `python -m emotivoice.app dashboard --db DB --port FREE` as a user would.
 
     `env` is added to this process's environment (e.g. the dashboard login credentials).
     Returns the process and the URL it printed ("EmotiVoice dashboard: URL"; a busy port falls
@@ -81,7 +81,7 @@ def start_dashboard_server(db_path: Path, env: dict | None = None,
     The command runs in its own session so that stop_dashboard_server() ends it and the
     Streamlit process it starts together. Its output is kept in `proc.output_lines`.
     """
-    cmd = [sys.executable, "-m", "emotivoice.cli", "dashboard", "--db", str(db_path), "--port", str(_free_port())]
+    cmd = [sys.executable, "-m", "emotivoice.app", "dashboard", "--db", str(db_path), "--port", str(_free_port())]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.emotion.corpus import read_manifest
+from emotivoice.analysis.emotion.corpus import read_manifest
 from emotivoice.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def manifest(emotion_data):
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real `emotivoice` command in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "emotivoice.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "emotivoice.app", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 

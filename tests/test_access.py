@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from emotivoice import cli
+from emotivoice.app import cli
 from emotivoice.config import load_settings
-from storage import queries
-from storage.access import AccessDenied, Account, Directory
-from storage.db import BadRequest, CallRecord
-from storage.server import StoreServer
-from storage.store import FileStore, ServedStore
+from emotivoice.storage import queries
+from emotivoice.storage.access import AccessDenied, Account, Directory
+from emotivoice.storage.db import BadRequest, CallRecord
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import FileStore, ServedStore
 from tests.test_storage import record
 
 HASH = "pbkdf2_sha256$1$00$00"  # never checked here: the store resolves names, the dashboard checks passwords
@@ -228,7 +228,7 @@ def test_an_erasure_leaves_nothing_of_the_customer_behind(served, env, capsys):
 
 
 def test_users_get_roles_and_old_entries_keep_working(env, capsys):
-    from dashboard.auth import add_user, load_accounts, set_role, verify_password
+    from emotivoice.dashboard.auth import add_user, load_accounts, set_role, verify_password
 
     add_user(env, "newcoach", "correct horse battery", "coach", ["red", "green"])
     with pytest.raises(ValueError, match="an agent needs --agent-id"):

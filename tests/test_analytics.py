@@ -8,15 +8,15 @@ import json
 
 import pytest
 
-from analysis.emotion.tiers import granular
-from analysis.insight.analytics import annotate
-from analysis.insight.quarters import quarters, start_vs_end
-from analysis.insight.stage import enrich
-from analysis.results import CallResult, Speaker, Utterance
-from analysis.sink import to_record
-from analysis.transcription import Word
-from storage.db import connect, save_call
-from storage.queries import run_read
+from emotivoice.analysis.emotion.tiers import granular
+from emotivoice.analysis.insight.analytics import annotate
+from emotivoice.analysis.insight.quarters import quarters, start_vs_end
+from emotivoice.analysis.insight.stage import enrich
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.sink import to_record
+from emotivoice.analysis.transcription import Word
+from emotivoice.storage.db import connect, save_call
+from emotivoice.storage.queries import run_read
 
 CALM = {"neutral": 0.8, "happiness": 0.1, "anger": 0.05, "sadness": 0.05}
 ANGRY = {"anger": 0.85, "disgust": 0.05, "neutral": 0.1}
@@ -124,8 +124,8 @@ def review_env(tmp_path, monkeypatch):
     """A store holding the constructed call, annotated, and one signed-in supervisor."""
     from datetime import datetime
 
-    from analysis.sink import to_record as record_of
-    from dashboard.auth import hash_password
+    from emotivoice.analysis.sink import to_record as record_of
+    from emotivoice.dashboard.auth import hash_password
 
     db = tmp_path / "r.duckdb"
     con = connect(db)
@@ -144,7 +144,7 @@ def open_review():
 
     from streamlit.testing.v1 import AppTest
 
-    from dashboard.sessions import REGISTRY
+    from emotivoice.dashboard.sessions import REGISTRY
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py"), default_timeout=60)
     at.session_state["session_token"] = REGISTRY.open("sam", 600)
@@ -230,7 +230,7 @@ def names(matches: list[dict]) -> list[str]:
 
 
 def test_default_rules_find_exactly_their_categories():
-    from analysis.insight.rules import evaluate, load_rules
+    from emotivoice.analysis.insight.rules import evaluate, load_rules
 
     rules = load_rules()
     assert names(rules.categories and [{"category": c.name} for c in rules.categories]) == [
@@ -346,8 +346,8 @@ match = "any"
 
 
 def test_a_custom_rule_set_matches_each_kind_of_condition_exactly():
-    from analysis.conversation import Span, conversation_metrics
-    from analysis.insight.rules import evaluate, parse_rules
+    from emotivoice.analysis.conversation import Span, conversation_metrics
+    from emotivoice.analysis.insight.rules import evaluate, parse_rules
 
     call = rough_call()
     per, call.metrics = conversation_metrics([Span(u.speaker, u.start, u.end, len(u.words)) for u in call.utterances],
@@ -367,7 +367,7 @@ def test_a_custom_rule_set_matches_each_kind_of_condition_exactly():
 
 
 def test_bad_rules_are_refused_with_the_place_and_the_key():
-    from analysis.insight.rules import RulesError, load_rules, parse_rules
+    from emotivoice.analysis.insight.rules import RulesError, load_rules, parse_rules
 
     cases = {
         '[[category]]\nname = "x"\n[[category.condition]]\nphrase = ["a"]': "category 'x' condition 1: unknown key",
@@ -411,12 +411,12 @@ def test_live_calls_raise_a_rule_alert_once_as_the_utterance_arrives(tmp_path, c
     rule raises its alert on the utterance that says it (published as an ALERT line), once."""
     import numpy as np
 
-    from analysis.insight.stage import InsightState
-    from analysis.live.call import LiveCall, LiveUtterance
-    from analysis.live.engine import LiveEngine
-    from analysis.live.messages import CallStarted, LegInfo
+    from emotivoice.analysis.insight.stage import InsightState
+    from emotivoice.analysis.live.call import LiveCall, LiveUtterance
+    from emotivoice.analysis.live.engine import LiveEngine
+    from emotivoice.analysis.live.messages import CallStarted, LegInfo
     from emotivoice.config import load_settings
-    from storage.store import FileStore
+    from emotivoice.storage.store import FileStore
 
     settings = load_settings(env={"EMOTIVOICE_DATA_DIR": str(tmp_path)})
     engine = LiveEngine(settings, FileStore(tmp_path / "live.duckdb"), emotion_model=object())  # never asked
@@ -529,10 +529,10 @@ def test_analyze_json_carries_quarters_summary_and_categories_and_stores_them(tm
 
 
 def test_rules_run_recategorises_stored_calls_from_what_is_stored(tmp_path):
-    from analysis.insight.rules import evaluate, load_rules, parse_rules
-    from analysis.recategorize import rerun_rules, stored_result
+    from emotivoice.analysis.insight.rules import evaluate, load_rules, parse_rules
+    from emotivoice.analysis.recategorize import rerun_rules, stored_result
     from conftest import run_cli
-    from storage.store import FileStore
+    from emotivoice.storage.store import FileStore
 
     db = tmp_path / "a.duckdb"
     con = connect(db)

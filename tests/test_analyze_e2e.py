@@ -6,8 +6,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from analysis.audio import load_audio
-from analysis.synth import write_audio
+from emotivoice.analysis.audio import load_audio
+from emotivoice.analysis.synth import write_audio
 from conftest import DEMO, DEMO_TRUTH, run_cli, word_error_rate
 
 pytestmark = pytest.mark.slow
@@ -42,8 +42,8 @@ def test_each_utterance_sits_on_its_own_turn_with_words_and_tiers(demo_analysis)
         assert abs(sum(utt["emotions"].values()) - 1.0) < 1e-3
         top = max(utt["emotions"], key=utt["emotions"].get)
         assert utt["granular"][0]["emotion"] == top
-    from analysis.emotion.head import EmotionHead
-    from analysis.emotion.model import DEFAULT_HEAD
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
 
     assert call["models"]["emotion_provisional"] is EmotionHead.load(DEFAULT_HEAD).card["provisional"]
 
@@ -153,7 +153,7 @@ def test_block_edges_do_not_cut_utterances(settings, tmp_path):
     """Decoding in 7 s blocks (bounded memory) finds the same utterances as one block."""
     from dataclasses import replace
 
-    from analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.pipeline import CallAnalyzer
 
     small = replace(settings, block_s=7.0, transcription=replace(settings.transcription, model="tiny.en"))
     whole = replace(small, block_s=600.0)

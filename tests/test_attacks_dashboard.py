@@ -35,9 +35,9 @@ import pytest
 
 from browser import (LoginFailed, browser_missing, choose, click_button, headless_chrome, login, open_page, page_text,
                      start_dashboard_server, stop_dashboard_server, wait_for_text, wait_until, wait_until_idle)
-from dashboard.auth import hash_password
-from dashboard.sessions import COOKIE, make_link
-from storage.db import CallRecord, connect, save_call
+from emotivoice.dashboard.auth import hash_password
+from emotivoice.dashboard.sessions import COOKIE, make_link
+from emotivoice.storage.db import CallRecord, connect, save_call
 
 USER, PASSWORD = "sam", "correct horse battery"
 LINK_TTL_S = 8  # playback links in these tests live this long (EMOTIVOICE_DASHBOARD_MEDIA_LINK_TTL_S)
@@ -288,7 +288,7 @@ def test_unknown_and_known_user_names_cost_the_same_pbkdf2_work(monkeypatch, tmp
     broken stored hash and an empty name all run one PBKDF2 of the same cost."""
     import hashlib
 
-    from dashboard import auth
+    from emotivoice.dashboard import auth
     from emotivoice.config import load_settings
 
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path))

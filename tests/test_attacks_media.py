@@ -28,13 +28,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
-from analysis.audio import load_audio, to_8k_pcm16
-from analysis.live.engine import LiveEngine
-from connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, encode_frame
-from connector.mulaw import pcm16_to_mulaw
-from connector.websocket import ForkWebSocketServer
+from emotivoice.analysis.audio import load_audio, to_8k_pcm16
+from emotivoice.analysis.live.engine import LiveEngine
+from emotivoice.connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, encode_frame
+from emotivoice.connector.mulaw import pcm16_to_mulaw
+from emotivoice.connector.websocket import ForkWebSocketServer
 from emotivoice.config import ConnectorConfig
-from storage.server import StoreServer
+from emotivoice.storage.server import StoreServer
 from tests.conftest import DEMO, DEMO_TRUTH
 
 RATE = 8000

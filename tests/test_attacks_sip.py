@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector.access import LOG_INTERVAL_S
-from connector.sipp import flood_invites, place_calls
-from storage.files import check_call_id
+from emotivoice.connector.access import LOG_INTERVAL_S
+from emotivoice.connector.sipp import flood_invites, place_calls
+from emotivoice.storage.files import check_call_id
 from tests.audio_match import CollectingSink
 from tests.test_sip import SIPREC_INVITE, TeeSink, connector, needs_stack, tone, wait_for
 
@@ -106,10 +106,10 @@ def tree(root: Path, skip: Path) -> dict[str, tuple[int, str]]:
 
 def test_hostile_call_id_writes_nothing_outside_the_data_dir_and_is_kept_as_data(tmp_path):
     """sipp -> SipConnector -> LiveEngine (recorder on) -> StoreServer on a DuckDB file."""
-    from analysis.live.engine import LiveEngine
-    from connector.sip import SipConnector
+    from emotivoice.analysis.live.engine import LiveEngine
+    from emotivoice.connector.sip import SipConnector
     from emotivoice.config import load_settings
-    from storage.server import StoreServer
+    from emotivoice.storage.server import StoreServer
 
     data, victims = tmp_path / "data", tmp_path / "x"
     victims.mkdir()
@@ -153,7 +153,7 @@ def test_hostile_call_id_writes_nothing_outside_the_data_dir_and_is_kept_as_data
 # -- finding 6: the allowlist applies to every request ------------------------------------------
 
 def test_every_request_from_outside_the_allowlist_is_refused_and_creates_nothing(caplog):
-    caplog.set_level(logging.WARNING, logger="connector.sip")
+    caplog.set_level(logging.WARNING, logger="emotivoice.connector.sip")
     sink = CollectingSink()
     conn = connector(sink, allow="127.0.0.2/32")  # 127.0.0.1 is outside
     try:
@@ -207,11 +207,11 @@ def test_every_request_from_outside_the_allowlist_is_refused_and_creates_nothing
 
 def test_invite_flood_gets_503_beyond_the_burst_and_a_good_call_from_elsewhere_is_answered(caplog, tmp_path):
     """sipp flood + a good call -> SipConnector -> LiveEngine -> StoreServer: only the good call is stored."""
-    from analysis.live.engine import LiveEngine
+    from emotivoice.analysis.live.engine import LiveEngine
     from emotivoice.config import load_settings
-    from storage.server import StoreServer
+    from emotivoice.storage.server import StoreServer
 
-    caplog.set_level(logging.WARNING, logger="connector.sip")
+    caplog.set_level(logging.WARNING, logger="emotivoice.connector.sip")
     rate, burst, invites = 2.0, 10, 150
     base = load_settings(env={})
     settings = replace(base, db_path=tmp_path / "live.duckdb",

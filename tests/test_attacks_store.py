@@ -20,8 +20,8 @@ from contextlib import contextmanager
 import pytest
 
 from emotivoice.config import StoreConfig
-from storage.server import StoreServer
-from storage.store import ServedStore, announcement
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import ServedStore, announcement
 from tests.test_storage import record
 
 INTERNALS = re.compile(r"duckdb|traceback|error:|exception|binder|catalog|conversion|parser|"
@@ -105,7 +105,7 @@ def test_sql_in_json_keys_runs_nothing_and_loses_nothing(served, tmp_path):
 
 
 def test_error_bodies_carry_no_internals_and_the_log_has_them(served, caplog):
-    caplog.set_level(logging.INFO, logger="storage")
+    caplog.set_level(logging.INFO, logger="emotivoice.storage")
     bad_alert = {"call_id": "x", "speaker": "c", "t_s": "soon", "kind": "escalation", "score": 1}
     requests = [
         post(served, "/read", b"{not json"),

@@ -5,8 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from analysis.audio import AudioError, iter_blocks, load_audio, normalize, probe, rms_dbfs
-from analysis.synth import write_audio
+from emotivoice.analysis.audio import AudioError, iter_blocks, load_audio, normalize, probe, rms_dbfs
+from emotivoice.analysis.synth import write_audio
 
 
 def tone(seconds=1.0, freq=440.0, channels=1):

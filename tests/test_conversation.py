@@ -1,4 +1,4 @@
-from analysis.conversation import Span, conversation_metrics
+from emotivoice.analysis.conversation import Span, conversation_metrics
 
 
 def test_metrics_of_a_known_exchange():

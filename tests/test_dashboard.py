@@ -14,9 +14,9 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard import auth
-from dashboard.auth import hash_password, verify_password
-from dashboard.sessions import REGISTRY
+from emotivoice.dashboard import auth
+from emotivoice.dashboard.auth import hash_password, verify_password
+from emotivoice.dashboard.sessions import REGISTRY
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PASSWORD = "correct horse battery"
@@ -128,7 +128,7 @@ def test_agents_and_churn_pages_rank_and_export(dashboard_env):
 def test_an_agent_sees_only_their_own_calls_and_pages(dashboard_env, tmp_path):
     """An agent login: the review page lists only their call (the store filters it), the live floor
     is not among their pages (not even by its URL), and they cannot save feedback."""
-    from dashboard.auth import add_user
+    from emotivoice.dashboard.auth import add_user
     from emotivoice.config import load_settings
 
     with duckdb.connect(str(dashboard_env)) as con:  # a second call, another agent's
@@ -167,7 +167,7 @@ def test_busy_port_falls_back_and_prints_the_url(dashboard_env, tmp_path):
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "dashboard", "--db", str(dashboard_env),
+    proc = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "dashboard", "--db", str(dashboard_env),
                              "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
@@ -204,7 +204,7 @@ class Clock:
 
 
 def test_the_sixth_quick_wrong_password_waits_and_the_wait_doubles():
-    from dashboard.throttle import LoginThrottle
+    from emotivoice.dashboard.throttle import LoginThrottle
 
     clock = Clock()
     throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=10.0, clock=clock)
@@ -224,7 +224,7 @@ def test_the_sixth_quick_wrong_password_waits_and_the_wait_doubles():
 
 
 def test_throttle_counts_per_client_and_forgives_only_the_right_password():
-    from dashboard.throttle import LoginThrottle
+    from emotivoice.dashboard.throttle import LoginThrottle
 
     clock = Clock()
     throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=60.0, clock=clock)
@@ -243,7 +243,7 @@ def test_throttle_counts_per_client_and_forgives_only_the_right_password():
 
 def test_parallel_attempts_cannot_slip_past_the_count():
     """Each attempt counts as a failure when admitted, so guesses in flight at once are bounded."""
-    from dashboard.throttle import LoginThrottle
+    from emotivoice.dashboard.throttle import LoginThrottle
 
     throttle = LoginThrottle(free_failures=5, backoff_s=2.0, backoff_max_s=60.0, clock=Clock())
     admitted = [throttle.admit([("user", "sam"), ("client", "c")]) == 0.0 for _ in range(50)]
@@ -251,7 +251,7 @@ def test_parallel_attempts_cannot_slip_past_the_count():
 
 
 def test_throttle_memory_is_bounded_against_made_up_names():
-    from dashboard.throttle import LoginThrottle
+    from emotivoice.dashboard.throttle import LoginThrottle
 
     throttle = LoginThrottle(5, 2.0, 60.0, clock=Clock(), max_keys=100)
     for i in range(1000):
@@ -260,8 +260,8 @@ def test_throttle_memory_is_bounded_against_made_up_names():
 
 
 def test_sign_in_refuses_even_the_right_password_while_backed_off_and_logs_the_lockout(dashboard_env, caplog):
-    from dashboard.auth import sign_in
-    from dashboard.throttle import LoginThrottle
+    from emotivoice.dashboard.auth import sign_in
+    from emotivoice.dashboard.throttle import LoginThrottle
     from emotivoice.config import load_settings
 
     settings, clock = load_settings(), Clock()
@@ -280,7 +280,7 @@ def test_sign_in_refuses_even_the_right_password_while_backed_off_and_logs_the_l
 def test_new_users_need_a_long_enough_password_and_a_plain_name(tmp_path, monkeypatch):
     import os
 
-    from dashboard.auth import add_user, load_users
+    from emotivoice.dashboard.auth import add_user, load_users
     from emotivoice.config import load_settings
 
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
@@ -296,7 +296,7 @@ def test_new_users_need_a_long_enough_password_and_a_plain_name(tmp_path, monkey
 
 
 def test_sessions_end_on_logout_or_expiry_and_tickets_work_once():
-    from dashboard.sessions import SessionRegistry
+    from emotivoice.dashboard.sessions import SessionRegistry
 
     clock = Clock()
     registry = SessionRegistry(clock=clock)
@@ -316,7 +316,7 @@ def test_sessions_end_on_logout_or_expiry_and_tickets_work_once():
 def test_playback_links_are_signed_bound_and_expire(tmp_path, monkeypatch):
     import os
 
-    from dashboard.sessions import BadLink, link_secret, make_link, read_link, session_id
+    from emotivoice.dashboard.sessions import BadLink, link_secret, make_link, read_link, session_id
     from emotivoice.config import load_settings
 
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
@@ -336,7 +336,7 @@ def test_playback_links_are_signed_bound_and_expire(tmp_path, monkeypatch):
 
 
 def test_only_recordings_inside_the_playable_dirs_count_as_kept(tmp_path, monkeypatch):
-    from dashboard.playback import kept_recording
+    from emotivoice.dashboard.playback import kept_recording
     from emotivoice.config import load_settings
 
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))

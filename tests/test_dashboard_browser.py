@@ -12,7 +12,7 @@ import pytest
 from browser import (LoginFailed, browser_missing, headless_chrome, login, open_page, page_text, screenshot,
                      start_dashboard_server, stop_dashboard_server, svg_count, wait_for_text, wait_until,
                      wait_until_idle)
-from dashboard.auth import hash_password
+from emotivoice.dashboard.auth import hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "sam", "correct horse battery"
@@ -65,7 +65,7 @@ def test_supervisor_logs_in_and_works_through_every_page(analysed_store, tmp_pat
         settle_and_check("live-floor", "1 open alert", call_id, "Acknowledge", charts=2)
         # A new alert stored while the page is open appears without the page reloading as a whole.
         driver.execute_script("window.__still_this_page = true;")
-        from storage.db import connect
+        from emotivoice.storage.db import connect
 
         with connect(db, wait_s=10) as con:  # the dashboard reads this file every 1.5 s: take turns
             con.execute("INSERT INTO alerts (call_id, speaker, t_s, kind, score, factors, utterance_idx) "

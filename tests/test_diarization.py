@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.audio import load_audio
-from analysis.diarization.metrics import diarization_error_rate
-from analysis.diarization.mixing import mix, trim_speech
-from analysis.diarization.pipeline import Diarizer, SpeakerTurn
-from analysis.diarization.segmentation import iter_windows, load_segmentation
+from emotivoice.analysis.audio import load_audio
+from emotivoice.analysis.diarization.metrics import diarization_error_rate
+from emotivoice.analysis.diarization.mixing import mix, trim_speech
+from emotivoice.analysis.diarization.pipeline import Diarizer, SpeakerTurn
+from emotivoice.analysis.diarization.segmentation import iter_windows, load_segmentation
 
 
 def test_der_perfect_and_relabelled_hypothesis_is_zero():

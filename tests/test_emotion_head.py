@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from analysis.audio import load_audio
-from analysis.emotion.head import EmotionHead
-from analysis.emotion.metrics import classification_report
-from analysis.emotion.model import DEFAULT_HEAD, load_emotion_model
+from emotivoice.analysis.audio import load_audio
+from emotivoice.analysis.emotion.head import EmotionHead
+from emotivoice.analysis.emotion.metrics import classification_report
+from emotivoice.analysis.emotion.model import DEFAULT_HEAD, load_emotion_model
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_reports_per_corpus_and_keeps_unknown_labels_out_of_ua(manifest, emotion_data, tmp_path):
-    from analysis.emotion.head import EmotionHead
-    from analysis.emotion.model import DEFAULT_HEAD
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
 
     test_actors = set(EmotionHead.load(DEFAULT_HEAD).card["splits"]["test"][:2])
     rows = [c for c in manifest if c.speaker in test_actors and "_IEO_" not in c.path.name][:24]

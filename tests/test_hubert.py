@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.assets import ModelUnavailable
-from analysis.emotion.model import load_emotion_model
+from emotivoice.analysis.assets import ModelUnavailable
+from emotivoice.analysis.emotion.model import load_emotion_model
 from emotivoice.config import EmotionConfig
 
 LABELS = ["ang", "dis", "fea", "hap", "neu", "sad", "sur"]

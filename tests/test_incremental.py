@@ -12,13 +12,13 @@ from dataclasses import replace
 
 import pytest
 
-from analysis.insight.risk import Alert
-from analysis.results import CallResult, Speaker, Utterance
-from analysis.sink import to_record
-from storage.db import BadRequest, connect, save_call
-from storage.incremental import CallDelta, diff_record, merge, save_deltas
-from storage.server import StoreServer
-from storage.store import FileStore
+from emotivoice.analysis.insight.risk import Alert
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.sink import to_record
+from emotivoice.storage.db import BadRequest, connect, save_call
+from emotivoice.storage.incremental import CallDelta, diff_record, merge, save_deltas
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import FileStore
 
 TABLES = ("calls", "speakers", "utterances", "emotion_scores", "sarcasm", "risk_scores", "alerts")
 ORDER = {"calls": "call_id", "speakers": "speaker", "alerts": "t_s"}
@@ -109,7 +109,7 @@ def test_deltas_over_the_store_service_and_direct_file_access(tmp_path):
     db_path = tmp_path / "served.duckdb"
     a, b = record(1), record(3, alerts=1)
     with StoreServer(db_path) as server:
-        from storage.store import ServedStore
+        from emotivoice.storage.store import ServedStore
         client = ServedStore(server.url, server.token)
         client.save_deltas([diff_record(None, a)])
         client.save_deltas([diff_record(a, b)])

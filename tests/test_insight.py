@@ -7,14 +7,14 @@ import json
 import duckdb
 import pytest
 
-from analysis.insight.phrases import ESCALATION, matches
-from analysis.insight.prosody import Baseline, Prosody
-from analysis.insight.risk import RiskTracker
-from analysis.insight.roles import guess_roles
-from analysis.insight.sarcasm import check_sarcasm
-from analysis.insight.sentiment import text_sentiment
-from analysis.insight.stage import InsightState
-from analysis.results import Utterance
+from emotivoice.analysis.insight.phrases import ESCALATION, matches
+from emotivoice.analysis.insight.prosody import Baseline, Prosody
+from emotivoice.analysis.insight.risk import RiskTracker
+from emotivoice.analysis.insight.roles import guess_roles
+from emotivoice.analysis.insight.sarcasm import check_sarcasm
+from emotivoice.analysis.insight.sentiment import text_sentiment
+from emotivoice.analysis.insight.stage import InsightState
+from emotivoice.analysis.results import Utterance
 from emotivoice.config import RiskConfig
 
 CALM = {"neutral": 0.8, "happiness": 0.1, "anger": 0.05, "sadness": 0.05}
@@ -121,8 +121,8 @@ def test_demo_call_stores_sarcasm_risk_and_roles(demo_analysis):
 @pytest.fixture(scope="module")
 def assembled_calls(manifest, tmp_path_factory, settings):
     """An escalating and a calm call from two held-out CREMA-D actors, analysed for real."""
-    from analysis.pipeline import CallAnalyzer
-    from analysis.synth import Turn, assemble, write_audio
+    from emotivoice.analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.synth import Turn, assemble, write_audio
 
     def clip(actor: str, emotion: str, k: int = 0):
         found = [c for c in manifest if c.speaker == actor and c.emotion == emotion and "_IEO_" not in c.path.name]
@@ -158,8 +158,8 @@ def test_escalating_call_alerts_after_the_customer_turns_and_calm_call_does_not(
 
 
 def test_agent_override_wins_and_a_wrong_label_is_reported():
-    from analysis.insight.roles import assign_roles
-    from analysis.results import CallResult, Speaker
+    from emotivoice.analysis.insight.roles import assign_roles
+    from emotivoice.analysis.results import CallResult, Speaker
 
     def call():
         r = CallResult("c", "x.wav", 10.0, 1, "diarized", "asr", "emo", False,

@@ -15,17 +15,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from analysis.audio import load_audio, to_8k_pcm16
-from analysis.live.endpoint import Endpointer
-from analysis.live.engine import LiveEngine
-from analysis.live.recorder import CallRecorder, apply_retention
-from analysis.live.replay import replay
-from analysis.vad import CHUNK, windowed_probabilities
+from emotivoice.analysis.audio import load_audio, to_8k_pcm16
+from emotivoice.analysis.live.endpoint import Endpointer
+from emotivoice.analysis.live.engine import LiveEngine
+from emotivoice.analysis.live.recorder import CallRecorder, apply_retention
+from emotivoice.analysis.live.replay import replay
+from emotivoice.analysis.vad import CHUNK, windowed_probabilities
 from emotivoice.config import SegmentationConfig
-from emotivoice.serve import batch_finalizer
-from storage.db import StorageError
-from storage.files import UnsafePath
-from storage.server import StoreServer
+from emotivoice.app.serve import batch_finalizer
+from emotivoice.storage.db import StorageError
+from emotivoice.storage.files import UnsafePath
+from emotivoice.storage.server import StoreServer
 from tests.conftest import DEMO, DEMO_TRUTH
 
 RATE = 8000

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.mulaw import pcm16_to_mulaw
-from connector.sipp import CallPlan, _free_udp_port, _invite, flood_invites, place_calls, scenario_xml
+from emotivoice.connector.mulaw import pcm16_to_mulaw
+from emotivoice.connector.sipp import CallPlan, _free_udp_port, _invite, flood_invites, place_calls, scenario_xml
 from tests.test_sip import needs_stack, tone
 
 pytestmark = [pytest.mark.slow, needs_stack]
@@ -88,7 +88,7 @@ def python_load() -> None:
 
 def child_main() -> None:
     """Run a SipConnector until SIGTERM; report readiness, every ended call and the final stats."""
-    from connector.sip import SipConnector
+    from emotivoice.connector.sip import SipConnector
     from emotivoice.config import ConnectorConfig
 
     cfg = ConnectorConfig(sip_host="127.0.0.1", sip_port=0, rtp_port=0, auth_user=USER, auth_password=PASSWORD,

@@ -19,14 +19,14 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from analysis.audio import load_audio, to_8k_pcm16
-from analysis.live.inbox import FrameInbox
-from analysis.live.messages import CallEnded, CallStarted, Frame
-from connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, encode_frame
-from connector.mulaw import pcm16_to_mulaw
-from connector.websocket import ForkWebSocketServer
+from emotivoice.analysis.audio import load_audio, to_8k_pcm16
+from emotivoice.analysis.live.inbox import FrameInbox
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame
+from emotivoice.connector.audiosocket import KIND_HANGUP, KIND_UUID, AudioSocketServer, encode_frame
+from emotivoice.connector.mulaw import pcm16_to_mulaw
+from emotivoice.connector.websocket import ForkWebSocketServer
 from emotivoice.config import ConnectorConfig
-from storage.files import check_call_id
+from emotivoice.storage.files import check_call_id
 from tests.audio_match import envelope_correlation
 from tests.conftest import DEMO, DEMO_TRUTH
 
@@ -384,8 +384,8 @@ def test_audiohook_session_is_analysed_per_speaker_into_duckdb(settings, tmp_pat
     """The same engine as SIP calls: a Genesys stereo session ends up as agent and customer rows."""
     from dataclasses import replace
 
-    from analysis.live.engine import LiveEngine
-    from storage.server import StoreServer
+    from emotivoice.analysis.live.engine import LiveEngine
+    from emotivoice.storage.server import StoreServer
 
     s = replace(settings, db_path=tmp_path / "fork.duckdb",
                 live=replace(settings.live, audio_dir=tmp_path / "calls", finalize="none"))

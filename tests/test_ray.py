@@ -31,12 +31,12 @@ def local_ray():
 
 
 def ray_service(tmp_path, finalize: str, standby_calls: int = 4):
-    from analysis.live.cluster.config import RayConfig
-    from analysis.live.cluster.engine import RayEngine
-    from connector.sip import SipConnector
+    from emotivoice.analysis.live.cluster.config import RayConfig
+    from emotivoice.analysis.live.cluster.engine import RayEngine
+    from emotivoice.connector.sip import SipConnector
     from emotivoice.config import load_settings
-    from emotivoice.serve import batch_finalizer
-    from storage.server import StoreServer
+    from emotivoice.app.serve import batch_finalizer
+    from emotivoice.storage.server import StoreServer
 
     base = load_settings(env={})
     settings = replace(base, db_path=tmp_path / "live.duckdb",
@@ -75,7 +75,7 @@ def heard_what_was_said(utterances) -> None:
 
 
 def test_serve_has_the_ray_flag():
-    from emotivoice.cli import build_parser
+    from emotivoice.app.cli import build_parser
 
     args = build_parser().parse_args(["serve", "--ray", "auto", "--no-inbox"])
     assert args.ray == "auto" and build_parser().parse_args(["serve"]).ray is None
@@ -84,7 +84,7 @@ def test_serve_has_the_ray_flag():
 @needs_stack
 @pytest.mark.slow
 def test_siprec_call_is_analysed_on_ray_into_duckdb(tmp_path, demo_legs, local_ray):  # noqa: F811
-    from connector.sipp import place_calls
+    from emotivoice.connector.sipp import place_calls
 
     settings, server, engine, tee, conn = ray_service(tmp_path, finalize="none")
     seen: list = []
@@ -123,7 +123,7 @@ def test_siprec_call_is_analysed_on_ray_into_duckdb(tmp_path, demo_legs, local_r
 def test_call_actor_killed_mid_call_loses_nothing(tmp_path, demo_legs, local_ray):  # noqa: F811
     """ray.kill mid-call: Ray restarts the actor, it rebuilds the call from the recording, and
     after hang-up the batch pass completes the call from the whole recording."""
-    from connector.sipp import place_calls
+    from emotivoice.connector.sipp import place_calls
 
     settings, server, engine, tee, conn = ray_service(tmp_path, finalize="batch")
     seen: list = []
@@ -183,7 +183,7 @@ def test_call_actor_killed_mid_call_loses_nothing(tmp_path, demo_legs, local_ray
 def test_a_call_actor_serves_the_next_call_after_its_call_is_stored(tmp_path, demo_legs, local_ray):  # noqa: F811
     """Standby call actors: a call gets a warm actor, which after the call is stored takes the
     next call with nothing of the first left in it."""
-    from connector.sipp import place_calls
+    from emotivoice.connector.sipp import place_calls
 
     short = [leg[: 8000 * 12] for leg in demo_legs]
     settings, server, engine, tee, conn = ray_service(tmp_path, finalize="none", standby_calls=1)

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from analysis.emotion.recalibration import (Calibration, Correction, RecalibrationRefused, Recalibrator,
-                                            fit_calibration, write_profile)
-from analysis.results import CallResult, Speaker, Utterance
-from analysis.sink import to_record
-from storage.db import connect, save_call
-from storage.store import FileStore
+from emotivoice.analysis.emotion.recalibration import (Calibration, Correction, RecalibrationRefused, Recalibrator,
+                                                       fit_calibration, write_profile)
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.sink import to_record
+from emotivoice.storage.db import connect, save_call
+from emotivoice.storage.store import FileStore
 from tests.conftest import DEMO, run_cli
 
 LABELS = ("anger", "neutral", "sadness")
@@ -160,7 +160,7 @@ def test_batch_analysis_scores_the_call_under_its_teams_profile(tmp_path, demo_a
 
 
 def test_the_review_says_which_calibration_a_call_was_scored_under():
-    from dashboard.analytics import calibration_note
+    from emotivoice.dashboard.analytics import calibration_note
 
     assert "no calibration" in calibration_note(None)
     assert "no calibration" in calibration_note(json.dumps({"profile": None}))

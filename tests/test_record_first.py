@@ -31,13 +31,13 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from analysis.audio import load_audio, to_8k_pcm16
-from analysis.live.engine import LiveEngine
-from analysis.live.finalize import FinishedCall
+from emotivoice.analysis.audio import load_audio, to_8k_pcm16
+from emotivoice.analysis.live.engine import LiveEngine
+from emotivoice.analysis.live.finalize import FinishedCall
 from benchmarks.recording_match import match_leg
-from connector.mulaw import mulaw_to_pcm16_bytes, pcm16_to_mulaw
-from connector.websocket import ForkWebSocketServer
-from storage.server import StoreServer
+from emotivoice.connector.mulaw import mulaw_to_pcm16_bytes, pcm16_to_mulaw
+from emotivoice.connector.websocket import ForkWebSocketServer
+from emotivoice.storage.server import StoreServer
 from tests.conftest import DEMO, DEMO_TRUTH
 
 pytestmark = pytest.mark.slow
@@ -190,8 +190,8 @@ def tmpfs(tmp_path):
 def test_when_recording_cannot_keep_up_new_calls_get_503_and_admitted_calls_keep_recording(settings, tmp_path,
                                                                                           tmpfs, demo_legs):
     pytest.importorskip("pjsua2")
-    from connector.sip import SipConnector
-    from connector.sipp import have_sipp, place_calls
+    from emotivoice.connector.sip import SipConnector
+    from emotivoice.connector.sipp import have_sipp, place_calls
 
     if not have_sipp():
         pytest.skip("sipp missing")
@@ -292,8 +292,8 @@ def test_a_starved_media_clock_keeps_the_legs_timeline_and_refuses_new_calls(set
     refused. Native legs (pjmedia writes them): the clock never waits for the GIL, nothing is
     skipped or refused, and the kept legs hold what was sent within 0.1 s."""
     pytest.importorskip("pjsua2")
-    from connector.sip import SipConnector
-    from connector.sipp import have_sipp, place_calls
+    from emotivoice.connector.sip import SipConnector
+    from emotivoice.connector.sipp import have_sipp, place_calls
 
     if not have_sipp():
         pytest.skip("sipp missing")

@@ -21,12 +21,12 @@ import duckdb
 import numpy as np
 import pytest
 
-from analysis.live.recorder import FLUSH_S, CallRecorder, Manifest
-from analysis.live.recovery import Recovery, clear_stale_announcement
-from storage.db import CallRecord
-from storage.files import new_call_id
-from storage.server import StoreServer
-from storage.store import FileStore, announcement, open_store
+from emotivoice.analysis.live.recorder import FLUSH_S, CallRecorder, Manifest
+from emotivoice.analysis.live.recovery import Recovery, clear_stale_announcement
+from emotivoice.storage.db import CallRecord
+from emotivoice.storage.files import new_call_id
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import FileStore, announcement, open_store
 
 RATE = 8000
 
@@ -146,7 +146,7 @@ def test_survey_marks_what_a_dead_service_left_and_recovery_finishes_each_as_its
 
 # ---- end to end: emotivoice serve killed with SIGKILL ------------------------------------------
 
-sipp = pytest.importorskip("connector.sipp")
+sipp = pytest.importorskip("emotivoice.connector.sipp")
 needs_sipp = pytest.mark.skipif(not sipp.have_sipp() and not os.environ.get("CI"), reason="sipp not installed")
 
 
@@ -154,7 +154,7 @@ class Service:
     """`emotivoice serve` in its own process; its output is read as it comes (and kept)."""
 
     def __init__(self, port: int, env: dict):
-        self.proc = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "serve", "--sip-port", str(port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "serve", "--sip-port", str(port),
                                       "--no-inbox"], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -203,7 +203,7 @@ def env(tmp_path):
 
 
 def place_call(excerpt: Path, port: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "place-call", str(excerpt),
+    return subprocess.Popen([sys.executable, "-m", "emotivoice.app", "place-call", str(excerpt),
                              "--to", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
 
 

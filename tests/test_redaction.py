@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.redaction.audio import read_layout, redact_wav
-from analysis.redaction.spoken import digit_runs, tokenize
-from analysis.redaction.stage import RedactedSpan, Redactor, load_hash_key, policy_of
-from analysis.results import CallResult, Utterance
-from analysis.transcription import Word
+from emotivoice.analysis.redaction.audio import read_layout, redact_wav
+from emotivoice.analysis.redaction.spoken import digit_runs, tokenize
+from emotivoice.analysis.redaction.stage import RedactedSpan, Redactor, load_hash_key, policy_of
+from emotivoice.analysis.results import CallResult, Utterance
+from emotivoice.analysis.transcription import Word
 from emotivoice.config import RedactionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +217,7 @@ def refuse(*a, **k):
 socket.socket.connect = refuse
 socket.getaddrinfo = refuse
 socket.create_connection = refuse
-from analysis.redaction.stage import Redactor
+from emotivoice.analysis.redaction.stage import Redactor
 from emotivoice.config import RedactionConfig
 r = Redactor(RedactionConfig())
 found = [e.entity_type for e in r.find("Write to john.smith@example.co.uk or mary@gmail.com, or call 555-123-4567.")[0]]

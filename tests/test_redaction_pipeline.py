@@ -18,13 +18,13 @@ import duckdb
 import numpy as np
 import pytest
 
-from analysis.audio import SAMPLE_RATE, to_8k_pcm16
-from analysis.pipeline import CallAnalyzer
-from analysis.redaction.stage import policy_of
-from analysis.service import InboxWatcher
-from analysis.sink import analyze_and_store
-from analysis.synth import write_audio
-from storage.store import FileStore
+from emotivoice.analysis.audio import SAMPLE_RATE, to_8k_pcm16
+from emotivoice.analysis.pipeline import CallAnalyzer
+from emotivoice.analysis.redaction.stage import policy_of
+from emotivoice.analysis.service import InboxWatcher
+from emotivoice.analysis.sink import analyze_and_store
+from emotivoice.analysis.synth import write_audio
+from emotivoice.storage.store import FileStore
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")]
@@ -216,10 +216,10 @@ class RecordingStore:
 
 
 def test_live_call_is_redacted_live_and_its_recording_by_the_final_pass(settings, tmp_path, card_call):
-    from analysis.live.engine import LiveEngine
-    from analysis.live.replay import replay
-    from emotivoice.serve import batch_finalizer
-    from storage.server import StoreServer
+    from emotivoice.analysis.live.engine import LiveEngine
+    from emotivoice.analysis.live.replay import replay
+    from emotivoice.app.serve import batch_finalizer
+    from emotivoice.storage.server import StoreServer
 
     audio, span = card_call
     s = product_settings(settings, tmp_path)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.redaction.spoken import digit_runs, tokenize
-from analysis.redaction.stage import Redactor
+from emotivoice.analysis.redaction.spoken import digit_runs, tokenize
+from emotivoice.analysis.redaction.stage import Redactor
 from emotivoice.config import RedactionConfig
 from tests.test_redaction import _no_digits_left, _redacted
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from analysis.insight.rules import default_rules_text
+from emotivoice.analysis.insight.rules import default_rules_text
 from emotivoice.config import load_settings
-from storage import rules_file
-from storage.access import AccessDenied, Account, Directory
-from storage.db import BadRequest, StorageError
-from storage.server import StoreServer
-from storage.store import ServedStore
+from emotivoice.storage import rules_file
+from emotivoice.storage.access import AccessDenied, Account, Directory
+from emotivoice.storage.db import BadRequest, StorageError
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import ServedStore
 from tests.test_storage import record
 
 HASH = "pbkdf2_sha256$1$00$00"

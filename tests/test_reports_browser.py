@@ -19,8 +19,8 @@ import pytest
 from browser import (browser_missing, click_button, headless_chrome, login, open_page, page_text, screenshot,
                      start_dashboard_server, stop_dashboard_server, svg_count, wait_for_text, wait_until,
                      wait_until_idle)
-from dashboard.auth import hash_password
-from storage.db import connect, save_call
+from emotivoice.dashboard.auth import hash_password
+from emotivoice.storage.db import connect, save_call
 from tests.test_reports import BROKEN, CALLS, REFUND, churn_record
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,14 +14,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from emotivoice import cli
+from emotivoice.app import cli
 from emotivoice.config import load_settings
-from emotivoice.retention import Periodic, audio_days, run_retention
-from storage.access import AccessDenied, Directory
-from storage.db import BadRequest
-from storage.queries import run_read
-from storage.server import StoreServer
-from storage.store import FileStore
+from emotivoice.app.retention import Periodic, audio_days, run_retention
+from emotivoice.storage.access import AccessDenied, Directory
+from emotivoice.storage.db import BadRequest
+from emotivoice.storage.queries import run_read
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import FileStore
 from tests.test_access import HASH, USERS
 from tests.test_storage import record
 
@@ -130,7 +130,7 @@ def test_retention_run_takes_out_what_the_policy_says_and_audits_it(env, capsys)
 
 def test_a_service_applies_retention_at_start_and_every_period(env, monkeypatch):
     runs = []
-    monkeypatch.setattr("emotivoice.retention.run_retention", lambda s, store: runs.append(store))
+    monkeypatch.setattr("emotivoice.app.retention.run_retention", lambda s, store: runs.append(store))
     clock = iter([0.0, 10.0, 3599.0, 3601.0, 3700.0, 7300.0])
     periodic = Periodic(env, "the-store", lambda: next(clock))
     for _ in range(6):
@@ -142,6 +142,6 @@ def test_a_failed_run_does_not_stop_the_service(env, monkeypatch, caplog):
     def fail(settings, store):
         raise OSError("disk gone")
 
-    monkeypatch.setattr("emotivoice.retention.run_retention", fail)
+    monkeypatch.setattr("emotivoice.app.retention.run_retention", fail)
     Periodic(env, None, time.monotonic).tick()
     assert "retention run failed" in caplog.text

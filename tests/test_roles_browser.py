@@ -11,8 +11,8 @@ import pytest
 
 from browser import (browser_missing, headless_chrome, login, nav_titles, open_page, page_text,
                      start_dashboard_server, stop_dashboard_server, wait_for_text, wait_until_idle)
-from dashboard.auth import hash_password
-from storage.db import connect
+from emotivoice.dashboard.auth import hash_password
+from emotivoice.storage.db import connect
 from test_attacks_dashboard import plant_call
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")

@@ -15,16 +15,16 @@ import duckdb
 import pandas as pd
 import pytest
 
-from analysis.conversation import Span, conversation_metrics
-from analysis.insight.analytics import annotate
-from analysis.insight.rules import load_rules
-from analysis.insight.scorecard import ScorecardError, load_scorecard, parse_scorecard, score_call
-from analysis.sink import to_record
+from emotivoice.analysis.conversation import Span, conversation_metrics
+from emotivoice.analysis.insight.analytics import annotate
+from emotivoice.analysis.insight.rules import load_rules
+from emotivoice.analysis.insight.scorecard import ScorecardError, load_scorecard, parse_scorecard, score_call
+from emotivoice.analysis.sink import to_record
 from emotivoice.config import AnalyticsConfig, load_settings
-from storage.access import AccessDenied, Account, Directory
-from storage.db import BadRequest
-from storage.server import StoreServer
-from storage.store import ServedStore
+from emotivoice.storage.access import AccessDenied, Account, Directory
+from emotivoice.storage.db import BadRequest
+from emotivoice.storage.server import StoreServer
+from emotivoice.storage.store import ServedStore
 from tests.test_analytics import angry_call_that_calms_down, rough_call
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,7 +308,7 @@ PASSWORD = "correct horse battery"
 
 
 def _write_users(data: Path) -> None:
-    from dashboard.auth import hash_password
+    from emotivoice.dashboard.auth import hash_password
 
     hashed = hash_password(PASSWORD)
     data.mkdir(parents=True, exist_ok=True)
@@ -322,7 +322,7 @@ def test_review_page_coach_changes_an_answer_of_a_disputed_scorecard(demo_analys
     from browser import (choose, click_button, headless_chrome, login, open_page, page_text, screenshot,
                          start_dashboard_server, stop_dashboard_server, wait_for_text, wait_until_idle)
     from selenium.webdriver.common.by import By
-    from storage.store import FileStore
+    from emotivoice.storage.store import FileStore
 
     db = tmp_path / "calls.duckdb"
     shutil.copy(demo_analysis[0], db)

@@ -13,9 +13,9 @@ import json
 import pytest
 
 from conftest import DEMO_TRUTH, run_cli
-from storage import search
-from storage.db import BadRequest, connect, save_call
-from storage.store import FileStore
+from emotivoice.storage import search
+from emotivoice.storage.db import BadRequest, connect, save_call
+from emotivoice.storage.store import FileStore
 from tests.test_access import as_user, env, served  # noqa: F401  (fixtures: a service with five calls, users)
 from tests.test_storage import record
 
@@ -112,7 +112,7 @@ def test_a_live_call_is_searchable_once_its_final_pass_or_recovery_stores_it(tmp
     save_call(con, live)
     assert search.search_utterances(con, "internet").empty
     con.execute("UPDATE calls SET status = 'interrupted' WHERE call_id = 'c-live'")
-    from storage.queries import run_write
+    from emotivoice.storage.queries import run_write
 
     run_write(con, "finish_interrupted", {"call_id": "c-live", "warnings": []})
     assert list(search.search_utterances(con, "internet").utterance_idx) == [0, 1]

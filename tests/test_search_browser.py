@@ -16,7 +16,7 @@ import pytest
 from browser import (_type, browser_missing, headless_chrome, login, open_page, page_text, screenshot,
                      start_dashboard_server, stop_dashboard_server, wait_for_text, wait_until, wait_until_idle)
 from conftest import DEMO_TRUTH
-from dashboard.auth import hash_password
+from emotivoice.dashboard.auth import hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "sam", "correct horse battery"

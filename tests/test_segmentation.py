@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-import analysis.segmentation as segmentation
-from analysis.audio import load_audio
-from analysis.segmentation import (Region, StreamingSegmenter, energy_regions, shape_utterances, speech_regions,
-                                   to_rate)
-from analysis.synth import write_audio
-from analysis.vad import WindowedStream, windowed_probabilities
+import emotivoice.analysis.segmentation as segmentation
+from emotivoice.analysis.audio import load_audio
+from emotivoice.analysis.segmentation import (Region, StreamingSegmenter, energy_regions, shape_utterances,
+                                              speech_regions, to_rate)
+from emotivoice.analysis.synth import write_audio
+from emotivoice.analysis.vad import WindowedStream, windowed_probabilities
 from conftest import DEMO, DEMO_TRUTH
 from emotivoice.config import SegmentationConfig
 
@@ -104,8 +104,8 @@ def test_a_whisper_after_a_shout_is_found(emotion_data):
 def test_batch_segmenter_and_live_endpointer_agree_on_a_telephone_leg():
     """The live endpointer and the final pass cut a telephone leg alike (issue 13: same VAD, same
     windows, same thresholds), so a live transcript and the final one cover the same speech."""
-    from analysis.audio import to_8k_pcm16
-    from analysis.live.endpoint import Endpointer
+    from emotivoice.analysis.audio import to_8k_pcm16
+    from emotivoice.analysis.live.endpoint import Endpointer
 
     leg = load_audio(DEMO)[1]
     batch = [r for r, _ in StreamingSegmenter(CFG, 8000).push(leg, final=True)]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.audio import load_audio
-from connector.sipp import have_sipp
-from dashboard.auth import hash_password
-from dashboard.sessions import REGISTRY
-from storage.store import open_store
+from emotivoice.analysis.audio import load_audio
+from emotivoice.connector.sipp import have_sipp
+from emotivoice.dashboard.auth import hash_password
+from emotivoice.dashboard.sessions import REGISTRY
+from emotivoice.storage.store import open_store
 from tests.conftest import DEMO
 from tests.test_dashboard import APP
 
@@ -50,7 +50,7 @@ def demo_excerpt(path, seconds: float):
 
 
 def start_service(port: int, env: dict) -> subprocess.Popen:
-    service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "serve", "--sip-port", str(port), "--no-inbox"],
+    service = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "serve", "--sip-port", str(port), "--no-inbox"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in service.stdout:  # wait for the listener
@@ -70,7 +70,7 @@ def test_serve_takes_a_sip_call_live_the_dashboard_shows_it_and_the_batch_pass_f
                EMOTIVOICE_CONFIG=str(tmp_path / "none.toml"))
     service = start_service(port, env)
     try:
-        caller = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "place-call", str(excerpt),
+        caller = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "place-call", str(excerpt),
                                    "--to", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
         db = tmp_path / "data" / "emotivoice.duckdb"
         monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path / "data"))
@@ -133,7 +133,7 @@ def test_a_supervisor_watches_a_live_sip_call_and_its_alert_in_the_browser(tmp_p
         dashboard, url = start_dashboard_server(tmp_path / "data" / "emotivoice.duckdb", env)
         driver = headless_chrome()
         login(driver, url, "sam", "pw-for-the-test")
-        caller = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "place-call", str(excerpt),
+        caller = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "place-call", str(excerpt),
                                    "--to", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
         wait_for_text(driver, "agent-1001", timeout=60)  # the call is on the floor while it runs
         assert "live" in page_text(driver)

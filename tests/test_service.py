@@ -11,11 +11,11 @@ import urllib.request
 
 import pytest
 
-from analysis.pipeline import CallAnalyzer
-from analysis.service import InboxWatcher
+from emotivoice.analysis.pipeline import CallAnalyzer
+from emotivoice.analysis.service import InboxWatcher
 from conftest import DEMO, ROOT, run_cli
-from dashboard.auth import hash_password
-from storage.store import FileStore, announcement
+from emotivoice.dashboard.auth import hash_password
+from emotivoice.storage.store import FileStore, announcement
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
     env = {"EMOTIVOICE_TRANSCRIPTION_MODEL": "tiny.en", "EMOTIVOICE_DB_PATH": str(db),
            "EMOTIVOICE_DASHBOARD_USERS": f"sam:{hash_password('pw-for-the-test')}"}
     import os
-    service = subprocess.Popen([sys.executable, "-m", "emotivoice.cli", "watch", str(inbox), "--db", str(db),
+    service = subprocess.Popen([sys.executable, "-m", "emotivoice.app", "watch", str(inbox), "--db", str(db),
                                 "--poll", "0.5"], cwd=ROOT, env={**os.environ, **env},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -76,7 +76,7 @@ def test_service_owns_the_file_while_cli_and_dashboard_use_it(tmp_path, monkeypa
         monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(db))
         monkeypatch.setenv("EMOTIVOICE_DASHBOARD_USERS", env["EMOTIVOICE_DASHBOARD_USERS"])
         at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=60)
-        from dashboard.sessions import REGISTRY
+        from emotivoice.dashboard.sessions import REGISTRY
 
         at.session_state["user"] = "sam"  # the live floor, signed in with a live server-side session
         at.session_state["session_token"] = REGISTRY.open("sam", 600)

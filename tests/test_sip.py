@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector.access import DigestAuth, is_allowed, parse_allow
-from connector.siprec import summarize_invite
-from connector.sipp import have_sipp, place_calls
+from emotivoice.connector.access import DigestAuth, is_allowed, parse_allow
+from emotivoice.connector.siprec import summarize_invite
+from emotivoice.connector.sipp import have_sipp, place_calls
 from tests.audio_match import CollectingSink, rms_envelope
 from tests.conftest import words
 from emotivoice.config import ConnectorConfig
@@ -51,13 +51,13 @@ def best_lag(sent: np.ndarray, got: np.ndarray, max_lag: int = 30) -> int:
 
 @pytest.fixture(scope="module")
 def demo_legs():
-    from analysis.audio import load_audio, to_8k_pcm16
+    from emotivoice.analysis.audio import load_audio, to_8k_pcm16
     stereo = load_audio(DEMO, channels=2)[:, : 16000 * 12]  # agent, customer; 12 s
     return [to_8k_pcm16(ch) for ch in stereo]
 
 
 def connector(sink, **overrides):
-    from connector.sip import SipConnector
+    from emotivoice.connector.sip import SipConnector
     cfg = ConnectorConfig(sip_host="127.0.0.1", sip_port=0, rtp_port=0, siprec_agent_match=r"agent", **overrides)
     conn = SipConnector(cfg, sink)
     conn.start()
@@ -142,7 +142,7 @@ class FakeClock:
 
 
 def test_rate_limiter_gives_a_burst_then_the_rate_and_stays_small():
-    from connector.access import RateLimiter
+    from emotivoice.connector.access import RateLimiter
     clock = FakeClock()
     limiter = RateLimiter(rate_per_s=2.0, burst=5, max_sources=100, clock=clock)
     assert [limiter.allow("10.0.0.1") for _ in range(7)] == [True] * 5 + [False] * 2
@@ -160,7 +160,7 @@ def test_rate_limiter_gives_a_burst_then_the_rate_and_stays_small():
 
 
 def test_refusal_log_writes_the_first_line_and_then_counts():
-    from connector.access import RefusalLog
+    from emotivoice.connector.access import RefusalLog
     clock = FakeClock()
     records = []
 
@@ -183,8 +183,8 @@ def test_refusal_log_writes_the_first_line_and_then_counts():
 
 
 def test_request_policy_checks_every_method_source_and_new_invites():
-    from connector.access import RateLimiter, RefusalLog
-    from connector.sipguard import DROP, PASS, Request, RequestPolicy
+    from emotivoice.connector.access import RateLimiter, RefusalLog
+    from emotivoice.connector.sipguard import DROP, PASS, Request, RequestPolicy
     policy = RequestPolicy(parse_allow("10.0.0.0/8"), RateLimiter(1.0, 2, clock=FakeClock()),
                            RefusalLog(logging.getLogger("test.policy")))
 
@@ -318,7 +318,7 @@ def test_malformed_invites_get_an_error_response_and_the_connector_keeps_serving
     "Dropping N bytes packet ... syntax error") and any without Call-ID/From/To/Via/CSeq
     (PJSIP_EMISSINGHDR): there is no transaction to answer on. Both reach our log as warnings.
     """
-    caplog.set_level(logging.WARNING, logger="connector.sip")
+    caplog.set_level(logging.WARNING, logger="emotivoice.connector.sip")
     sink = CollectingSink()
     conn = connector(sink)
     try:
@@ -397,9 +397,9 @@ def test_siprec_call_is_analysed_live_into_duckdb(tmp_path, demo_legs):
     """sipp SIPREC call -> SipConnector -> LiveEngine (real models) -> StoreServer on a DuckDB file."""
     from dataclasses import replace
 
-    from analysis.live.engine import LiveEngine
+    from emotivoice.analysis.live.engine import LiveEngine
     from emotivoice.config import load_settings
-    from storage.server import StoreServer
+    from emotivoice.storage.server import StoreServer
     from tests.audio_match import envelope_correlation
 
     base = load_settings(env={})
@@ -409,7 +409,7 @@ def test_siprec_call_is_analysed_live_into_duckdb(tmp_path, demo_legs):
     server = StoreServer(settings.db_path).start()
     engine = LiveEngine(settings, server).start()
     tee = TeeSink(engine.inbox)
-    from connector.sip import SipConnector
+    from emotivoice.connector.sip import SipConnector
     conn = SipConnector(replace(settings.connector, sip_host="127.0.0.1", sip_port=0, rtp_port=0), tee)
     conn.start()
     statuses: list[str] = []
@@ -468,9 +468,9 @@ def test_a_kept_leg_holds_what_sipp_sent_on_either_media_path(tmp_path, demo_leg
     frames, a running leg's files are owner-only and nothing is left in .partial afterwards."""
     import wave
 
-    from analysis.live.inbox import FrameInbox
-    from analysis.live.messages import CallEnded
-    from analysis.live.recording import RecordingFront
+    from emotivoice.analysis.live.inbox import FrameInbox
+    from emotivoice.analysis.live.messages import CallEnded
+    from emotivoice.analysis.live.recording import RecordingFront
     from benchmarks.recording_match import match_leg
     from emotivoice.config import LiveConfig
     from tests.audio_match import envelope_correlation

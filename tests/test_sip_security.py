@@ -88,12 +88,12 @@ def tls_cert(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech():
     """4 s of the demo agent's speech, 8 kHz int16 (what PCMU carries)."""
-    from analysis.audio import load_audio, to_8k_pcm16
+    from emotivoice.analysis.audio import load_audio, to_8k_pcm16
     return to_8k_pcm16(load_audio(DEMO, channels=2)[0, : 16000 * 4])
 
 
 def connector(sink, **overrides):
-    from connector.sip import SipConnector
+    from emotivoice.connector.sip import SipConnector
     cfg = ConnectorConfig(sip_host="127.0.0.1", sip_port=0, rtp_port=0, **overrides)
     conn = SipConnector(cfg, sink)
     conn.start()
@@ -249,6 +249,6 @@ def test_mandatory_srtp_answers_an_sdes_caller_and_decrypts_its_audio(tmp_path, 
      "missing or unreadable"),
 ])
 def test_tls_or_srtp_asked_for_but_unusable_fails_instead_of_running_without(overrides, message):
-    from connector.sip import SipConnector
+    from emotivoice.connector.sip import SipConnector
     with pytest.raises(ValueError, match=message):
         SipConnector(ConnectorConfig(sip_host="127.0.0.1", sip_port=0, rtp_port=0, **overrides), CollectingSink())

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.auth import authenticate
-from dashboard.sso import SSO_HASH, Mapped, parse_role_map, role_from_claims, sso_user
+from emotivoice.dashboard.auth import authenticate
+from emotivoice.dashboard.sso import SSO_HASH, Mapped, parse_role_map, role_from_claims, sso_user
 from emotivoice.config import OidcConfig, load_settings
-from storage.access import Directory
+from emotivoice.storage.access import Directory
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = OidcConfig(enabled=True, role_map="ev-admins=admin,blue-leads=supervisor:blue,qa=coach:blue|red,"
@@ -66,7 +66,7 @@ def test_a_signed_on_person_is_a_user_the_store_resolves_with_the_mapped_scope(s
 
 
 def test_a_sign_on_never_takes_over_a_password_login(settings):
-    from dashboard.auth import add_user
+    from emotivoice.dashboard.auth import add_user
 
     add_user(settings, "boss@example.com", "a long enough password", "admin")
     assert sso_user(settings, {"email": "boss@example.com", "groups": ["bi"]}) is None

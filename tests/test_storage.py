@@ -2,9 +2,9 @@
 
 import pytest
 
-from storage.db import (SCHEMAS, BadRequest, CallRecord, StorageError, connect, migrate, migrations, save_call,
-                        table_columns)
-from storage.store import FileStore
+from emotivoice.storage.db import (SCHEMAS, BadRequest, CallRecord, StorageError, connect, migrate, migrations,
+                                   save_call, table_columns)
+from emotivoice.storage.store import FileStore
 
 
 def record(call_id="c1", n=3, text="hello"):
@@ -94,8 +94,8 @@ def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
     import urllib.error
     import urllib.request
 
-    from storage.server import StoreServer
-    from storage.store import ServedStore, open_store
+    from emotivoice.storage.server import StoreServer
+    from emotivoice.storage.store import ServedStore, open_store
 
     db = tmp_path / "s.duckdb"
     with StoreServer(db) as server:
@@ -119,7 +119,7 @@ def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
 
 def test_acknowledged_alert_survives_the_call_being_saved_again(tmp_path):
     """A live call is re-saved as it grows and then finalised: a supervisor's acknowledgement stays."""
-    from storage.queries import writer
+    from emotivoice.storage.queries import writer
 
     con = connect(tmp_path / "a.duckdb")
 
@@ -196,11 +196,12 @@ def test_a_failed_commit_is_a_storage_error_and_the_store_keeps_working(tmp_path
 
 
 def test_a_failed_migration_is_a_storage_error_and_leaves_the_version(tmp_path, monkeypatch):
-    import storage.db
+    import emotivoice.storage.db
 
     con = connect(tmp_path / "a.duckdb")
     version = migrate(con)
-    monkeypatch.setattr(storage.db, "migrations", lambda: [*migrations(), (version + 1, "ALTER TABLE nope ADD x INT")])
+    broken = [*migrations(), (version + 1, "ALTER TABLE nope ADD x INT")]
+    monkeypatch.setattr(emotivoice.storage.db, "migrations", lambda: broken)
     with pytest.raises(StorageError, match=f"could not apply migration {version + 1}"):
         migrate(con)
     assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == version
@@ -249,8 +250,8 @@ def test_source_ids_are_stored_as_data_beside_our_own_call_id(tmp_path):
     """A hostile Call-ID is kept only as JSON data: our call_id names the row, the wire's id is searchable."""
     import json
 
-    from analysis.results import CallResult
-    from analysis.sink import to_record
+    from emotivoice.analysis.results import CallResult
+    from emotivoice.analysis.sink import to_record
 
     hostile = "../../../tmp/x/victim"
     result = CallResult(call_id="sip-20261202T000000-0123456789ab", source="", duration_s=1.0, channels=1,

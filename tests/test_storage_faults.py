@@ -29,10 +29,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from analysis.audio import load_audio, to_8k_pcm16
-from analysis.live.engine import LiveEngine
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo
-from storage.server import StoreServer
+from emotivoice.analysis.audio import load_audio, to_8k_pcm16
+from emotivoice.analysis.live.engine import LiveEngine
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo
+from emotivoice.storage.server import StoreServer
 from tests.conftest import DEMO, DEMO_TRUTH
 
 pytestmark = pytest.mark.slow
@@ -158,7 +158,7 @@ class InjectedDisk:
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
     """Retries back off to at most 1 s (10 s in service), so a test's outage ends quickly."""
-    import analysis.live.storehealth as storehealth
+    import emotivoice.analysis.live.storehealth as storehealth
     monkeypatch.setattr(storehealth, "RETRY_MAX_S", 1.0)
 
 

@@ -13,13 +13,13 @@ import pytest
 from faster_whisper.transcribe import Segment
 from faster_whisper.transcribe import Word as FWWord
 
-from analysis.audio import level_speech, load_audio
-from analysis.pipeline import CallAnalyzer
-from analysis.sink import to_record
-from analysis.synth import Turn, assemble, write_audio
-from analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
-from analysis.whisper import load_whisper
-from storage.db import connect, save_call
+from emotivoice.analysis.audio import level_speech, load_audio
+from emotivoice.analysis.pipeline import CallAnalyzer
+from emotivoice.analysis.sink import to_record
+from emotivoice.analysis.synth import Turn, assemble, write_audio
+from emotivoice.analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
+from emotivoice.analysis.whisper import load_whisper
+from emotivoice.storage.db import connect, save_call
 
 pytestmark = pytest.mark.slow
 

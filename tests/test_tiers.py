@@ -1,4 +1,4 @@
-from analysis.emotion.tiers import BASE_EMOTIONS, COMPLEX, GRANULAR, complex_emotion, granular
+from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS, COMPLEX, GRANULAR, complex_emotion, granular
 
 
 def probs(**kw):

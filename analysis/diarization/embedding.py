@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis.diarization.segmentation import small_model_cpu_mode
+from emotivoice.analysis.diarization.segmentation import small_model_cpu_mode
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.diarization.aggregate import aggregate, binarize, turns_of
-from analysis.diarization.clustering import assign, centroids_of, cluster, normalize, training_runs
-from analysis.diarization.config import DiarizationConfig
-from analysis.diarization.runs import RunEmbedder
-from analysis.diarization.segmentation import SAMPLE_RATE, iter_windows, load_segmentation
+from emotivoice.analysis.diarization.aggregate import aggregate, binarize, turns_of
+from emotivoice.analysis.diarization.clustering import assign, centroids_of, cluster, normalize, training_runs
+from emotivoice.analysis.diarization.config import DiarizationConfig
+from emotivoice.analysis.diarization.runs import RunEmbedder
+from emotivoice.analysis.diarization.segmentation import SAMPLE_RATE, iter_windows, load_segmentation
 
 log = logging.getLogger(__name__)
 

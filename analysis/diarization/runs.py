@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis.diarization.embedding import FBANK_STEP_S, MIN_FRAMES, SAMPLE_RATE, WINDOW, embed, fbank
+from emotivoice.analysis.diarization.embedding import FBANK_STEP_S, MIN_FRAMES, SAMPLE_RATE, WINDOW, embed, fbank
 
 
 def speech_runs(activity: np.ndarray, max_frames: int | None = None) -> list[tuple[int, int, int]]:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.audio import load_audio
-from analysis.emotion.corpus import Clip, read_manifest
-from analysis.emotion.features import VARIANTS, prepare
-from analysis.emotion.metrics import classification_report
-from analysis.emotion.model import EmotionModel, load_emotion_model
+from emotivoice.analysis.audio import load_audio
+from emotivoice.analysis.emotion.corpus import Clip, read_manifest
+from emotivoice.analysis.emotion.features import VARIANTS, prepare
+from emotivoice.analysis.emotion.metrics import classification_report
+from emotivoice.analysis.emotion.model import EmotionModel, load_emotion_model
 from emotivoice.config import Settings
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.audio import load_audio, normalize
-from analysis.emotion.telephone import telephone
+from emotivoice.analysis.audio import load_audio, normalize
+from emotivoice.analysis.emotion.telephone import telephone
 
 Featurizer = Callable[[np.ndarray], np.ndarray]  # 16 kHz clip -> one fixed-size vector
 VARIANTS = ("clean", "phone")

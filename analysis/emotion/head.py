@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.assets import ModelUnavailable
-from analysis.audio import normalize
-from analysis.emotion.features import pool
-from analysis.emotion.prosody import egemaps
+from emotivoice.analysis.assets import ModelUnavailable
+from emotivoice.analysis.audio import normalize
+from emotivoice.analysis.emotion.features import pool
+from emotivoice.analysis.emotion.prosody import egemaps
 
 
 @dataclass

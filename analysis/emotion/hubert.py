@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.assets import ModelUnavailable
-from analysis.audio import normalize
-from analysis.emotion.tiers import BASE_EMOTIONS
+from emotivoice.analysis.assets import ModelUnavailable
+from emotivoice.analysis.audio import normalize
+from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS
 
 ALIASES = {"ang": "anger", "angry": "anger", "dis": "disgust", "disgusted": "disgust", "fea": "fear",
            "fearful": "fear", "hap": "happiness", "happy": "happiness", "joy": "happiness",

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from analysis.assets import ModelUnavailable
+from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.config import EmotionConfig
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
@@ -39,18 +39,18 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
     """
     head_path = Path(config.head_path) if config.head_path else DEFAULT_HEAD
     if config.backend == "hubert":
-        from analysis.emotion.hubert import HubertEmotionModel, HubertEncoder
+        from emotivoice.analysis.emotion.hubert import HubertEmotionModel, HubertEncoder
 
         if not config.hubert_model:
             raise ModelUnavailable("emotion backend 'hubert' needs emotion.hubert_model (hub id or directory)")
         if config.head_path:  # our head, trained with `train emotion --backbone hubert`
-            from analysis.emotion.head import HeadModel, EmotionHead
+            from emotivoice.analysis.emotion.head import HeadModel, EmotionHead
 
             return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model))
         return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
-        from analysis.emotion.head import HeadModel, EmotionHead
-        from analysis.whisper import load_whisper
+        from emotivoice.analysis.emotion.head import HeadModel, EmotionHead
+        from emotivoice.analysis.whisper import load_whisper
 
         head = EmotionHead.load(head_path)
         encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from analysis.assets import ModelUnavailable
+from emotivoice.analysis.assets import ModelUnavailable
 
 EGEMAPS_DIM = 88
 PITCH_MEAN, PITCH_RANGE, LOUDNESS = 0, 5, 10  # semitone mean, 20-80th pctl range (semitones), loudness

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.emotion.corpus import read_manifest, speaker_split
-from analysis.emotion.features import VARIANTS, extract_corpus, pool
-from analysis.emotion.head import EmotionHead
-from analysis.emotion.metrics import classification_report, expected_calibration_error, fit_temperature
-from analysis.emotion.model import DEFAULT_HEAD
-from analysis.emotion.prosody import egemaps
-from analysis.emotion.tiers import BASE_EMOTIONS
-from analysis.whisper import load_whisper
+from emotivoice.analysis.emotion.corpus import read_manifest, speaker_split
+from emotivoice.analysis.emotion.features import VARIANTS, extract_corpus, pool
+from emotivoice.analysis.emotion.head import EmotionHead
+from emotivoice.analysis.emotion.metrics import classification_report, expected_calibration_error, fit_temperature
+from emotivoice.analysis.emotion.model import DEFAULT_HEAD
+from emotivoice.analysis.emotion.prosody import egemaps
+from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS
+from emotivoice.analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
 # Candidate heads, chosen by UA on the validation speakers: logistic regression over a range of
@@ -61,7 +61,7 @@ def load_backbone(backbone: str, model_ref: str | None, settings: Settings):
     if backbone == "whisper":
         return load_whisper("base", settings.model_cache_dir), "base"
     if backbone == "hubert":
-        from analysis.emotion.hubert import HubertEncoder
+        from emotivoice.analysis.emotion.hubert import HubertEncoder
 
         if not model_ref:
             raise ValueError("--backbone hubert needs --model-dir (a local directory or a hub id)")

@@ -11,11 +11,11 @@ grows.
 
 from __future__ import annotations
 
-from analysis.insight.quarters import call_length, quarters, start_vs_end
-from analysis.insight.rules import RuleSet, RulesError, evaluate, load_rules, rule_alerts
-from analysis.insight.scorecard import ScorecardError, load_scorecard, score_call
-from analysis.insight.summary import summarize
-from analysis.results import CallResult
+from emotivoice.analysis.insight.quarters import call_length, quarters, start_vs_end
+from emotivoice.analysis.insight.rules import RuleSet, RulesError, evaluate, load_rules, rule_alerts
+from emotivoice.analysis.insight.scorecard import ScorecardError, load_scorecard, score_call
+from emotivoice.analysis.insight.summary import summarize
+from emotivoice.analysis.results import CallResult
 from emotivoice.config import AnalyticsConfig
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.emotion.prosody import PITCH_MEAN, PITCH_RANGE, egemaps
+from emotivoice.analysis.emotion.prosody import PITCH_MEAN, PITCH_RANGE, egemaps
 
 FEATURES = ("pitch_st", "pitch_range_st", "loudness_dbfs", "rate_wps")
 # Spreads assumed before a speaker has said enough to measure their own (typical within-speaker SDs).
@@ -31,7 +31,7 @@ class Prosody:
 
 def measure(clip: np.ndarray, loudness_dbfs: float, words: int) -> Prosody:
     """Prosody of one 16 kHz clip (eGeMAPS is cached, so the emotion head's pass is reused)."""
-    from analysis.audio import normalize
+    from emotivoice.analysis.audio import normalize
 
     values = egemaps(normalize(clip))
     duration = max(len(clip) / 16_000, 0.25)

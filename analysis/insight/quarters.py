@@ -14,7 +14,7 @@ Pure functions over a CallResult: the batch pipeline and the live engine call th
 
 from __future__ import annotations
 
-from analysis.results import CallResult, Utterance
+from emotivoice.analysis.results import CallResult, Utterance
 
 QUARTERS = 4
 NEGATIVE = ("anger", "disgust", "fear", "sadness")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from analysis.insight.phrases import AGENT_CUES, CUSTOMER_CUES, matches
-from analysis.results import CallResult
+from emotivoice.analysis.insight.phrases import AGENT_CUES, CUSTOMER_CUES, matches
+from emotivoice.analysis.results import CallResult
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,11 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from analysis.conversation import LONG_SILENCE_S
-from analysis.emotion.tiers import BASE_EMOTIONS
-from analysis.insight.risk import Alert
-from analysis.insight.text import Token, tokens
-from analysis.results import CallResult, Utterance
+from emotivoice.analysis.conversation import LONG_SILENCE_S
+from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS
+from emotivoice.analysis.insight.risk import Alert
+from emotivoice.analysis.insight.text import Token, tokens
+from emotivoice.analysis.results import CallResult, Utterance
 
 CALL_METRICS = ("longest_silence_s", "long_silences", "non_talk_s", "overlap_s")
 SPEAKER_METRICS = {"interruptions": "interruptions_made", "interrupted": "interrupted", "talk_share": "talk_share",
@@ -199,7 +199,7 @@ def parse_rules(text: str, source: str = "rules") -> RuleSet:
 
 
 def default_rules_text() -> str:
-    return resources.files("analysis.insight").joinpath("default_rules.toml").read_text()
+    return resources.files("emotivoice.analysis.insight").joinpath("default_rules.toml").read_text()
 
 
 @lru_cache(maxsize=8)

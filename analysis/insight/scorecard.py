@@ -21,8 +21,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from analysis.insight.rules import CALL_METRICS, SPEAKER_METRICS, RuleSet, silences
-from analysis.results import CallResult
+from emotivoice.analysis.insight.rules import CALL_METRICS, SPEAKER_METRICS, RuleSet, silences
+from emotivoice.analysis.results import CallResult
 
 DERIVED_METRICS = ("customer_peak_risk", "customer_end_sentiment")
 METRICS = (*CALL_METRICS, *SPEAKER_METRICS, *DERIVED_METRICS)
@@ -141,7 +141,7 @@ def check_categories(card: Scorecard, rules: RuleSet) -> None:
 
 
 def default_scorecard_text() -> str:
-    return resources.files("analysis.insight").joinpath("default_scorecard.toml").read_text()
+    return resources.files("emotivoice.analysis.insight").joinpath("default_scorecard.toml").read_text()
 
 
 @lru_cache(maxsize=8)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.conversation import INTERRUPTION_MIN_OVERLAP_S
-from analysis.insight.phrases import CHURN, ESCALATION, matches
-from analysis.insight.prosody import Baseline
-from analysis.insight.risk import Alert, RiskConfig, RiskTracker
-from analysis.insight.sarcasm import SarcasmConfig, check_sarcasm
-from analysis.insight.sentiment import text_sentiment
-from analysis.results import Utterance
+from emotivoice.analysis.conversation import INTERRUPTION_MIN_OVERLAP_S
+from emotivoice.analysis.insight.phrases import CHURN, ESCALATION, matches
+from emotivoice.analysis.insight.prosody import Baseline
+from emotivoice.analysis.insight.risk import Alert, RiskConfig, RiskTracker
+from emotivoice.analysis.insight.sarcasm import SarcasmConfig, check_sarcasm
+from emotivoice.analysis.insight.sentiment import text_sentiment
+from emotivoice.analysis.results import Utterance
 
 
 @dataclass

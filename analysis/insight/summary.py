@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
-from analysis.insight.text import time_at
-from analysis.results import CallResult, Utterance
+from emotivoice.analysis.insight.text import time_at
+from emotivoice.analysis.results import CallResult, Utterance
 
 PROBLEM_CUES = (
     r"\bi'?m calling (?:about|because|regarding|to)\b", r"\bcalling (?:about|because|regarding)\b",

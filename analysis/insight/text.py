@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from analysis.results import Utterance
+from emotivoice.analysis.results import Utterance
 
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 

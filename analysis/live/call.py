@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analysis.insight.risk import Alert
-from analysis.insight.stage import InsightState
-from analysis.live.endpoint import Endpointer
-from analysis.live.messages import CALL_FIELDS, CallStarted, LegInfo
-from analysis.live.recorder import CallRecorder
-from analysis.results import CallResult, Speaker, Utterance
+from emotivoice.analysis.insight.risk import Alert
+from emotivoice.analysis.insight.stage import InsightState
+from emotivoice.analysis.live.endpoint import Endpointer
+from emotivoice.analysis.live.messages import CALL_FIELDS, CallStarted, LegInfo
+from emotivoice.analysis.live.recorder import CallRecorder
+from emotivoice.analysis.results import CallResult, Speaker, Utterance
 
 if TYPE_CHECKING:
-    from analysis.live.recording import RecordingSummary
-    from analysis.redaction.stage import RedactionReport
+    from emotivoice.analysis.live.recording import RecordingSummary
+    from emotivoice.analysis.redaction.stage import RedactionReport
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-from analysis.audio import SAMPLE_RATE
-from analysis.vad import WindowedStream
+from emotivoice.analysis.audio import SAMPLE_RATE
+from emotivoice.analysis.vad import WindowedStream
 from emotivoice.config import SegmentationConfig
 
 PRE_ROLL_S = 0.2  # audio kept before the detected onset: silero reacts a little late

@@ -34,28 +34,28 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from analysis.audio import rms_dbfs
-from analysis.emotion.model import EmotionModel, load_emotion_model
-from analysis.emotion.recalibration import recalibrator_for
-from analysis.emotion.tiers import complex_emotion, granular
-from analysis.insight.prosody import measure as measure_prosody
-from analysis.insight.stage import InsightState
-from analysis.live.alerts import AlertPublisher
-from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
-from analysis.live.endpoint import Endpointer, Speech, to_16k
-from analysis.live.finalize import Finalizer
-from analysis.live.inbox import FrameInbox
-from analysis.live.messages import CallEnded, CallStarted, Frame
-from analysis.live.recorder import apply_retention
-from analysis.live.recording import RecordingFront, RecordingSummary
-from analysis.live.rules import live_rule_alerts
-from analysis.live.storehealth import StoreHealth
-from analysis.redaction.stage import RedactionReport, Redactor
-from analysis.live.writer import run_finalizer, run_writer
-from analysis.results import CallResult, Utterance
-from analysis.transcription import Word, transcribe_utterances
+from emotivoice.analysis.audio import rms_dbfs
+from emotivoice.analysis.emotion.model import EmotionModel, load_emotion_model
+from emotivoice.analysis.emotion.recalibration import recalibrator_for
+from emotivoice.analysis.emotion.tiers import complex_emotion, granular
+from emotivoice.analysis.insight.prosody import measure as measure_prosody
+from emotivoice.analysis.insight.stage import InsightState
+from emotivoice.analysis.live.alerts import AlertPublisher
+from emotivoice.analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
+from emotivoice.analysis.live.endpoint import Endpointer, Speech, to_16k
+from emotivoice.analysis.live.finalize import Finalizer
+from emotivoice.analysis.live.inbox import FrameInbox
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame
+from emotivoice.analysis.live.recorder import apply_retention
+from emotivoice.analysis.live.recording import RecordingFront, RecordingSummary
+from emotivoice.analysis.live.rules import live_rule_alerts
+from emotivoice.analysis.live.storehealth import StoreHealth
+from emotivoice.analysis.redaction.stage import RedactionReport, Redactor
+from emotivoice.analysis.live.writer import run_finalizer, run_writer
+from emotivoice.analysis.results import CallResult, Utterance
+from emotivoice.analysis.transcription import Word, transcribe_utterances
 from emotivoice.config import Settings
-from storage.store import Store
+from emotivoice.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -351,13 +351,13 @@ class LiveEngine:
         except OSError:
             pass
         try:
-            from analysis.assets import whisper_model_dir
-            from analysis.whisper import WhisperRuntime
+            from emotivoice.analysis.assets import whisper_model_dir
+            from emotivoice.analysis.whisper import WhisperRuntime
 
             tc = self.settings.transcription
             whisper = WhisperRuntime(whisper_model_dir(tc.model, self.settings.model_cache_dir), tc.compute_type, 1)
             if self.redactor is not None:  # no live text at all rather than unredacted text
-                from analysis.redaction import engine as redaction_engine
+                from emotivoice.analysis.redaction import engine as redaction_engine
 
                 redaction_engine.analyzer_engine()
         except Exception as exc:

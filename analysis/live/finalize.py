@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis.live.call import LiveCall
-from analysis.live.storehealth import StoreHealth
-from analysis.redaction.audio import redact_wav
-from analysis.sink import to_record
+from emotivoice.analysis.live.call import LiveCall
+from emotivoice.analysis.live.storehealth import StoreHealth
+from emotivoice.analysis.redaction.audio import redact_wav
+from emotivoice.analysis.sink import to_record
 from emotivoice.config import LiveConfig, RedactionConfig
-from storage.db import CallRecord
-from storage.files import UnsafePath, inside
-from storage.store import Store
+from emotivoice.storage.db import CallRecord
+from emotivoice.storage.files import UnsafePath, inside
+from emotivoice.storage.store import Store
 
 log = logging.getLogger(__name__)
 

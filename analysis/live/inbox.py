@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, Message
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, Message
 
 log = logging.getLogger(__name__)
 

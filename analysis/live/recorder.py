@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.files import UnsafePath, check_call_id, inside, open_private, private_dir, remove_kept, write_private
+from emotivoice.storage.files import (UnsafePath, check_call_id, inside, open_private, private_dir, remove_kept,
+                                      write_private)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class CallRecorder:
         """Crash recovery: append to each raw leg what its native WAV holds beyond it (the tailer
         hands a native leg on in pieces, so the raw file trails it by up to a piece and a flush).
         The raw leg is the native one, decimated, up to its end. Returns the legs extended."""
-        from analysis.live.nativewav import read_leg
+        from emotivoice.analysis.live.nativewav import read_leg
 
         extended = 0
         for leg in self.legs:

@@ -32,12 +32,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.live.call import speakers_for, started_metadata
-from analysis.live.inbox import FrameInbox
-from analysis.live.messages import CallEnded, CallStarted, Frame, Message
-from analysis.live.recorder import PARTIAL, CallRecorder
+from emotivoice.analysis.live.call import speakers_for, started_metadata
+from emotivoice.analysis.live.inbox import FrameInbox
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, Message
+from emotivoice.analysis.live.recorder import PARTIAL, CallRecorder
 from emotivoice.config import LiveConfig
-from storage.files import UnsafePath, inside, private_dir, write_private
+from emotivoice.storage.files import UnsafePath, inside, private_dir, write_private
 
 log = logging.getLogger(__name__)
 

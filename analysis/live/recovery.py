@@ -43,13 +43,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.live.finalize import Finalizer, FinishedCall, roles_to_channels
-from analysis.live.nativewav import wav_layout
-from analysis.live.recorder import DAY, PARTIAL, CallRecorder, Manifest
+from emotivoice.analysis.live.finalize import Finalizer, FinishedCall, roles_to_channels
+from emotivoice.analysis.live.nativewav import wav_layout
+from emotivoice.analysis.live.recorder import DAY, PARTIAL, CallRecorder, Manifest
 from emotivoice.config import LiveConfig
-from storage.db import BadRequest, StorageError
-from storage.files import UnsafePath, check_call_id, inside
-from storage.store import Store, announcement
+from emotivoice.storage.db import BadRequest, StorageError
+from emotivoice.storage.files import UnsafePath, check_call_id, inside
+from emotivoice.storage.store import Store, announcement
 
 log = logging.getLogger(__name__)
 

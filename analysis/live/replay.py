@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame, LegInfo, LiveSink
 
 FRAME_S = 0.02
 

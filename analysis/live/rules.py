@@ -13,14 +13,14 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from analysis.insight.analytics import annotate, rules_for
-from analysis.insight.quarters import call_length
-from analysis.insight.risk import Alert
-from analysis.insight.rules import RulesError, rule_alerts
+from emotivoice.analysis.insight.analytics import annotate, rules_for
+from emotivoice.analysis.insight.quarters import call_length
+from emotivoice.analysis.insight.risk import Alert
+from emotivoice.analysis.insight.rules import RulesError, rule_alerts
 from emotivoice.config import AnalyticsConfig
 
 if TYPE_CHECKING:
-    from analysis.live.call import LiveCall, LiveUtterance
+    from emotivoice.analysis.live.call import LiveCall, LiveUtterance
 
 log = logging.getLogger(__name__)
 

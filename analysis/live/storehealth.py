@@ -15,9 +15,9 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from storage.db import first_line
+from emotivoice.storage.db import first_line
 
-log = logging.getLogger("analysis.live.engine")
+log = logging.getLogger("emotivoice.analysis.live.engine")
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0

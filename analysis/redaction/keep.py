@@ -25,11 +25,11 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from analysis.redaction.audio import WavError, read_layout, redact_wav
-from storage.files import UnsafePath, inside, make_private, open_private, private_dir
+from emotivoice.analysis.redaction.audio import WavError, read_layout, redact_wav
+from emotivoice.storage.files import UnsafePath, inside, make_private, open_private, private_dir
 
 if TYPE_CHECKING:
-    from analysis.results import CallResult
+    from emotivoice.analysis.results import CallResult
     from emotivoice.config import Settings
 
 log = logging.getLogger("emotivoice.redaction")

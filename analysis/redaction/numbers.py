@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from analysis.redaction.spoken import DigitRun, digit_runs, luhn, tokenize
+from emotivoice.analysis.redaction.spoken import DigitRun, digit_runs, luhn, tokenize
 
 CONTEXT_CHARS = 100  # words this far before a number (the agent's question included) say what it is
 

@@ -18,8 +18,8 @@ from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer
 
-from analysis.redaction.numbers import CONTEXT_CHARS, number_entities
-from analysis.redaction.spoken import DigitRun, Token, digit_runs, email_spans, tokenize
+from emotivoice.analysis.redaction.numbers import CONTEXT_CHARS, number_entities
+from emotivoice.analysis.redaction.spoken import DigitRun, Token, digit_runs, email_spans, tokenize
 
 VALUE = "value"  # recognition_metadata key of the normalised entity
 def _result(entity: str, start: int, end: int, score: float, value: str, name: str) -> RecognizerResult:

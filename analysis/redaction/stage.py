@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from analysis.redaction import engine
-from analysis.redaction.recognizers import VALUE
-from analysis.redaction.spoken import digit_runs, tokenize
+from emotivoice.analysis.redaction import engine
+from emotivoice.analysis.redaction.recognizers import VALUE
+from emotivoice.analysis.redaction.spoken import digit_runs, tokenize
 from emotivoice.config import RedactionConfig
 
 if TYPE_CHECKING:
-    from analysis.results import CallResult, Utterance
+    from emotivoice.analysis.results import CallResult, Utterance
     from emotivoice.config import Settings
 
 CONTEXT_GAP_S = 10.0  # an utterance further than this after the previous one is analysed on its own
@@ -104,7 +104,7 @@ def policy_of(cfg: RedactionConfig) -> dict[str, str]:
 def load_hash_key(path: Path) -> bytes:
     """The HMAC key for stable hashes: read, or made once (32 random bytes, 0600). Made by a hard
     link from a finished temp file, so two processes starting together agree on one key."""
-    from storage.files import write_private
+    from emotivoice.storage.files import write_private
 
     path = Path(path)
     if not path.exists():

@@ -14,7 +14,7 @@ import csv
 import json
 from pathlib import Path
 
-from analysis.synth import Turn, assemble, write_audio
+from emotivoice.analysis.synth import Turn, assemble, write_audio
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = [  # (leg, clip stem, gap before the turn in seconds)

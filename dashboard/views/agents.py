@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import plotly.express as px
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, store
-from dashboard.scorecard import show_scorecard_trends
+from emotivoice.dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, store
+from emotivoice.dashboard.scorecard import show_scorecard_trends
 
 require_sign_in()
 st.title("Agents")

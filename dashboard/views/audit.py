@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import streamlit as st
 
-from dashboard.common import headed, read_or_stop, record_export, require_sign_in, store
+from emotivoice.dashboard.common import headed, read_or_stop, record_export, require_sign_in, store
 
 ACTIONS = ["(any)", "sign_in", "view", "playback", "export", "acknowledge", "feedback", "delete", "rules_save",
            "rules_run", "recalibrate", "retention",

@@ -16,7 +16,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from dashboard.common import CHART_MARGIN, headed, read_or_stop, record_export, require_sign_in, store
+from emotivoice.dashboard.common import CHART_MARGIN, headed, read_or_stop, record_export, require_sign_in, store
 
 SCORE_HELP = ("score = 0.35 peak escalation risk + 0.30 negativity at the end + 0.20 churn phrase "
               "+ 0.15 repeat calls in the period")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.common import clock, emotion_timeline, factors_text, headed, require_sign_in, settings, store, user
-from storage.access import AccessDenied
-from storage.db import StorageError
+from emotivoice.dashboard.common import (clock, emotion_timeline, factors_text, headed, require_sign_in, settings,
+                                        store, user)
+from emotivoice.storage.access import AccessDenied
+from emotivoice.storage.db import StorageError
 
 require_sign_in()
 st.title("Live floor")

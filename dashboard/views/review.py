@@ -10,11 +10,11 @@ from datetime import date, timedelta
 import pandas as pd
 import streamlit as st
 
-from dashboard.analytics import calibration_note, show_analytics
-from dashboard.common import (audio_player, clock, emotion_timeline, headed, may, read_or_stop, require_sign_in,
-                              risk_curve, settings, store, transcript_view, user)
-from dashboard.playback import NOT_KEPT, call_source, kept_recording
-from dashboard.scorecard import show_scorecard
+from emotivoice.dashboard.analytics import calibration_note, show_analytics
+from emotivoice.dashboard.common import (audio_player, clock, emotion_timeline, headed, may, read_or_stop,
+                                         require_sign_in, risk_curve, settings, store, transcript_view, user)
+from emotivoice.dashboard.playback import NOT_KEPT, call_source, kept_recording
+from emotivoice.dashboard.scorecard import show_scorecard
 
 
 

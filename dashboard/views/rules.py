@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.common import read_or_stop, require_sign_in, store
-from storage.db import BadRequest, StorageError
+from emotivoice.dashboard.common import read_or_stop, require_sign_in, store
+from emotivoice.storage.db import BadRequest, StorageError
 
 require_sign_in()
 st.title("Rules")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.common import clock, read_or_stop, require_sign_in, store
-from storage.access import AccessDenied
-from storage.db import BadRequest, StorageError
+from emotivoice.dashboard.common import clock, read_or_stop, require_sign_in, store
+from emotivoice.storage.access import AccessDenied
+from emotivoice.storage.db import BadRequest, StorageError
 
 REVIEW = Path(__file__).resolve().parent / "review.py"
 EMOTIONS = ["(any)", "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]

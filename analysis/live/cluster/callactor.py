@@ -24,19 +24,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from analysis.audio import rms_dbfs
-from analysis.emotion.recalibration import recalibrator_for
-from analysis.emotion.tiers import complex_emotion, granular
-from analysis.insight.prosody import measure as measure_prosody
-from analysis.insight.stage import InsightState
-from analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
-from analysis.live.endpoint import Endpointer, Speech, to_16k
-from analysis.live.messages import CallStarted
-from analysis.live.writer import note_load
-from analysis.results import CallResult, Utterance
-from analysis.sink import to_record
+from emotivoice.analysis.audio import rms_dbfs
+from emotivoice.analysis.emotion.recalibration import recalibrator_for
+from emotivoice.analysis.emotion.tiers import complex_emotion, granular
+from emotivoice.analysis.insight.prosody import measure as measure_prosody
+from emotivoice.analysis.insight.stage import InsightState
+from emotivoice.analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
+from emotivoice.analysis.live.endpoint import Endpointer, Speech, to_16k
+from emotivoice.analysis.live.messages import CallStarted
+from emotivoice.analysis.live.writer import note_load
+from emotivoice.analysis.results import CallResult, Utterance
+from emotivoice.analysis.sink import to_record
 from emotivoice.config import Settings
-from storage.incremental import diff_record
+from emotivoice.storage.incremental import diff_record
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ def warm_up() -> None:
 
 def read_leg(recording: tuple, leg: str) -> np.ndarray:
     """What the connector side has recorded of one leg so far (analysis/live/recorder.py's files)."""
-    from analysis.live.recorder import CallRecorder
+    from emotivoice.analysis.live.recorder import CallRecorder
 
     audio_dir, call_id, legs, rate = recording
     try:

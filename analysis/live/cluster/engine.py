@@ -27,22 +27,22 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from analysis.live.alerts import AlertPublisher
-from analysis.live.call import LiveCall
-from analysis.live.cluster.callactor import CallActor, new_call
-from analysis.live.cluster.config import RayConfig
-from analysis.live.cluster.models import EmotionWorker, Pool, TranscriptWorker
-from analysis.live.cluster.sink import RaySink
-from analysis.live.finalize import Finalizer, begin_final, store_final
-from analysis.live.messages import CallEnded, CallStarted
-from analysis.live.recorder import apply_retention
-from analysis.live.recording import RecordingFront
-from analysis.live.storehealth import StoreHealth
-from analysis.live.writer import note_load
-from analysis.results import CallResult
+from emotivoice.analysis.live.alerts import AlertPublisher
+from emotivoice.analysis.live.call import LiveCall
+from emotivoice.analysis.live.cluster.callactor import CallActor, new_call
+from emotivoice.analysis.live.cluster.config import RayConfig
+from emotivoice.analysis.live.cluster.models import EmotionWorker, Pool, TranscriptWorker
+from emotivoice.analysis.live.cluster.sink import RaySink
+from emotivoice.analysis.live.finalize import Finalizer, begin_final, store_final
+from emotivoice.analysis.live.messages import CallEnded, CallStarted
+from emotivoice.analysis.live.recorder import apply_retention
+from emotivoice.analysis.live.recording import RecordingFront
+from emotivoice.analysis.live.storehealth import StoreHealth
+from emotivoice.analysis.live.writer import note_load
+from emotivoice.analysis.results import CallResult
 from emotivoice.config import Settings
-from storage.incremental import CallDelta, merge
-from storage.store import Store
+from emotivoice.storage.incremental import CallDelta, merge
+from emotivoice.storage.store import Store
 
 log = logging.getLogger(__name__)
 

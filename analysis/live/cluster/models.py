@@ -122,7 +122,7 @@ class EmotionWorker(_Worker):
     def __init__(self, settings: Settings, model=None):
         super().__init__()
         if model is None:
-            from analysis.emotion.model import load_emotion_model
+            from emotivoice.analysis.emotion.model import load_emotion_model
 
             model = load_emotion_model(settings.emotion, settings.model_cache_dir,
                                        settings.transcription.compute_type, 1)
@@ -162,8 +162,8 @@ class TranscriptWorker(_Worker):
         except OSError:
             pass
         if whisper is None:
-            from analysis.assets import whisper_model_dir
-            from analysis.whisper import WhisperRuntime
+            from emotivoice.analysis.assets import whisper_model_dir
+            from emotivoice.analysis.whisper import WhisperRuntime
 
             tc = settings.transcription
             whisper = WhisperRuntime(whisper_model_dir(tc.model, settings.model_cache_dir), tc.compute_type, 1)
@@ -174,8 +174,8 @@ class TranscriptWorker(_Worker):
         rc = settings.redaction
         self.redactor = None
         if rc.live and rc.transcripts:  # words leave this worker redacted; Presidio loads once per worker
-            from analysis.redaction import engine as redaction_engine
-            from analysis.redaction.stage import Redactor
+            from emotivoice.analysis.redaction import engine as redaction_engine
+            from emotivoice.analysis.redaction.stage import Redactor
 
             self.redactor = Redactor.from_settings(settings)
             redaction_engine.analyzer_engine()
@@ -207,7 +207,7 @@ class TranscriptWorker(_Worker):
         return batch
 
     def _compute(self, batch: list[_Request]) -> list[tuple[str, list, str, str]]:
-        from analysis.transcription import transcribe_utterances
+        from emotivoice.analysis.transcription import transcribe_utterances
 
         # without a group a retry gets no prompt: one call's words must never prompt another's
         groups = [r.group or ("", str(i)) for i, r in enumerate(batch)]
@@ -228,7 +228,7 @@ class TranscriptWorker(_Worker):
         call's earlier turns live in its call actor; the final pass redacts with them)."""
         if self.redactor is None or not words:
             return words
-        from analysis.results import Utterance
+        from emotivoice.analysis.results import Utterance
 
         u = Utterance("", 0, "", request.start, request.start + request.seconds, 0.0,
                       text="".join(w.word for w in words).strip(), words=list(words))

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analysis.live.messages import CallEnded, CallStarted, Frame
+from emotivoice.analysis.live.messages import CallEnded, CallStarted, Frame
 
 if TYPE_CHECKING:
-    from analysis.live.cluster.engine import ClusterCall, RayEngine
+    from emotivoice.analysis.live.cluster.engine import ClusterCall, RayEngine
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`emotivoice search QUERY` and `emotivoice search reindex` (issue 16), through the store service.
 
-Kept apart from emotivoice/cli.py (which only registers it) so the command stays small. Like the
+Kept apart from emotivoice/app/cli.py (which only registers it) so the command stays small. Like the
 other commands, it reads through the process that owns the database when one runs, else the file.
 """
 
@@ -40,9 +40,9 @@ def _clock(seconds: float) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Print the ranked hits (call, time, speaker, snippet), or rebuild the index."""
-    from emotivoice.cli import _settings
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.app.cli import _settings
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     settings = _settings(args)
     store = open_store(settings.db_path)

@@ -1,6 +1,6 @@
 """`emotivoice serve --ray auto|ADDRESS`: the live service with its per-call analysis on Ray.
 
-Everything but the engine is `emotivoice serve`'s (emotivoice/serve.py): this process owns the
+Everything but the engine is `emotivoice serve`'s (emotivoice/app/serve.py): this process owns the
 database, runs the listeners, crash recovery, the batch pass and the recordings inbox; the
 engine is analysis/live/cluster's RayEngine instead of the embedded LiveEngine.
 """
@@ -14,21 +14,21 @@ import threading
 import time
 from dataclasses import replace
 
-from analysis.live.cluster.config import RayConfig
-from analysis.live.cluster.engine import RayEngine
-from analysis.live.recovery import clear_stale_announcement
+from emotivoice.analysis.live.cluster.config import RayConfig
+from emotivoice.analysis.live.cluster.engine import RayEngine
+from emotivoice.analysis.live.recovery import clear_stale_announcement
 from emotivoice.config import Settings
-from emotivoice.serve import batch_finalizer, start_listeners, start_recovery, stop_service
-from storage.db import StorageError
+from emotivoice.app.serve import batch_finalizer, start_listeners, start_recovery, stop_service
+from emotivoice.storage.db import StorageError
 
 log = logging.getLogger(__name__)
 
 
 def serve_ray(settings: Settings, address: str = "auto", config_file: str | None = None, watch_inbox: bool = True,
               stats_every_s: float = 60.0, ray_config: RayConfig | None = None) -> int:
-    from storage.access import Directory
-    from storage import rules_file
-    from storage.server import StoreServer
+    from emotivoice.storage.access import Directory
+    from emotivoice.storage import rules_file
+    from emotivoice.storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)
     try:
@@ -59,8 +59,8 @@ def serve_ray(settings: Settings, address: str = "auto", config_file: str | None
         def watch() -> None:
             import os
 
-            from analysis.pipeline import CallAnalyzer
-            from analysis.service import InboxWatcher
+            from emotivoice.analysis.pipeline import CallAnalyzer
+            from emotivoice.analysis.service import InboxWatcher
 
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
             InboxWatcher(CallAnalyzer(settings), settings.inbox_dir, server).run()
@@ -68,7 +68,7 @@ def serve_ray(settings: Settings, address: str = "auto", config_file: str | None
         threading.Thread(target=watch, name="inbox", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"live service (Ray at {address}): owns {settings.db_path} (reads at {server.url})", flush=True)
-    from emotivoice.retention import Periodic
+    from emotivoice.app.retention import Periodic
 
     retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
     try:

@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, transcription=replace(settings.transcription, model=args.model))
     if getattr(args, "language", None):
         settings = replace(settings, transcription=replace(settings.transcription, language=args.language))
-    from storage.files import private_dir
+    from emotivoice.storage.files import private_dir
 
     try:
         private_dir(settings.data_dir)  # 0700 even when it already existed with looser modes
@@ -40,12 +40,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from analysis.assets import ModelUnavailable
-    from analysis.audio import AudioError, probe
-    from analysis.pipeline import CallAnalyzer, make_call_id, parse_roles
-    from analysis.sink import analyze_and_store, known_call_ids
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.analysis.assets import ModelUnavailable
+    from emotivoice.analysis.audio import AudioError, probe
+    from emotivoice.analysis.pipeline import CallAnalyzer, make_call_id, parse_roles
+    from emotivoice.analysis.sink import analyze_and_store, known_call_ids
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     settings = _settings(args)
     try:
@@ -120,7 +120,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     """`rules check FILE`: is a rules file usable; `rules run`: categories again on stored calls."""
-    from analysis.insight.rules import RulesError, load_rules, parse_rules
+    from emotivoice.analysis.insight.rules import RulesError, load_rules, parse_rules
 
     settings = _settings(args)
     path = args.file or settings.analytics.active_rules_file()
@@ -138,7 +138,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
               f"({sum(c.alert for c in rules.categories)} raise alerts, {sum(c.live for c in rules.categories)} "
               "judged live)")
         return 0
-    from analysis.recategorize import rerun_rules
+    from emotivoice.analysis.recategorize import rerun_rules
 
     return _rerun_stored(settings, lambda store: rerun_rules(store, rules, args.call or None), "re-categorised",
                          lambda names: ", ".join(names) or "(none)")
@@ -147,8 +147,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def _rerun_stored(settings: Settings, rerun, done: str, show) -> int:
     """Run `rerun(store)` over stored calls and print each call whose before/after changed (as
     `show` writes them), then the counts; 1 on a storage error."""
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     try:
         changes = rerun(open_store(settings.db_path))
@@ -166,10 +166,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     """Fit the deployment's emotion correction from coaches' corrections, or refuse (and keep the old)."""
     from datetime import datetime, timezone
 
-    from analysis.emotion.recalibration import (RecalibrationRefused, calibration_path, corrections_from_rows,
-                                                fit_calibration, write_profile)
-    from storage.db import StorageError
-    from storage.store import open_store
+    from emotivoice.analysis.emotion.recalibration import (RecalibrationRefused, calibration_path,
+                                                           corrections_from_rows, fit_calibration, write_profile)
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.store import open_store
 
     settings = _settings(args)
     ec = settings.emotion
@@ -208,8 +208,8 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
 def cmd_scorecard(args: argparse.Namespace) -> int:
     """`scorecard check FILE`: is a scorecard usable with the rules in use; `scorecard rescore`:
     the automatic answers again on stored calls (the coach's kept)."""
-    from analysis.insight.rules import RulesError, load_rules
-    from analysis.insight.scorecard import ScorecardError, load_scorecard
+    from emotivoice.analysis.insight.rules import RulesError, load_rules
+    from emotivoice.analysis.insight.scorecard import ScorecardError, load_scorecard
 
     settings = _settings(args)
     path = args.file or settings.analytics.scorecard_file
@@ -224,7 +224,7 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
               f"from categories, {kinds.count('metric')} from metrics, {kinds.count('coach')} for the coach), "
               f"weights {sum(q.weight for q in card.questions):g} in all")
         return 0
-    from analysis.rescore import rescore
+    from emotivoice.analysis.rescore import rescore
 
     return _rerun_stored(settings, lambda store: rescore(store, card, args.call or None), "rescored", _score)
 
@@ -234,15 +234,15 @@ def _score(value: float | None) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from analysis.pipeline import CallAnalyzer
-    from analysis.service import InboxWatcher
+    from emotivoice.analysis.pipeline import CallAnalyzer
+    from emotivoice.analysis.service import InboxWatcher
 
     settings = _settings(args)
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
-    from storage.db import StorageError
-    from storage.access import Directory
-    from storage import rules_file
-    from storage.server import StoreServer
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.access import Directory
+    from emotivoice.storage import rules_file
+    from emotivoice.storage.server import StoreServer
 
     analyzer = CallAnalyzer(settings)
     try:
@@ -255,7 +255,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))  # stop cleanly
     watcher = InboxWatcher(analyzer, inbox, server, args.poll)
-    from emotivoice.retention import start_periodic
+    from emotivoice.app.retention import start_periodic
 
     start_periodic(settings, server)  # audio, transcripts and calls past the retention policy, audited
     print(f"analysis service: watching {inbox} for recordings; it owns {settings.db_path} and serves "
@@ -272,7 +272,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from emotivoice.serve import serve
+    from emotivoice.app.serve import serve
 
     settings = _settings(args)
     cc = settings.connector
@@ -281,7 +281,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         audiosocket_port=cc.audiosocket_port if args.audiosocket_port is None else args.audiosocket_port,
         websocket_port=cc.websocket_port if args.websocket_port is None else args.websocket_port))
     if args.ray:  # per-call analysis on Ray (analysis/live/cluster); the embedded engine is the default
-        from emotivoice.serve_ray import serve_ray
+        from emotivoice.app.serve_ray import serve_ray
 
         return serve_ray(settings, args.ray, args.config, watch_inbox=not args.no_inbox)
     return serve(settings, args.config, watch_inbox=not args.no_inbox)
@@ -289,8 +289,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_place_call(args: argparse.Namespace) -> int:
     """Play a recording into a running service as a live call, from Debian's sipp."""
-    from analysis.audio import AudioError, load_audio, probe, to_8k_pcm16
-    from connector.sipp import have_sipp, place_calls
+    from emotivoice.analysis.audio import AudioError, load_audio, probe, to_8k_pcm16
+    from emotivoice.connector.sipp import have_sipp, place_calls
 
     if not have_sipp():
         print("error: sipp is not installed (apt-get install sip-tester, or run `python3 launch.py`)", file=sys.stderr)
@@ -312,9 +312,9 @@ def cmd_place_call(args: argparse.Namespace) -> int:
 
 def cmd_prepare_models(args: argparse.Namespace) -> int:
     """Join and check every offline model, so the first analysis starts at once."""
-    from analysis.assets import whisper_model_dir
-    from analysis.emotion.head import EmotionHead
-    from analysis.emotion.model import DEFAULT_HEAD
+    from emotivoice.analysis.assets import whisper_model_dir
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
 
     settings = _settings(args)
     for name in ("base", "tiny.en"):
@@ -325,7 +325,7 @@ def cmd_prepare_models(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from dashboard.server import run_dashboard
+    from emotivoice.dashboard.server import run_dashboard
 
     settings = _settings(args)
     return run_dashboard(settings, port=args.port)
@@ -337,8 +337,8 @@ def cmd_users(args: argparse.Namespace) -> int:
     import getpass
     import secrets
 
-    from dashboard.auth import add_user, load_accounts, load_users, set_role
-    from storage.files import write_private
+    from emotivoice.dashboard.auth import add_user, load_accounts, load_users, set_role
+    from emotivoice.storage.files import write_private
 
     settings = _settings(args)
     if args.action == "list":
@@ -393,10 +393,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
     audio, recorded in the audit log (through the service when it owns the database)."""
     import getpass
 
-    from dashboard.playback import recording_roots
-    from storage.db import StorageError
-    from storage.files import remove_call_audio
-    from storage.store import open_store
+    from emotivoice.dashboard.playback import recording_roots
+    from emotivoice.storage.db import StorageError
+    from emotivoice.storage.files import remove_call_audio
+    from emotivoice.storage.store import open_store
 
     settings = _settings(args)
     try:
@@ -428,13 +428,13 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from analysis.emotion.training import train_from_args
+    from emotivoice.analysis.emotion.training import train_from_args
 
     return train_from_args(args, _settings(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from analysis.emotion.evaluation import evaluate_from_args
+    from emotivoice.analysis.emotion.evaluation import evaluate_from_args
 
     return evaluate_from_args(args, _settings(args))
 
@@ -509,10 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="DuckDB file")
     p.set_defaults(func=cmd_delete)
 
-    from emotivoice.search_cli import add_parser as add_search  # issue 16: search and reindex
+    from emotivoice.app.search_cli import add_parser as add_search  # issue 16: search and reindex
 
     add_search(sub)
-    from emotivoice.retention import add_parser as add_retention_parser
+    from emotivoice.app.retention import add_parser as add_retention_parser
 
     add_retention_parser(sub, _settings)
 
@@ -571,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from storage.files import private_umask
+    from emotivoice.storage.files import private_umask
 
     args = build_parser().parse_args(argv)
     private_umask()  # everything this process writes (DuckDB and its WAL included) is owner-only

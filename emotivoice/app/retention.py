@@ -41,8 +41,8 @@ def audio_days(settings: Settings) -> int:
 def run_retention(settings: Settings, store=None, now: str | None = None) -> RetentionRun:
     """Apply `settings.retention` once; `store` is the service's own StoreServer when the caller
     owns the file (else the store is opened, through the service if one runs)."""
-    from analysis.live.recorder import apply_retention
-    from storage.store import open_store
+    from emotivoice.analysis.live.recorder import apply_retention
+    from emotivoice.storage.store import open_store
 
     cfg = settings.retention
     audio_now = None
@@ -63,8 +63,8 @@ def run_retention(settings: Settings, store=None, now: str | None = None) -> Ret
 
 def _remove_call_audio(settings: Settings, calls: list[dict]) -> int:
     """The kept audio of erased calls, inside the recording dirs only (as `emotivoice delete`)."""
-    from dashboard.playback import recording_roots
-    from storage.files import remove_call_audio
+    from emotivoice.dashboard.playback import recording_roots
+    from emotivoice.storage.files import remove_call_audio
 
     roots = recording_roots(settings)
     removed = 0
@@ -113,7 +113,7 @@ def start_periodic(settings: Settings, store, poll_s: float = 60.0):
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.db import StorageError
+    from emotivoice.storage.db import StorageError
 
     try:
         run = run_retention(settings, now=args.now)

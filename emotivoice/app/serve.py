@@ -21,11 +21,19 @@ import sys
 import threading
 import time
 
-from analysis.live.engine import LiveEngine
-from analysis.live.finalize import FinishedCall
-from analysis.live.recovery import Recovery, clear_stale_announcement
+from emotivoice.analysis.live.engine import LiveEngine
+from emotivoice.analysis.live.finalize import FinishedCall
+from emotivoice.analysis.live.recovery import Recovery, clear_stale_announcement
 from emotivoice.config import Settings, to_env
-from storage.db import StorageError
+from emotivoice.connector.audiosocket import AudioSocketServer
+from emotivoice.connector.websocket import ForkWebSocketServer
+from emotivoice.storage.db import StorageError
+
+try:  # pjsua2 is a compiled wheel that launch.py builds; without it SIP says why and the forks still run
+    from emotivoice.connector.sip import SipConnector
+    SIP_IMPORT_ERROR: Exception | None = None
+except ImportError as exc:
+    SipConnector, SIP_IMPORT_ERROR = None, exc
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +52,7 @@ def batch_finalizer(settings: Settings, config_file: str | None = None):
            "EMOTIVOICE_REDACTION_HASH_KEY_FILE": rc.hash_key_file or str(settings.data_dir / "redaction.key")}
 
     def finalize(call: FinishedCall) -> None:
-        cmd = [*orphan_guard, "nice", "-n", "10", sys.executable, "-m", "emotivoice.cli", "--log-level", "ERROR"]
+        cmd = [*orphan_guard, "nice", "-n", "10", sys.executable, "-m", "emotivoice.app", "--log-level", "ERROR"]
         cmd += ["--config", config_file] if config_file else []
         cmd += ["analyze", str(call.audio), "--call-id", call.call_id, "--db", str(settings.db_path), "--quiet"]
         if len(call.channels) == 2:
@@ -82,16 +90,16 @@ def start_listeners(settings: Settings, sink) -> list:
     started = []
     wanted = []
     if cc.sip_port:
-        wanted.append(("SIP", "connector.sip", "SipConnector"))
+        wanted.append(("SIP", SipConnector))
     if cc.audiosocket_port:
-        wanted.append(("AudioSocket", "connector.audiosocket", "AudioSocketServer"))
+        wanted.append(("AudioSocket", AudioSocketServer))
     if cc.websocket_port:
-        wanted.append(("Twilio/AudioHook WebSocket", "connector.websocket", "ForkWebSocketServer"))
-    import importlib
-
-    for title, module, cls in wanted:
+        wanted.append(("Twilio/AudioHook WebSocket", ForkWebSocketServer))
+    for title, listener_class in wanted:
         try:
-            listener = getattr(importlib.import_module(module), cls)(cc, sink)
+            if listener_class is None:
+                raise RuntimeError(f"pjsua2 is not importable ({SIP_IMPORT_ERROR}); run `python3 launch.py install`")
+            listener = listener_class(cc, sink)
             listener.start()
             started.append(listener)
             print(f"live: {title} listening on port {listener.port}", flush=True)
@@ -103,10 +111,10 @@ def start_listeners(settings: Settings, sink) -> list:
 
 def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
           stats_every_s: float = 60.0) -> int:
-    from analysis.service import InboxWatcher
-    from storage.access import Directory
-    from storage import rules_file
-    from storage.server import StoreServer
+    from emotivoice.analysis.service import InboxWatcher
+    from emotivoice.storage.access import Directory
+    from emotivoice.storage import rules_file
+    from emotivoice.storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
     try:
@@ -128,7 +136,7 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
         return 2
     if watch_inbox:
         def watch() -> None:
-            from analysis.pipeline import CallAnalyzer
+            from emotivoice.analysis.pipeline import CallAnalyzer
             import os
 
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # recordings wait for live calls
@@ -139,7 +147,7 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     print(f"live service: owns {settings.db_path} (reads at {server.url}); recordings inbox "
           f"{settings.inbox_dir if watch_inbox else 'off'}", flush=True)
-    from emotivoice.retention import Periodic
+    from emotivoice.app.retention import Periodic
 
     retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
     try:
