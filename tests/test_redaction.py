@@ -126,6 +126,28 @@ def test_answers_to_the_agents_question_are_redacted(redactor):
     assert utts[0].text == "And what is your mother's maiden name?"
 
 
+def test_an_agent_naming_the_number_asks_for_it_however_the_prompt_was_heard(redactor):
+    """8 kHz Whisper turns "Can I have the card number" into "I'll head with the card number": the
+    answer is still a card, read in misheard chunks that are no card on their own."""
+    utts = _redacted(redactor, "I'll head with the card number.",
+                     "Right. I'm free, six, four. I'm double, three, five.", speakers=("agent", "customer"))
+    assert "[CREDIT_CARD]" in utts[1].text
+    _no_digits_left(utts[1])
+    assert utts[0].text == "I'll head with the card number."
+
+
+def test_i_am_is_no_time_of_day_between_the_chunks_of_a_phone_number(redactor):
+    """Whisper breaks a phone number read in chunks with misheard words ("0M and I am 3N"); the
+    answer's chunks are one number unless the words between them name something else, and "I am"
+    names no time."""
+    _, u = _redacted(redactor, "What's the best number to reach you on?",
+                     "My mobile is 0M and I am 3N. I am 8. I am 1.3.1.", speakers=("agent", "customer"))
+    assert "[PHONE_NUMBER]" in u.text
+    _no_digits_left(u)
+    (time_of_day,) = _redacted(redactor, "The branch opens at 8 am and I am there at nine.")
+    assert time_of_day.text == "The branch opens at 8 am and I am there at nine."
+
+
 def test_a_card_read_in_two_breaths_is_one_number(redactor):
     utts = _redacted(redactor, "It's four one one one, one one one one,", "one one one one, one one one one.")
     for u in utts:

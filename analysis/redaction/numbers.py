@@ -34,7 +34,11 @@ CONTEXT = [
     ("other", re.compile(r"\b(order|reference|ref|confirmation|tracking|ticket|case|invoice|claim|booking|item|"
                          r"model|serial|parcel|package|extension|flight|room|zip|zip code|postcode|post code|price|"
                          r"cost|dollars|pounds|euros|bucks|total|minutes|hours|days|weeks|months|years|percent|"
-                         r"o'clock|am|pm)\b")),
+                         r"o'clock)\b")),
+    # a time of day only right after its number ("8 am", "eight p.m."): "I am 8" is no time, and a
+    # bare "am" keyword voided every number said after "I am" (a caller's "my mobile is 0... I am 3...")
+    ("other", re.compile(r"(?:\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)) ?"
+                         r"(?:am|pm|a\.m\.|p\.m\.)(?!\w)")),
 ]
 
 
@@ -116,6 +120,9 @@ def _close(text: str, a: DigitRun, b: DigitRun) -> bool:
 # an ask: a question, or a request to read something out, in the line before the answer
 ASK = re.compile(r"\?|\b(what|what's|which|can i|could i|could you|can you|may i|would you|go ahead|read|tell me|"
                  r"give me|let me (have|take|get)|is there|do you have|confirm)\b")
+# the agent naming the number is an ask too, however Whisper heard the words around it on a
+# telephone line ("Can I have the card number" heard as "I'll head with the card number")
+NAMED = re.compile(r"\b(card|phone|mobile|telephone|cell|contact|long) number\b|\bnumber on (the|your) card\b")
 ASKED_KINDS = {"card": "CREDIT_CARD", "phone": "PHONE_NUMBER"}
 ANSWER_GAP_CHARS = 30  # misheard words between two chunks of the answer ("I'm Maiming") are part of it
 ANSWER_MIN_DIGITS = 4  # fewer digits in the whole answer are no card or phone ("the one on the left")
@@ -125,7 +132,7 @@ ANSWER_SCORE = 0.9  # above spaCy's PERSON (0.85), which tags a run of misheard 
 def asked_kind(prompt: str) -> str | None:
     """"card" or "phone" when the line before an answer asks for that number, else None."""
     low = prompt.lower().replace("’", "'")
-    if not ASK.search(low):
+    if not (ASK.search(low) or NAMED.search(low)):
         return None
     kind = context_kind(low, len(low), len(low))
     return kind if kind in ASKED_KINDS else None
