@@ -154,6 +154,7 @@ def open_review():
     return at
 
 
+@pytest.mark.slow
 def test_call_review_shows_the_quarters_chart_and_the_trend(review_env):
     at = open_review()
     assert any(h.value == "Conversation analytics" for h in at.subheader)
@@ -530,6 +531,7 @@ def test_analyze_json_carries_quarters_summary_and_categories_and_stores_them(tm
     assert con.execute("SELECT count(*) FROM alerts WHERE kind = 'category:customer says eleven'").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_rules_run_recategorises_stored_calls_from_what_is_stored(tmp_path):
     from emotivoice.analysis.insight.rulematch import evaluate
     from emotivoice.analysis.insight.rules import load_rules, parse_rules
