@@ -13,7 +13,8 @@ import pandas as pd
 
 from emotivoice.analysis.emotion.tiers import GranularEmotion
 from emotivoice.analysis.insight.risk import Alert, RiskScore
-from emotivoice.analysis.insight.rules import RuleSet, evaluate
+from emotivoice.analysis.insight.rulematch import evaluate
+from emotivoice.analysis.insight.rules import RuleSet
 from emotivoice.analysis.insight.sarcasm import SarcasmCheck
 from emotivoice.analysis.insight.summary import summarize
 from emotivoice.analysis.results import CallResult, Speaker, Utterance

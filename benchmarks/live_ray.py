@@ -8,7 +8,7 @@ emotion / transcript stored (p50, p95), transcripts shed, frames dropped and mis
 the whole service (this process and every Ray process: raylet, GCS, workers, call actors) and
 of the machine (and by kind of process), the peak memory of the service's processes together,
 how long each call waited for its actor, and where each utterance's emotion latency went, stage
-by stage (engine.py's stage_times: the endpoint's 0.4 s of silence and the crossing to the call
+by stage (collector.py's stage_times: the endpoint's 0.4 s of silence and the crossing to the call
 actor, the emotion pool's queue and model, the answer back, the long poll, the store).
 
     python benchmarks/live_ray.py [--levels 1,2,4,8] [--seconds 45]
@@ -164,7 +164,7 @@ def run_level(engine, port: int, n: int, legs, stagger_s: float) -> dict:
 
 
 def stage_summary(lat: list[dict]) -> dict:
-    """p50/p95 of each stage of utterance end -> emotion stored (analysis/live/cluster/engine.py's
+    """p50/p95 of each stage of utterance end -> emotion stored (analysis/live/cluster/collector.py's
     stage_times), so a slow level says where its time went."""
     names = [k for k in ("to_actor", "endpoint", "to_pool", "queue", "model", "back", "to_answer",
                          "to_collector", "store", "batch_size")]

@@ -75,7 +75,8 @@ def time_queries(store, calls: int, runs: int) -> dict:
 
 def scoring_cost() -> dict:
     """score_call() on a long call (the analytics benchmark's 720-utterance call), categories given."""
-    from emotivoice.analysis.insight.rules import evaluate, load_rules
+    from emotivoice.analysis.insight.rulematch import evaluate
+    from emotivoice.analysis.insight.rules import load_rules
     from emotivoice.analysis.insight.scorecard import load_scorecard, score_call
     from benchmarks.analytics import call_of
 

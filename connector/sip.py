@@ -11,39 +11,14 @@ A SIPREC INVITE (multipart SDP + rs-metadata) becomes one leg per audio m-line, 
 a=label and given the role/name of the participant sending it (connector/siprec.py). A plain INVITE
 (a PBX conferencing us in as a silent monitor) becomes one leg "inbound" with no role.
 
-What it checks (UDP and TCP on `sip_port`, TLS on `sip_tls_port`), in this order:
-
-1. every request and response, any method, in or out of a dialog: its source address against
-   `connector.allow`; outside it a request gets a stateless 403 (ACK: dropped), a response is
-   dropped, and nothing of pjsip's sees it (connector/sipguard.py, a pjsip module);
-2. the method: only INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK are served; the rest
-   (SUBSCRIBE, MESSAGE, REGISTER, REFER, NOTIFY, PUBLISH...) get 405 and create no state;
-3. a new INVITE: a token bucket per source address (`invite_rate_per_s`, `invite_burst`); beyond
-   it, a stateless 503 with Retry-After;
-4. then, in onIncomingCall: digest credentials when `auth_user` is set (401 with a challenge),
-   admission (503 with Retry-After while the engine's recording cannot keep up: its queue for the
-   disk is over `live.record_max_lag_s` / `record_max_queued_mb`, or the disk faulted;
-   analysis/live/recording.py; or while pjmedia's media clock has skipped more than
-   `clock_max_skipped_share` of leg ticks in most of the last 5 s, connector/sipcall.py ClockWatch),
-   `max_calls` (486), an audio stream in the SDP (488; a body we
-   cannot read: 400).
-
-How a leg's audio leaves pjmedia is `connector.media_path`. "native" (the default): each leg's
-stream feeds a pjmedia WAV writer of its own in the bridge and one tailer thread hands what the
-files grow by to the sink as numbered 20 ms frames (connector/nativeleg.py), so the media clock
-never needs the GIL; the call is announced by the event thread when its RTP is first counted.
-"python": a LegPort per leg, called by the clock thread every 20 ms. Each such leg's frames are
-numbered by the media clock's wall time (connector/sipcall.py), so ticks
-the clock thread skipped while it waited for the GIL become seq gaps the recording fills with
-silence: a kept leg's timeline stays true. (Lowering Python's switch interval from 5 ms to 1 ms
-went with 7,608 skipped ticks at 24 calls against 20,159 before, but in that run analysis fell
-so far behind that the calls had not drained 120 s after hanging up: not kept without a cleaner A/B.)
+Which requests and calls it takes is connector/sipadmit.py (source, method, INVITE rate,
+credentials, admission, capacity); what happens to an answered call's legs is connector/sipmedia.py
+(`connector.media_path`: pjmedia WAV writers or Python ports).
 
 Refusals are counted (`stats()`) and logged with the source, one line per source and kind per 10 s
 carrying the number held back. The call's id is ours (storage.files.new_call_id); the SIP Call-ID,
 From, To and the SIPREC session id and participants are bounded text in CallStarted.metadata
-["external"], never a name. A call is announced (CallStarted) only once RTP arrives; one that sends
-none is never announced and is hung up after `no_media_timeout_s` (logged "no media").
+["external"], never a name.
 
 With the pjsua2-python 2.15 fallback (no PJSUA_HAS_SIPREC) SIPREC INVITEs that carry
 `Require: siprec` are refused by pjsip with 420; those without it still work (the multipart SDP is
@@ -64,26 +39,25 @@ from pathlib import Path
 
 import pjsua2 as pj
 
-from emotivoice.analysis.live.messages import CallEnded, CallStarted, LegInfo, LiveSink, refusal, wire_text
-from emotivoice.connector.access import DigestAuth, RateLimiter, RefusalLog, host_of, is_allowed, parse_allow
+from emotivoice.analysis.live.messages import LiveSink
+from emotivoice.connector.access import DigestAuth, RateLimiter, RefusalLog, parse_allow
 from emotivoice.connector.pjsetup import (LogWriter, account_config, check_security, create_transports, endpoint_config,
                                           quiet_stdout)
-from emotivoice.connector.nativeleg import LegTailer, NativeLeg, WavPorts, open_leg, release_leg
+from emotivoice.connector.nativeleg import LegTailer, WavPorts
 from emotivoice.connector.portyard import BridgeEndpoint, PortYard
-from emotivoice.connector.sipcall import CallState, ClockWatch, Leg, LegPort, SipAccount, SipCall, call_metadata_of
+from emotivoice.connector.sipadmit import CallAdmission
+from emotivoice.connector.sipcall import ClockWatch, SipAccount, SipCall
 from emotivoice.connector.sipguard import RequestPolicy, SipGuard
-from emotivoice.connector.siprec import parse_sip, summarize_invite
+from emotivoice.connector.sipmedia import BRIDGE_RATE, CallMedia
 from emotivoice.config import ConnectorConfig
-from emotivoice.storage.files import UnsafePath, new_call_id
 
 log = logging.getLogger(__name__)
 
 _MAX_CALLS_BUILT = 256 if hasattr(pj, "PJSUA_SIP_SIPREC_OPTIONAL") else 4  # PJSUA_MAX_CALLS of the binding
 MEDIA_PATHS = ("native", "python")
-BRIDGE_RATE = 16000  # endpoint_config's clock rate: what native legs' WAVs are written at
 
 
-class SipConnector:
+class SipConnector(CallAdmission, CallMedia):
     """Answers SIP/SIPREC calls and feeds their audio to `sink`. start() returns once listening."""
 
     def __init__(self, cfg: ConnectorConfig, sink: LiveSink):
@@ -276,253 +250,3 @@ class SipConnector:
         self._ep = None
         self._guard = None
 
-    # -- calls (all on the event thread) ---------------------------------------------------------
-
-    def on_incoming(self, account: SipAccount, prm) -> None:
-        call = SipCall(self, account, prm.callId)
-        raw = prm.rdata.wholeMsg
-        remote = prm.rdata.srcAddress
-        source = host_of(remote)
-        msg = parse_sip(raw)
-        sip_call_id = wire_text(msg.header("call-id")) or ""  # data for the log and metadata, never a name
-        if not is_allowed(remote, self._allow):  # the guard refused it already; this is the fallback
-            self.refusal_log.note("not_allowed", "SIP call refused: source not allowed", source,
-                                   {"sip_call_id": sip_call_id})
-            return self._refuse(call, 403, "Forbidden")
-        if self._guard is None and not self._limiter.allow(source):
-            self.refusal_log.note("rate_limited", "SIP call refused: INVITE rate limit", source, {})
-            return self._refuse(call, 503, "Service Unavailable",
-                                [("Retry-After", str(self._limiter.retry_after_s(source)))])
-        if self._auth is not None:
-            credentials = msg.header("authorization")
-            if not credentials or not self._auth.verify("INVITE", credentials):
-                if credentials:
-                    self.refusal_log.note("bad_credentials", "SIP call refused: bad credentials", source,
-                                           {"sip_call_id": sip_call_id})
-                return self._refuse(call, 401, "Unauthorized", [("WWW-Authenticate", self._auth.challenge())])
-        overloaded = refusal(self.sink, "sip")
-        if overloaded:  # recording cannot keep up: the calls already answered come first
-            self.refusal_log.note("overloaded", "SIP call refused: recording cannot keep up", source,
-                                  {"reason": overloaded, "sip_call_id": sip_call_id})
-            return self._refuse(call, 503, "Service Unavailable",
-                                [("Retry-After", str(max(1, self.cfg.overload_retry_after_s)))])
-        behind = self.clock.behind(self.cfg.clock_max_skipped_share)
-        if behind:  # the media clock is starved: another call would lose its audio's timing too
-            self.refusal_log.note("clock_behind", "SIP call refused: media clock skipping ticks", source,
-                                  {"reason": behind, "sip_call_id": sip_call_id})
-            return self._refuse(call, 503, "Service Unavailable",
-                                [("Retry-After", str(max(1, self.cfg.overload_retry_after_s)))])
-        starting = sum(1 for c in self._calls.values() if c.state and not c.state.started)
-        if self.active_calls + starting >= self._max_calls:
-            self.refusal_log.note("busy", "SIP call refused: at max_calls", source, {"max_calls": self._max_calls})
-            return self._refuse(call, 486, "Busy Here")
-        try:
-            summary = summarize_invite(raw, self.cfg.siprec_agent_match)
-        except Exception as exc:  # the body pjsip accepted still made no sense to us
-            log.warning("SIP call refused: unreadable INVITE", extra={"remote": remote, "error": repr(exc)[:200]})
-            return self._refuse(call, 400, "Bad Request")
-        if not summary.legs:
-            log.warning("SIP call refused: no audio stream", extra={"remote": remote, "sip_call_id": sip_call_id})
-            return self._refuse(call, 488, "Not Acceptable Here")
-        call_id = new_call_id("siprec" if summary.siprec else "sip")
-        call.state = CallState(call_id, remote, summary, call_metadata_of(summary, sip_call_id))
-        self._calls[prm.callId] = call
-        log.info("SIP call answered", extra={"call_id": call_id, "sip_call_id": sip_call_id, "remote": remote})
-        op = pj.CallOpParam(True)
-        op.statusCode = 200
-        op.opt.audioCount = sum(1 for _ in summary.legs)  # or pjsua refuses every stream after the first
-        op.opt.videoCount = 0
-        try:
-            call.answer(op)
-        except pj.Error as exc:
-            log.warning("SIP answer failed", extra={"call_id": call_id, "error": exc.info()})
-
-    def _refuse(self, call: SipCall, code: int, reason: str, headers: list[tuple[str, str]] = ()) -> None:
-        """Queue a final error response, sent once onIncomingCall has returned.
-
-        Hanging up inside the callback is unsafe: pjsua defers it, sends the response without our
-        headers (a 401 without its WWW-Authenticate challenge), and for an INVITE without SDP it
-        resets the call before pjsua2 frees the cloned request, which aborts the process.
-        """
-        self._pending_refusals.append((call, code, reason, tuple(headers)))
-
-    def _send_refusals(self) -> None:
-        if not self._pending_refusals:
-            return
-        refusals, self._pending_refusals = self._pending_refusals, []
-        for call, code, reason, headers in refusals:
-            self._send_refusal(call, code, reason, headers)
-
-    def _send_refusal(self, call: SipCall, code: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
-        if call.disconnected:  # CANCELled meanwhile: its pjsua slot may already be a new call's
-            self._done.append(call)
-            return
-        op = pj.CallOpParam()
-        op.statusCode = code
-        op.reason = reason
-        for name, value in headers:
-            header = pj.SipHeader()
-            header.hName, header.hValue = name, value
-            op.txOption.headers.append(header)
-        try:
-            call.hangup(op)
-        except pj.Error as exc:
-            log.warning("SIP refusal failed", extra={"code": code, "error": exc.info()})
-        self._done.append(call)
-
-    def on_media_ready(self, call: SipCall) -> None:
-        state = call.state
-        if state is None or state.ended or state.started:
-            return  # a stream added by a re-INVITE is not announced; the legs stay fixed
-        info = call.getInfo()
-        by_index = {leg.index: leg for leg in state.summary.legs}
-        specs: list[tuple[int, LegInfo]] = []
-        for media in info.media:
-            if media.type != pj.PJMEDIA_TYPE_AUDIO or media.index in state.legs or media.index not in by_index:
-                continue
-            if media.status not in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
-                continue  # send-only (SIPREC) streams report REMOTE_HOLD
-            rate = 16000 if call.getStreamInfo(media.index).codecClockRate >= 16000 else 8000
-            spec = by_index[media.index]
-            leg = "inbound" if not state.summary.siprec and len(by_index) == 1 else spec.leg
-            specs.append((media.index, LegInfo(leg, spec.role, spec.name, rate)))
-        if not specs:
-            return
-        if self.native and self._open_native(call, state, specs):
-            state.started = True
-            return
-        new_ports = []
-        for index, leg_info in specs:
-            port = LegPort(self, state, leg_info.leg, leg_info.sample_rate)
-            state.legs[index] = Leg(leg_info, port)
-            new_ports.append((call.getAudioMedia(index), port))
-        state.started = True  # every leg exists before the first frame can announce the call
-        for media, port in new_ports:
-            media.startTransmit(port)
-
-    def _open_native(self, call: SipCall, state: CallState, specs: list[tuple[int, LegInfo]]) -> bool:
-        """Connect each leg's stream to a pjmedia WAV writer of its own (connector/nativeleg.py);
-        False (nothing left behind) when one cannot be made: the call then gets Python ports."""
-        reserve = int(max(0.0, self.cfg.media_reserve_s) * BRIDGE_RATE) * 2
-        opened: list[NativeLeg] = []
-        try:
-            for n, (index, leg_info) in enumerate(specs):  # n: the leg's place, as the recording numbers it
-                source = call.getAudioMedia(index).getPortId()
-                opened.append(open_leg(self._ports, self._leg_dir, state.call_id, n, leg_info.leg,
-                                       leg_info.sample_rate, source, BRIDGE_RATE, reserve))
-        except (OSError, UnsafePath, pj.Error) as exc:
-            log.error("native leg recording not opened: the call's legs go through Python ports",
-                      extra={"call_id": state.call_id, "error": exc.info() if isinstance(exc, pj.Error) else str(exc)})
-            for native in opened:
-                native.discard = True
-                self._retire_native(native)
-            return False
-        for (index, leg_info), native in zip(specs, opened):
-            state.legs[index] = Leg(leg_info, None, native)
-        state.native = True
-        return True
-
-    def _retire_native(self, native: NativeLeg) -> None:
-        """Out of the bridge now; destroyed (its file completed) once the bridge has let go of it."""
-        self._ports.remove(native.slot)
-        self._yard.retire_slot(native.slot, lambda: release_leg(self._ports, native))
-
-    def announce(self, state: CallState) -> None:
-        """CallStarted, on the media thread under the call's lock, at the first audio of any leg."""
-        state.announced = True
-        legs = tuple(leg.info for leg in state.legs.values())
-        self.sink.start(CallStarted(state.call_id, "siprec" if state.summary.siprec else "sip", legs,
-                                    state.remote, state.metadata))
-        log.info("SIP call started", extra={"call_id": state.call_id, "remote": state.remote,
-                                            "legs": [leg.leg for leg in legs]})
-
-    def _notice_media(self) -> None:
-        """Mark calls whose streams have received RTP; their next frame announces them."""
-        for call in self._calls.values():
-            state = call.state
-            if state is None or not state.started or state.media_seen or state.ended:
-                continue
-            try:
-                received = any(call.getStreamStat(index).rtcp.rxStat.pkt > 0 for index in state.legs)
-            except pj.Error:
-                continue
-            if received:
-                state.media_seen = True
-                if state.native:  # no port to announce it at its first frame: the tailer reads from here on
-                    with state.lock:
-                        if state.ended or state.announced:
-                            continue
-                        self.announce(state)
-                    self._tailer.add(state.call_id, [leg.native for leg in state.legs.values()])
-
-    def _hang_up_silent_calls(self) -> None:
-        """Hang up answered calls that have sent no audio for connector.no_media_timeout_s."""
-        limit = self.cfg.no_media_timeout_s
-        if limit <= 0:
-            return
-        now = time.monotonic()
-        for call in list(self._calls.values()):
-            state = call.state
-            if state is None or state.announced or state.ended or now - state.answered_at < limit:
-                continue
-            self.refusal_log.note("no_media", "SIP call hung up: no media", host_of(state.remote),
-                                  {"call_id": state.call_id, "after_s": limit})
-            self._finish(call, "no media")
-            op = pj.CallOpParam()
-            op.statusCode = 408
-            try:
-                call.hangup(op)
-            except pj.Error as exc:
-                log.warning("SIP hang-up failed", extra={"call_id": state.call_id, "error": exc.info()})
-
-    def on_call_ended(self, call: SipCall, reason: str) -> None:
-        self._finish(call, reason)
-        self._done.append(call)
-
-    def _finish(self, call: SipCall, reason: str) -> None:
-        state = call.state
-        if state is None:
-            return
-        with state.lock:
-            if state.ended:
-                return
-            state.ended = True
-        if state.announced and state.native:  # CallEnded follows the legs' last samples (the tailer)
-            self._tailer.end(state.call_id, reason)
-            log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
-        elif state.announced:
-            self.sink.end(CallEnded(state.call_id, reason, {leg.info.leg: leg.port.missing_frames()
-                                                            for leg in state.legs.values() if leg.port}))
-            log.info("SIP call ended", extra={"call_id": state.call_id, "reason": reason})
-        else:  # the engine never heard of it: nothing to store
-            for leg in state.legs.values():
-                if leg.native is not None:
-                    leg.native.discard = True
-            self._calls_without_media += 1
-            log.info("SIP call ended before any audio", extra={"call_id": state.call_id, "reason": reason,
-                                                                "remote": state.remote})
-
-    def _reap(self) -> None:
-        """Drop disconnected calls (outside their own callbacks, on this thread); their ports go to
-        the yard, which frees each once the bridge has removed it (connector/portyard.py)."""
-        if not self._done:
-            return
-        done, self._done = self._done, []
-        for call in done:
-            for index, entry in [(i, c) for i, c in self._calls.items() if c is call]:
-                del self._calls[index]
-            self._retire_ports(call)
-            if call.disconnected and call.isActive() and call not in self._kept_calls:
-                # its slot is a new call's already: pjsua2's destructor would unhook and hang up that one
-                call.__disown__()
-                self._kept_calls.append(call)
-
-    def _retire_ports(self, call: SipCall) -> None:
-        if call.state:
-            for leg in call.state.legs.values():
-                if leg.port is not None:
-                    self._yard.retire(leg.port)
-                    leg.port = None
-                if leg.native is not None and leg.native.port:
-                    self._retire_native(leg.native)
-                    leg.native = None

@@ -170,7 +170,8 @@ class StoreServer:
         return result
 
     def start(self) -> StoreServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="store-server", daemon=True)
+        # close() waits for the serving loop's next look at its stop flag: 0.1 s, not the default 0.5
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,), name="store-server", daemon=True)
         self._thread.start()
         write_private(announcement(self.db_path),
                       json.dumps({"url": self.url, "pid": os.getpid(), "token": self.token}))

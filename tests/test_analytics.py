@@ -154,6 +154,7 @@ def open_review():
     return at
 
 
+@pytest.mark.slow
 def test_call_review_shows_the_quarters_chart_and_the_trend(review_env):
     at = open_review()
     assert any(h.value == "Conversation analytics" for h in at.subheader)
@@ -230,7 +231,8 @@ def names(matches: list[dict]) -> list[str]:
 
 
 def test_default_rules_find_exactly_their_categories():
-    from emotivoice.analysis.insight.rules import evaluate, load_rules
+    from emotivoice.analysis.insight.rulematch import evaluate
+    from emotivoice.analysis.insight.rules import load_rules
 
     rules = load_rules()
     assert names(rules.categories and [{"category": c.name} for c in rules.categories]) == [
@@ -347,7 +349,8 @@ match = "any"
 
 def test_a_custom_rule_set_matches_each_kind_of_condition_exactly():
     from emotivoice.analysis.conversation import Span, conversation_metrics
-    from emotivoice.analysis.insight.rules import evaluate, parse_rules
+    from emotivoice.analysis.insight.rulematch import evaluate
+    from emotivoice.analysis.insight.rules import parse_rules
 
     call = rough_call()
     per, call.metrics = conversation_metrics([Span(u.speaker, u.start, u.end, len(u.words)) for u in call.utterances],
@@ -528,8 +531,10 @@ def test_analyze_json_carries_quarters_summary_and_categories_and_stores_them(tm
     assert con.execute("SELECT count(*) FROM alerts WHERE kind = 'category:customer says eleven'").fetchone()[0] == 1
 
 
+@pytest.mark.slow
 def test_rules_run_recategorises_stored_calls_from_what_is_stored(tmp_path):
-    from emotivoice.analysis.insight.rules import evaluate, load_rules, parse_rules
+    from emotivoice.analysis.insight.rulematch import evaluate
+    from emotivoice.analysis.insight.rules import load_rules, parse_rules
     from emotivoice.analysis.recategorize import rerun_rules, stored_result
     from conftest import run_cli
     from emotivoice.storage.store import FileStore

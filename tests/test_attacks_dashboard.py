@@ -151,6 +151,7 @@ def link_secret_of(planted) -> bytes:
     return bytes.fromhex((planted.data / "dashboard_secret.key").read_text().strip())
 
 
+@pytest.mark.slow
 def test_planted_sources_are_never_served_and_a_kept_recording_plays_only_for_its_session(planted, dashboard,
                                                                                             driver):
     from selenium.webdriver.common.by import By
@@ -206,6 +207,7 @@ def test_planted_sources_are_never_served_and_a_kept_recording_plays_only_for_it
     assert any(r.get("event") == "dashboard_refused" and r.get("reason") == "playback link expired" for r in refusals)
 
 
+@pytest.mark.slow
 def test_a_reload_keeps_the_session_and_log_out_ends_it(planted, dashboard, driver):
     token = signed_in(driver, dashboard.url)
     driver.refresh()
@@ -232,6 +234,7 @@ def test_a_reload_keeps_the_session_and_log_out_ends_it(planted, dashboard, driv
     assert f"Signed in as {USER}" not in text and "good-1" not in text and "Call review" not in text
 
 
+@pytest.mark.slow
 def test_no_page_opens_from_its_url_without_signing_in(planted, tmp_path, driver):
     """Found while fixing finding 5: with the page scripts in a folder named pages/, Streamlit ran a
     page straight from its URL (its v1 page discovery) until someone had signed in. The very first
@@ -251,6 +254,7 @@ def test_no_page_opens_from_its_url_without_signing_in(planted, tmp_path, driver
         stop_dashboard_server(proc)
 
 
+@pytest.mark.slow
 def test_the_sixth_quick_wrong_password_is_throttled_and_then_even_the_right_one(planted, tmp_path, driver):
     db = tmp_path / "emotivoice.duckdb"
     shutil.copy(planted.db, db)

@@ -140,6 +140,7 @@ def test_error_bodies_carry_no_internals_and_the_log_has_them(served, caplog):
     assert list(served.read("list_calls").call_id) == ["good"]
 
 
+@pytest.mark.slow
 def test_half_open_connections_cannot_take_a_thread_each(tmp_path):
     """800 half-open sockets made 832 threads; 200 here must not pass max_connections, and a real
     request behind them is answered once their timeouts free the slots."""

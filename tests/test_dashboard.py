@@ -57,6 +57,7 @@ def test_passwords_are_hashed_and_checked():
     assert verify_password("s3cret-pass", encoded) and not verify_password("wrong", encoded)
 
 
+@pytest.mark.slow
 def test_no_page_without_logging_in(dashboard_env):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
@@ -75,6 +76,7 @@ def test_no_page_without_logging_in(dashboard_env):
     # (log-out is a sidebar button, which AppTest 1.67 does not click: the browser test does)
 
 
+@pytest.mark.slow
 def test_live_floor_shows_the_call_and_acknowledges_its_alert(dashboard_env):
     at = logged_in().run()
     assert not at.exception, at.exception
@@ -91,6 +93,7 @@ def test_live_floor_shows_the_call_and_acknowledges_its_alert(dashboard_env):
     assert who == "sam" and when is not None
 
 
+@pytest.mark.slow
 def test_call_review_tags_the_transcript_and_stores_feedback(dashboard_env):
     at = logged_in()
     at.switch_page("views/review.py").run()
@@ -111,6 +114,7 @@ def test_call_review_tags_the_transcript_and_stores_feedback(dashboard_env):
     assert row == ("sarcasm", "Said it with a smile, not sarcastic.", "sam")
 
 
+@pytest.mark.slow
 def test_agents_and_churn_pages_rank_and_export(dashboard_env):
     at = logged_in()
     at.switch_page("views/agents.py").run()
@@ -125,6 +129,7 @@ def test_agents_and_churn_pages_rank_and_export(dashboard_env):
     assert {"Export CSV", "Export Parquet"} <= {b.label for b in at.get("download_button")}
 
 
+@pytest.mark.slow
 def test_an_agent_sees_only_their_own_calls_and_pages(dashboard_env, tmp_path):
     """An agent login: the review page lists only their call (the store filters it), the live floor
     is not among their pages (not even by its URL), and they cannot save feedback."""
@@ -153,6 +158,7 @@ def test_an_agent_sees_only_their_own_calls_and_pages(dashboard_env, tmp_path):
     # (the store refuses the live floor's queries to an agent whatever runs them: tests/test_access.py)
 
 
+@pytest.mark.slow
 def test_empty_store_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTIVOICE_DB_PATH", str(tmp_path / "none.duckdb"))
     monkeypatch.setenv("EMOTIVOICE_DATA_DIR", str(tmp_path))  # sam must exist: a session of a removed user ends
@@ -162,6 +168,7 @@ def test_empty_store_says_what_to_do(tmp_path, monkeypatch):
     assert "No calls yet" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_busy_port_falls_back_and_prints_the_url(dashboard_env, tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -259,6 +266,7 @@ def test_throttle_memory_is_bounded_against_made_up_names():
     assert len(throttle._records) <= 100
 
 
+@pytest.mark.slow
 def test_sign_in_refuses_even_the_right_password_while_backed_off_and_logs_the_lockout(dashboard_env, caplog):
     from emotivoice.dashboard.auth import sign_in
     from emotivoice.dashboard.throttle import LoginThrottle

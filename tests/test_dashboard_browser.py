@@ -17,7 +17,7 @@ from emotivoice.dashboard.auth import hash_password
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "sam", "correct horse battery"
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")]
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
         load_emotion_model(EmotionConfig(backend="hubert"), tmp_path)
 
 
+@pytest.mark.slow
 def test_train_a_head_on_hubert_features_and_serve_it(tiny_hubert, tmp_path, manifest, settings):
     """`train emotion --backbone hubert --model-dir DIR` end to end, on 10 CREMA-D actors."""
     import csv

@@ -98,6 +98,7 @@ def test_roles_from_cues_with_confidence():
     assert 0.5 < unsure["a"].confidence < 0.85  # only "spoke first" tells them apart
 
 
+@pytest.mark.slow
 def test_demo_call_stores_sarcasm_risk_and_roles(demo_analysis):
     db, doc = demo_analysis
     call = doc["calls"][0]
@@ -145,6 +146,7 @@ def assembled_calls(manifest, tmp_path_factory, settings):
     return out
 
 
+@pytest.mark.slow
 def test_escalating_call_alerts_after_the_customer_turns_and_calm_call_does_not(assembled_calls):
     escalating, placed = assembled_calls["escalating"]
     onset = [p for p in placed if p.leg == 1][2].start

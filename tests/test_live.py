@@ -73,6 +73,7 @@ def live_settings(settings, tmp_path, **live):
                    live=replace(settings.live, audio_dir=tmp_path / "calls", **live))
 
 
+@pytest.mark.slow
 def test_endpointer_cuts_each_turn_and_sends_rolling_updates(demo_legs):
     customer = demo_legs["customer"]
     turns = [t for t in DEMO_TRUTH["turns"] if t["speaker"] == "customer"]

@@ -101,6 +101,7 @@ def stored_call(call_id: str, rng: np.random.Generator) -> tuple:
     return to_record(result, metadata={"team": "sales"}), truths
 
 
+@pytest.mark.slow
 def test_recalibrate_fits_stored_corrections_saves_and_audits(tmp_path):
     db, cal_file = tmp_path / "calls.duckdb", tmp_path / "cal" / "calibration.json"
     rng = np.random.default_rng(3)
@@ -137,6 +138,7 @@ def test_recalibrate_fits_stored_corrections_saves_and_audits(tmp_path):
     assert proc.returncode == 3 and "at least 20" in proc.stderr
 
 
+@pytest.mark.slow
 def test_batch_analysis_scores_the_call_under_its_teams_profile(tmp_path, demo_analysis):
     """The real demo call, with a profile for its team that says everyone here sounds surprised."""
     _, plain = demo_analysis

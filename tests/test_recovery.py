@@ -217,6 +217,7 @@ def calls_in(db: Path) -> dict:
         con.close()
 
 
+@pytest.mark.slow
 @needs_sipp
 @pytest.mark.parametrize("media_path", ["native", "python"])
 def test_serve_killed_mid_call_recovers_the_call_with_its_audio_up_to_the_kill(tmp_path, env, media_path):
@@ -332,6 +333,7 @@ def exit_of(pid: int, timeout: float = 120.0) -> int:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @needs_sipp
 def test_serve_killed_during_the_batch_pass_reruns_it_at_the_next_start(tmp_path, env, subreaper):
     from tests.test_serve import demo_excerpt, free_port

@@ -26,7 +26,7 @@ from tests.test_reports import BROKEN, CALLS, REFUND, churn_record
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN, PASSWORD = "ada", "correct horse battery"
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")]
 
 
 @pytest.fixture

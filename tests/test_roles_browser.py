@@ -15,7 +15,7 @@ from emotivoice.dashboard.auth import hash_password
 from emotivoice.storage.db import connect
 from test_attacks_dashboard import plant_call
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")]
 PASSWORD = "correct horse battery"
 TITLES = {"live": "Live floor", "review": "Call review", "agents": "Agents", "churn": "Churn risk",
           "audit": "Audit log", "rules": "Rules", "search": "Search"}

@@ -260,6 +260,7 @@ def test_scores_per_agent_and_team_by_week_within_the_users_scope(served):
     assert as_user(served, "rita").read("scorecard_weekly", **period).empty
 
 
+@pytest.mark.slow
 def test_rescore_after_the_card_changes_keeps_the_coach_answers(served, tmp_path):
     from conftest import run_cli
 
@@ -286,6 +287,7 @@ def test_rescore_after_the_card_changes_keeps_the_coach_answers(served, tmp_path
 
 # ---- the assembled demo call, and the review page -----------------------------------------------------
 
+@pytest.mark.slow
 def test_analyze_json_carries_the_scorecard_and_stores_it(demo_analysis):
     db, doc = demo_analysis
     call = doc["calls"][0]
@@ -317,6 +319,7 @@ def _write_users(data: Path) -> None:
         "al": Account("al", hashed, "agent", (), "agent-7").to_json()}))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("browser").browser_missing() is not None, reason="no Chromium here")
 def test_review_page_coach_changes_an_answer_of_a_disputed_scorecard(demo_analysis, tmp_path):
     from browser import (choose, click_button, headless_chrome, login, open_page, page_text, screenshot,

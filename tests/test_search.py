@@ -30,6 +30,7 @@ def turn(text: str) -> dict:
 
 # ---- the demo call, analysed for real ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_sentence_said_in_a_stored_call_is_found_at_its_time(demo_analysis):
     db, _ = demo_analysis
     said = turn("I would like a new alarm clock.")
@@ -57,6 +58,7 @@ def test_a_sentence_said_in_a_stored_call_is_found_at_its_time(demo_analysis):
     assert any(f"0:{int(customer['start']) + d}" in proc.stdout for d in (0, 1)), proc.stdout
 
 
+@pytest.mark.slow
 def test_reindex_rebuilds_the_same_index(demo_analysis, tmp_path):
     import shutil
 

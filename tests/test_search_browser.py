@@ -21,7 +21,7 @@ from emotivoice.dashboard.auth import hash_password
 ROOT = Path(__file__).resolve().parent.parent
 USER, PASSWORD = "sam", "correct horse battery"
 
-pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")]
 
 
 def test_a_search_hit_opens_the_review_at_that_moment(demo_analysis, tmp_path):

@@ -40,6 +40,7 @@ def test_short_regions_merge_toward_target_and_long_ones_split():
     assert len(shaped) == 2 + 4 and all(r.duration <= CFG.max_utterance_s for r in shaped)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [16000, 8000])
 def test_silero_finds_each_demo_turn_on_its_channel(rate, tmp_path):
     """At 16 kHz, and at 8 kHz on the demo as a G.711 line carries it (the VAD at the line's rate)."""
@@ -57,6 +58,7 @@ def test_silero_finds_each_demo_turn_on_its_channel(rate, tmp_path):
             assert all(region.start <= a < b <= region.end for a, b in region.speech)
 
 
+@pytest.mark.slow
 def test_onnx_vad_gives_the_torchscript_models_probabilities():
     """One VAD implementation (the ONNX export) for batch and live: it must be silero itself."""
     import torch
@@ -82,6 +84,7 @@ def test_dead_silero_falls_back_to_the_energy_rule(monkeypatch):
     assert len(found) == sum(t["speaker"] == "customer" for t in DEMO_TRUTH["turns"])
 
 
+@pytest.mark.slow
 def test_live_windowed_stream_gives_the_batch_probabilities_chunk_for_chunk():
     x = to_rate(load_audio(DEMO)[1][: 16000 * 12], 8000)
     batch = windowed_probabilities(x, 8000, 2.0, 1.0)
@@ -90,6 +93,7 @@ def test_live_windowed_stream_gives_the_batch_probabilities_chunk_for_chunk():
     assert np.max(np.abs(np.array(live) - batch[: len(live)])) < 1e-6
 
 
+@pytest.mark.slow
 def test_a_whisper_after_a_shout_is_found(emotion_data):
     """silero's state remembers a shout; in fresh-state windows the quiet turn after it is speech."""
     shout = load_audio(emotion_data / "cremad" / "cremad-1011" / "1011_IEO_ANG_HI.opus")[0]
@@ -101,6 +105,7 @@ def test_a_whisper_after_a_shout_is_found(emotion_data):
         assert any(r.end > at + 0.3 for r in regions), (rate, regions)
 
 
+@pytest.mark.slow
 def test_batch_segmenter_and_live_endpointer_agree_on_a_telephone_leg():
     """The live endpointer and the final pass cut a telephone leg alike (issue 13: same VAD, same
     windows, same thresholds), so a live transcript and the final one cover the same speech."""

@@ -12,7 +12,8 @@ grows.
 from __future__ import annotations
 
 from emotivoice.analysis.insight.quarters import call_length, quarters, start_vs_end
-from emotivoice.analysis.insight.rules import RuleSet, RulesError, evaluate, load_rules, rule_alerts
+from emotivoice.analysis.insight.rulematch import evaluate, rule_alerts
+from emotivoice.analysis.insight.rules import RuleSet, RulesError, load_rules
 from emotivoice.analysis.insight.scorecard import ScorecardError, load_scorecard, score_call
 from emotivoice.analysis.insight.summary import summarize
 from emotivoice.analysis.results import CallResult

@@ -21,7 +21,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from emotivoice.analysis.insight.rules import CALL_METRICS, SPEAKER_METRICS, RuleSet, silences
+from emotivoice.analysis.insight.rulematch import silences
+from emotivoice.analysis.insight.rules import CALL_METRICS, SPEAKER_METRICS, RuleSet
 from emotivoice.analysis.results import CallResult
 
 DERIVED_METRICS = ("customer_peak_risk", "customer_end_sentiment")

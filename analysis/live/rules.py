@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from emotivoice.analysis.insight.analytics import annotate, rules_for
 from emotivoice.analysis.insight.quarters import call_length
 from emotivoice.analysis.insight.risk import Alert
-from emotivoice.analysis.insight.rules import RulesError, rule_alerts
+from emotivoice.analysis.insight.rulematch import rule_alerts
+from emotivoice.analysis.insight.rules import RulesError
 from emotivoice.config import AnalyticsConfig
 
 if TYPE_CHECKING:

@@ -40,11 +40,11 @@ def _clock(seconds: float) -> str:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Print the ranked hits (call, time, speaker, snippet), or rebuild the index."""
-    from emotivoice.app.cli import _settings
+    from emotivoice.app.cli_settings import settings_of
     from emotivoice.storage.db import StorageError
     from emotivoice.storage.store import open_store
 
-    settings = _settings(args)
+    settings = settings_of(args)
     store = open_store(settings.db_path)
     try:
         if args.query == ["reindex"]:

@@ -1,0 +1,58 @@
+"""The models: `prepare-models` (unpack and check them), `train` and `evaluate` the emotion model."""
+
+from __future__ import annotations
+
+import argparse
+
+from emotivoice.app.cli_settings import settings_of
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `prepare-models`, `train` and `evaluate` subcommands."""
+    p = sub.add_parser("prepare-models", help="unpack and check the offline models")
+    p.set_defaults(func=cmd_prepare_models)
+
+    p = sub.add_parser("train", help="train a model")
+    p.add_argument("what", choices=["emotion"])
+    p.add_argument("--manifest", help="manifest.csv (default: ../shared/data/emotion/manifest.csv)")
+    p.add_argument("--corpora", default="cremad", help="comma-separated corpora to train on")
+    p.add_argument("--out", help="where to write the head (.npz)")
+    p.add_argument("--backbone", choices=["whisper", "hubert"], default="whisper",
+                   help="frozen encoder under the head (default: Whisper base, shared with transcription)")
+    p.add_argument("--model-dir", help="HuBERT weights for --backbone hubert: a local directory or a hub id")
+    p.add_argument("--no-prosody", action="store_true", help="encoder states only, without eGeMAPS prosody")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")
+    p.add_argument("what", choices=["emotion"])
+    p.add_argument("manifest")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--limit", type=int, help="evaluate at most this many clips per corpus")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_prepare_models(args: argparse.Namespace) -> int:
+    """Join and check every offline model, so the first analysis starts at once."""
+    from emotivoice.analysis.assets import whisper_model_dir
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
+
+    settings = settings_of(args)
+    for name in ("base", "tiny.en"):
+        print(f"whisper {name}: {whisper_model_dir(name, settings.model_cache_dir)}")
+    head = EmotionHead.load(DEFAULT_HEAD)
+    print(f"emotion head: {DEFAULT_HEAD.name} ({', '.join(head.labels)})")
+    return 0
+
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from emotivoice.analysis.emotion.training import train_from_args
+
+    return train_from_args(args, settings_of(args))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from emotivoice.analysis.emotion.evaluation import evaluate_from_args
+
+    return evaluate_from_args(args, settings_of(args))
