@@ -86,17 +86,17 @@ class DashboardConfig:
 class ConnectorConfig:
     """Where live call audio comes in. A port of 0 turns that listener off."""
 
-    sip_host: str = "0.0.0.0"
+    sip_host: str = "0.0.0.0"  # the SIP listener's address (all interfaces; connector.allow limits who is served)
     sip_port: int = 5060  # UDP and TCP
     sip_tls_port: int = 0  # TLS listener, needs tls_cert_file and tls_key_file
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
+    tls_cert_file: str = ""  # PEM certificate chain of the SIP TLS listener
+    tls_key_file: str = ""  # ...and its private key (keep it 0600)
     srtp: str = "optional"  # "off" | "optional" | "mandatory" (SRTP needs the built pjproject)
     rtp_port: int = 40000  # first RTP port; each stream takes the next pair
     allow: str = "127.0.0.1/32,::1/128"  # addresses or networks allowed to send calls; others get 403
     auth_user: str = ""  # SIP digest authentication of callers; empty: off (the allowlist still applies)
-    auth_password: str = ""
-    auth_realm: str = "emotivoice"
+    auth_password: str = ""  # the digest password for auth_user
+    auth_realm: str = "emotivoice"  # the realm the 401 challenge names
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
     invite_rate_per_s: float = 5.0  # new INVITEs per source address per second, on average; beyond: 503
     invite_burst: int = 20  # ...after a burst of this many (a token bucket per source address)
@@ -106,11 +106,11 @@ class ConnectorConfig:
     # extensions); the other participants are customers; empty: no roles
     siprec_agent_match: str = "(?i)agent"
     audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); no authentication in the protocol: keep it private
-    audiosocket_host: str = "127.0.0.1"
+    audiosocket_host: str = "127.0.0.1"  # the AudioSocket listener's address
     audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in connection order
     audiosocket_pair_wait_s: float = 1.0  # how long a call's first connection waits for the others to join
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
-    websocket_host: str = "127.0.0.1"
+    websocket_host: str = "127.0.0.1"  # the WebSocket listener's address (behind a TLS proxy: README, Security)
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
     # a call refused because recording cannot keep up (live.record_*) gets 503 with this Retry-After;
     # the WebSocket forks get HTTP 503 at the upgrade, AudioSocket has its connection closed
@@ -174,6 +174,7 @@ class RedactionConfig:
     transcripts: bool = True  # redact utterance text and words, batch and live (alerts and webhooks see the result)
     audio: bool = True  # silence (or tone over) the redacted words' time spans in the kept recording
     live: bool = True  # also redact live utterances as their words arrive (off: only the final batch pass)
+    # the Presidio entity types taken out (comma-separated), ours included (DATE_OF_BIRTH, SECURITY_ANSWER)
     entities: str = ("CREDIT_CARD,CARD_SECURITY_CODE,BANK_ACCOUNT,US_BANK_NUMBER,IBAN_CODE,US_SSN,US_ITIN,UK_NHS,"
                      "UK_NINO,PHONE_NUMBER,EMAIL_ADDRESS,PERSON,DATE_OF_BIRTH,SECURITY_ANSWER")
     replacement: str = "label"  # "label": [CREDIT_CARD]; "hash": [CREDIT_CARD:1f0c9a2b], HMAC-SHA256 keyed, stable
@@ -182,7 +183,7 @@ class RedactionConfig:
     audio_margin_s: float = 0.15  # added before and after each redacted word (Whisper's word edges drift ~0.1 s)
     audio_fill: str = "silence"  # "silence" or "tone" (a 1 kHz beep at -20 dBFS, so a listener hears the cut)
     audio_all_channels: bool = True  # cut every channel over a span: echo on the other leg carries the digits too
-    policy_name: str = "default"
+    policy_name: str = "default"  # the name stored on every call with the digest of the fields above
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,7 @@ class Settings:
     # set EMOTIVOICE_EMOTION_DATA_DIR anywhere else
     emotion_data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "emotion"
     block_s: float = 600.0  # audio is decoded and analysed in blocks of this length
+    # the sections, each documented in its class:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
