@@ -142,10 +142,18 @@ def free_port(preferred: int) -> int:
             return port
 
 
+def data_dir() -> str:
+    """Where the services keep their data, as the settings resolve it ($EMOTIVOICE_DATA_DIR, the TOML,
+    else ~/.local/share/emotivoice): asked of emotivoice.config, the one place that decides it."""
+    code = "from emotivoice.config import load_settings; print(load_settings().data_dir)"
+    found = subprocess.run([str(PY), "-c", code], capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else "the data dir"
+
+
 def start() -> int:
     """The demo recording first (skipped once stored), then the live service and the dashboard,
     then a live demo call to the service from sipp, so the Live floor fills as in production."""
-    print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) ...", flush=True)
+    print(f"analysing the demo call {DEMO_CALL.name} (skipped once stored) into {data_dir()} ...", flush=True)
     run([str(PY), "-m", "emotivoice.app", "analyze", str(DEMO_CALL), "--skip-known"])
     run([str(PY), "-m", "emotivoice.app", "users", "init"])  # prints a first login once
     sip_port = free_port(int(os.environ.get("EMOTIVOICE_CONNECTOR_SIP_PORT", "5060")))

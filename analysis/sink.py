@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from emotivoice.analysis.audio import AudioError
+from emotivoice.analysis.emotion.tiers import NEGATIVE_EMOTIONS
 from emotivoice.analysis.insight.scorecard import answer_rows
 from emotivoice.analysis.redaction.keep import redact_kept_audio
 from emotivoice.analysis.results import CallResult
@@ -16,11 +17,9 @@ from emotivoice.storage.db import CallRecord, StorageError, save_call
 from emotivoice.storage.store import Store
 
 
-NEGATIVE = ("anger", "disgust", "fear", "sadness")
-
-
 def _negative(u) -> float:
-    return sum(u.emotions.get(e, 0.0) for e in NEGATIVE)
+    """The utterance's plain negative share (the valence table's NEGATIVE_EMOTIONS)."""
+    return sum(u.emotions.get(e, 0.0) for e in NEGATIVE_EMOTIONS)
 
 
 def call_summary(result: CallResult) -> dict:

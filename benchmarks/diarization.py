@@ -134,10 +134,9 @@ def main() -> None:
     ap.add_argument("--step-check", type=int, default=3, help="2-speaker test conversations re-run at other steps")
     args = ap.parse_args()
 
-    from emotivoice.analysis.diarization.config import DiarizationConfig
     from emotivoice.analysis.diarization.pipeline import Diarizer
     from emotivoice.analysis.emotion.corpus import read_manifest
-    from emotivoice.config import load_settings
+    from emotivoice.config import DiarizationConfig, load_settings
 
     started = time.perf_counter()
     clips = read_manifest(load_settings().emotion_data_dir / "manifest.csv", {"cremad"})

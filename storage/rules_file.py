@@ -32,7 +32,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from emotivoice.config import REPO_ROOT, SHIPPED_RULES, Settings, load_settings
+from emotivoice.config import REPO_ROOT, Settings, load_settings, shipped_rules
 from emotivoice.storage.db import BadRequest
 from emotivoice.storage.files import private_dir, write_private
 from emotivoice.storage.queries import read_query, write_action
@@ -135,7 +135,7 @@ def _watch(db: str, run: Rerun) -> None:
 def _active_text() -> str:
     """The text of the rules in use ("" when their file cannot be read: the analysis says why)."""
     active = _settings().analytics.active_rules_file()
-    path = Path(active) if active else SHIPPED_RULES
+    path = Path(active) if active else shipped_rules()
     try:
         return path.read_text()
     except OSError as exc:
@@ -192,7 +192,7 @@ def rerun_rules(con: duckdb.DuckDBPyConnection, started_by: str | None = None) -
     """Start `emotivoice rules run` on every stored call with the active rules, in the background;
     refused while one runs on this database. The page reads its outcome from rules_editor."""
     db = _db_file(con)
-    active = _settings().analytics.active_rules_file() or str(SHIPPED_RULES)
+    active = _settings().analytics.active_rules_file() or str(shipped_rules())
     with _RERUN_LOCK:
         run = _RERUNS.get(db)
         if run is not None and run.state == "running":

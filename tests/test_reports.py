@@ -123,6 +123,34 @@ def test_customers_are_ranked_across_their_calls(served):
     assert as_user(served, "sue").read("churn_customers", **PERIOD).customer.tolist() == ["cust-1", "cust-2"]
 
 
+
+def test_the_weights_are_the_settings_bound_as_parameters(served):
+    """The churn and coaching weights are the settings' reports section (issue 11): the defaults give
+    the scores above, other weights change them through the same store path, and anything that is
+    not a field of that section with a finite number is refused before any SQL runs."""
+    from dataclasses import asdict, replace
+
+    from emotivoice.config import ReportsConfig
+
+    ann = as_user(served, "ann")
+    same = ann.read("churn_risk", **PERIOD, weights=asdict(ReportsConfig()))
+    assert dict(zip(same.call_id, same.churn_score.round(4))) == {c: v[-1] for c, v in CALLS.items()}
+    only_risk = asdict(replace(ReportsConfig(), churn_w_peak_risk=1.0, churn_w_end_negative=0.0,
+                               churn_w_churn_phrase=0.0, churn_w_repeat_calls=0.0, churn_reason_peak_risk=0.85))
+    scored = ann.read("churn_risk", **PERIOD, weights=only_risk)
+    assert dict(zip(scored.call_id, scored.churn_score.round(4))) == {c: v[4] for c, v in CALLS.items()}
+    reasons = ann.read("churn_reasons", **PERIOD, weights=only_risk, at_risk=0.6)
+    assert ("signal", "escalated (peak risk at least 0.85)", 1) in [
+        (r.kind, r.reason, r.at_risk_calls) for r in reasons.itertuples()]  # c5 only
+    default = as_user(served, "boss").read("coaching_opportunities", **PERIOD)
+    escalation_only = as_user(served, "boss").read("coaching_opportunities", **PERIOD, weights={
+        "coaching_w_escalation": 1.0, "coaching_w_worsening": 0.0})
+    assert len(default) == len(escalation_only) > 0
+    for bad in ({"w_peak_risk; DROP TABLE calls": 1.0}, {"churn_w_peak_risk": "0.35"},
+                {"churn_w_peak_risk": float("nan")}, {"churn_repeat_calls_full": 1.5}, [0.35]):
+        with pytest.raises(BadRequest, match="weights"):
+            ann.read("churn_risk", **PERIOD, weights=bad)
+
 BROKEN = '\n[[category]]\nname = "refund talk"\n[[category.condition]]\nphrasez = ["refund*"]\n'
 REFUND = '\n[[category]]\nname = "refund talk"\n[[category.condition]]\nspeaker = "any"\nphrases = ["refund*"]\n'
 

@@ -35,3 +35,18 @@ def test_no_blend_when_runner_up_is_weak_or_neutral_dominates():
 def test_floor_drops_faint_emotions():
     labels = {g.emotion for g in granular(probs(anger=0.9, sadness=0.05), floor=0.1)}
     assert labels == {"anger"}
+
+
+def test_every_negative_emotion_table_comes_from_the_one_valence_table():
+    """The sets the insight code used before the table (issue 11) are derived from it unchanged,
+    in the same order (a weighted sum adds in that order; the sarcasm driver is the first maximum)."""
+    from emotivoice.analysis.emotion.tiers import NEGATIVE_EMOTIONS, VALENCE, valence_weights
+
+    assert set(BASE_EMOTIONS) <= set(VALENCE)
+    assert all(0 <= x <= 1 for v in VALENCE.values() for x in (v.negative, v.hostile, v.positive))
+    assert NEGATIVE_EMOTIONS == ("anger", "disgust", "fear", "sadness")  # sink, quarters
+    assert list(valence_weights("negative").items()) == [("anger", 1.0), ("disgust", 1.0), ("contempt", 1.0),
+                                                         ("sadness", 0.4), ("fear", 0.3)]  # sarcasm
+    assert list(valence_weights("positive").items()) == [("happiness", 1.0), ("surprise", 0.3)]  # sarcasm
+    assert list(valence_weights("hostile").items()) == [("anger", 1.0), ("disgust", 0.8), ("contempt", 0.8),
+                                                        ("fear", 0.3), ("sadness", 0.3)]  # risk

@@ -15,9 +15,9 @@ import numpy as np
 
 from emotivoice.analysis.diarization.aggregate import aggregate, binarize, turns_of
 from emotivoice.analysis.diarization.clustering import assign, centroids_of, cluster, normalize, training_runs
-from emotivoice.analysis.diarization.config import DiarizationConfig
 from emotivoice.analysis.diarization.runs import RunEmbedder
 from emotivoice.analysis.diarization.segmentation import SAMPLE_RATE, iter_windows, load_segmentation
+from emotivoice.config import DiarizationConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class WindowAnalysis:
 
 
 class Diarizer:
-    """Offline speaker diarization; models load once per process and are shared by instances."""
+    """Offline speaker diarization; models load once per process and are shared by instances.
+    `config` is the settings tree's diarization section (settings.diarization)."""
 
     def __init__(self, config: DiarizationConfig = DiarizationConfig()) -> None:
         self.config = config

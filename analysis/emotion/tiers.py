@@ -13,6 +13,47 @@ from dataclasses import dataclass
 
 BASE_EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
+
+@dataclass(frozen=True)
+class Valence:
+    """How one emotion label reads, each on 0..1. Two negative scales, because the insight code asks
+    two questions and weighs disgust and sadness differently for each (one number per emotion
+    could not keep today's scores): `negative`, how unpleasant the voice sounds, is what the
+    sarcasm check sets against positive words; `hostile`, how much it is aimed at the other party
+    (anger-like), is what escalation risk follows. `positive` is what the sarcasm check subtracts."""
+
+    negative: float
+    hostile: float
+    positive: float = 0.0
+
+
+# The one valence table: every "negative emotion" in the code is read from here (the derived
+# sets below). Rows follow BASE_EMOTIONS, then labels no shipped backend reports.
+VALENCE: dict[str, Valence] = {
+    "anger": Valence(negative=1.0, hostile=1.0),
+    "disgust": Valence(negative=1.0, hostile=0.8),
+    "fear": Valence(negative=0.3, hostile=0.3),
+    "happiness": Valence(negative=0.0, hostile=0.0, positive=1.0),
+    "neutral": Valence(negative=0.0, hostile=0.0),
+    "sadness": Valence(negative=0.4, hostile=0.3),
+    "surprise": Valence(negative=0.0, hostile=0.0, positive=0.3),
+    # not a base emotion (the heads and HuBERT give only BASE_EMOTIONS); weighed when a caller's
+    # emotions carry it, as the sarcasm and risk tables always did
+    "contempt": Valence(negative=1.0, hostile=0.8),
+}
+
+# The base emotions that count as negative at all: the plain (unweighted) negative share that the
+# call summary (analysis/sink.py) and the quarters (analysis/insight/quarters.py) report.
+NEGATIVE_EMOTIONS: tuple[str, ...] = tuple(e for e in BASE_EMOTIONS if VALENCE[e].negative > 0)
+
+
+def valence_weights(scale: str) -> dict[str, float]:
+    """{emotion: weight} of one Valence scale ("negative", "hostile" or "positive"), zero weights
+    left out, strongest first (ties in table order): the order a weighted sum adds them in and the
+    first of equal drivers, so scores stay the same to the last bit."""
+    rows = [(e, getattr(v, scale)) for e, v in VALENCE.items() if getattr(v, scale) > 0]
+    return dict(sorted(rows, key=lambda row: -row[1]))
+
 # emotion -> (high band, medium band, low band); the first name of each band is the one shown.
 GRANULAR: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "anger": (("rage", "fury"), ("frustration", "irritation", "annoyance"), ("resentment",)),

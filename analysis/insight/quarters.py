@@ -14,10 +14,10 @@ Pure functions over a CallResult: the batch pipeline and the live engine call th
 
 from __future__ import annotations
 
+from emotivoice.analysis.emotion.tiers import NEGATIVE_EMOTIONS
 from emotivoice.analysis.results import CallResult, Utterance
 
 QUARTERS = 4
-NEGATIVE = ("anger", "disgust", "fear", "sadness")
 TREND_MIN_CHANGE = 0.15  # a mood change (sentiment change - negative-emotion change) smaller than this: "unchanged"
 
 
@@ -46,7 +46,7 @@ def _summarise(utterances: list[Utterance]) -> dict:
     top = max(emotions, key=emotions.__getitem__) if emotions else None
     return {"utterances": len(utterances), "talk_s": round(sum(u.end - u.start for u in utterances), 2),
             "sentiment": round(sum(u.sentiment * w for u, w in zip(utterances, weights)) / total, 3),
-            "negative": round(sum(emotions.get(e, 0.0) for e in NEGATIVE), 3) if emotions else None,
+            "negative": round(sum(emotions.get(e, 0.0) for e in NEGATIVE_EMOTIONS), 3) if emotions else None,
             "top_emotion": top, "emotions": {k: round(v, 3) for k, v in sorted(emotions.items())}}
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from emotivoice.analysis.emotion.tiers import valence_weights
 from emotivoice.config import RiskConfig
 
-ANGER_LIKE = {"anger": 1.0, "disgust": 0.8, "contempt": 0.8, "fear": 0.3, "sadness": 0.3}
+ANGER_LIKE = valence_weights("hostile")  # how anger-like each emotion is (analysis/emotion/tiers.py, the valence table)
 
 
 @dataclass(frozen=True)

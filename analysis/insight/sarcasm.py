@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emotivoice.analysis.emotion.tiers import valence_weights
 from emotivoice.config import SarcasmConfig
 
-NEGATIVE_WEIGHTS = {"anger": 1.0, "disgust": 1.0, "contempt": 1.0, "sadness": 0.4, "fear": 0.3}
-POSITIVE_WEIGHTS = {"happiness": 1.0, "surprise": 0.3}
+# how unpleasant and how pleasant each emotion sounds (analysis/emotion/tiers.py, the valence table)
+NEGATIVE_WEIGHTS = valence_weights("negative")
+POSITIVE_WEIGHTS = valence_weights("positive")
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,13 @@ started, empathy) and the coaching opportunities ranked."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, timedelta
 
 import plotly.express as px
 import streamlit as st
 
-from emotivoice.dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, store
+from emotivoice.dashboard.common import CHART_MARGIN, headed, read_or_stop, require_sign_in, settings, store
 from emotivoice.dashboard.scorecard import show_scorecard_trends
 
 require_sign_in()
@@ -27,7 +28,7 @@ if weekly.empty:
     st.stop()
 
 st.subheader("Coaching opportunities")
-coaching = db.read("coaching_opportunities", **params)
+coaching = db.read("coaching_opportunities", **params, weights=asdict(settings().reports))  # the settings' weights
 st.dataframe(coaching, hide_index=True, width="stretch", column_config=headed(coaching, {
     "escalation_share": st.column_config.ProgressColumn("Escalated calls", min_value=0.0, max_value=1.0,
                                                         format="percent"),

@@ -2,24 +2,29 @@
 in common (categories from the rules, churn phrases, the parts of the score); which customers,
 across all their calls, are most at risk; and the calls themselves, exportable.
 
-A call's churn score is 0.35 × peak escalation risk + 0.30 × the customer's negativity at the end
-+ 0.20 × a churn phrase ("cancel", "switch", "competitor") + 0.15 × repeat calls in the period,
-the same in every table and chart here (storage/churn.py).
+A call's churn score is (by default) 0.35 × peak escalation risk + 0.30 × the customer's negativity
+at the end + 0.20 × a churn phrase ("cancel", "switch", "competitor") + 0.15 × repeat calls in the
+period, the same in every table and chart here (storage/churn.py). The weights are the settings'
+`reports` section, sent with every read.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from datetime import date, timedelta
 
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from emotivoice.dashboard.common import CHART_MARGIN, headed, read_or_stop, record_export, require_sign_in, store
+from emotivoice.dashboard.common import (CHART_MARGIN, headed, read_or_stop, record_export, require_sign_in,
+                                         settings, store)
 
-SCORE_HELP = ("score = 0.35 peak escalation risk + 0.30 negativity at the end + 0.20 churn phrase "
-              "+ 0.15 repeat calls in the period")
+REPORTS = settings().reports
+SCORE_HELP = (f"score = {REPORTS.churn_w_peak_risk:g} peak escalation risk + {REPORTS.churn_w_end_negative:g} "
+              f"negativity at the end + {REPORTS.churn_w_churn_phrase:g} churn phrase "
+              f"+ {REPORTS.churn_w_repeat_calls:g} repeat calls in the period")
 KIND_WORDS = {"category": "category (rules)", "phrase": "phrase said", "signal": "part of the score"}
 
 require_sign_in()
@@ -29,10 +34,12 @@ teams = read_or_stop(db, "teams").team.tolist()
 c1, c2, c3 = st.columns(3)
 period = c1.date_input("Calls between", (date.today() - timedelta(weeks=12), date.today()), key="churn_period")
 team = c2.selectbox("Team", ["(all)", *teams], key="churn_team")
-floor = c3.slider("At risk from churn score", 0.0, 1.0, 0.3, 0.05, key="churn_floor", help=SCORE_HELP)
+floor = c3.slider("At risk from churn score", 0.0, 1.0, REPORTS.churn_at_risk, 0.05, key="churn_floor",
+                  help=SCORE_HELP)
 if not (isinstance(period, tuple) and len(period) == 2):
     st.stop()
-params = {"date_from": str(period[0]), "date_to": str(period[1]), "team": None if team == "(all)" else team}
+params = {"date_from": str(period[0]), "date_to": str(period[1]), "team": None if team == "(all)" else team,
+          "weights": asdict(REPORTS)}  # bound by the queries, never part of their SQL
 calls = read_or_stop(db, "churn_risk", **params)
 risky = calls[calls.churn_score >= floor]
 customers = db.read("churn_customers", **params, at_risk=floor)

@@ -2,134 +2,72 @@
 
 Every layer (connector, analysis, storage, dashboard) reads its settings from here and from
 nowhere else, so a deployment is described by one `emotivoice.toml` plus `EMOTIVOICE_*` vars.
-This module imports nothing from the project so that every layer may depend on it.
+Every field says what it means where it is defined. The analysis sections live in
+emotivoice/config/analysis.py and are re-exported here: `from emotivoice.config import X` for all.
+This package imports nothing from the project so that every layer may depend on it.
+
+No default depends on where the code lives: the data dir is the user's (XDG), the config file is
+looked for in the working directory and the user's config dir, and the shipped rules are package
+data. Only emotion_data_dir keeps a checkout-relative fallback, for development (see there).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
-SHIPPED_RULES = REPO_ROOT / "analysis" / "insight" / "default_rules.toml"  # never written over
+from emotivoice.config.analysis import (DiarizationConfig, EmotionConfig, RiskConfig, SarcasmConfig,
+                                        SegmentationConfig, TranscriptionConfig)
+
+__all__ = ["AnalyticsConfig", "ConnectorConfig", "DashboardConfig", "DiarizationConfig", "EmotionConfig",
+           "LiveConfig", "OidcConfig", "RedactionConfig", "ReportsConfig", "RetentionConfig", "RiskConfig",
+           "SarcasmConfig", "SegmentationConfig", "Settings", "StoreConfig", "TranscriptionConfig",
+           "DEFAULT_DATA_DIR", "REPO_ROOT", "find_config_file", "load_settings", "shipped_rules", "to_env",
+           "user_data_dir"]
+
+# Where this code runs from: a checkout, or site-packages for a wheel. No data default derives from
+# it; it serves the development fallback of emotion_data_dir and running this same code in a child
+# process (storage/rules_file.py's cwd).
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@dataclass(frozen=True)
-class SegmentationConfig:
-    """How a channel's audio is cut into utterances (the seed's rules)."""
-
-    use_silero: bool = True  # silero VAD; the energy rule is the fallback
-    energy_threshold_dbfs: float = -40.0  # energy rule: frames below this are silence
-    min_silence_s: float = 0.5  # a pause longer than this ends an utterance
-    min_speech_s: float = 0.25  # shorter speech islands are dropped as clicks
-    min_utterance_s: float = 1.0  # shorter utterances are merged into a close neighbour
-    merge_gap_s: float = 1.0  # ...but only across a pause no longer than this
-    target_utterance_s: float = 10.0  # merging stops at about this length
-    max_utterance_s: float = 15.0  # longer speech is split into target-length pieces
-    speech_pad_s: float = 0.1  # padding kept around each speech region
-    # silero (run at the leg's own rate; analysis.vad.WindowedStream gives a live leg the same
-    # numbers chunk for chunk): a 32 ms chunk at or above vad_threshold
-    # starts speech, which ends after min_silence_s (live: live.endpoint_silence_s) below
-    # vad_neg_threshold; chosen on telephone calls of dev actors (benchmarks/telephone_asr.py --tune-vad)
-    vad_threshold: float = 0.5
-    vad_neg_threshold: float = 0.35
-    vad_window_s: float = 2.0  # silero judges each stretch this long with a fresh state (it forgets a shout)...
-    vad_warmup_s: float = 1.0  # ...after hearing this much audio before it (at most vad_window_s)
+def user_data_dir(env: Mapping[str, str]) -> Path:
+    """$XDG_DATA_HOME/emotivoice, else ~/.local/share/emotivoice: the default data dir, the same
+    wherever the code is installed ($EMOTIVOICE_DATA_DIR and `data_dir` in the TOML override it)."""
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "emotivoice"
 
 
-@dataclass(frozen=True)
-class TranscriptionConfig:
-    """faster-whisper settings. `model` is 'base' (multilingual, default) or 'tiny.en'."""
-
-    model: str = "base"
-    language: str | None = None  # None: detect per channel
-    beam_size: int = 5
-    compute_type: str = "int8"
-    cpu_threads: int = 0  # 0: let CTranslate2 decide
-    # >1: a leg's utterances, in stretches under 30 s cut at utterance edges, decoded together by
-    # faster-whisper's batched pipeline (2-minute stereo 8 kHz call, 2 cores, warm: transcription
-    # 12.2 s as one joined pass, 7.5 s at 4, 8.3 s at 8, same words within 2 of 214; on the 24
-    # telephone_asr calls it also hallucinates less in noise)
-    batch_size: int = 4
-    target_dbfs: float = -20.0  # each utterance's active speech is levelled to this before Whisper
-    retry_empty: bool = True  # an utterance the joined pass leaves wordless is transcribed alone
-    # hallucination guards (dropped words are counted on the call, metrics.asr):
-    max_no_speech_prob: float = 0.6  # a segment above this with avg_logprob below -1 is silence
-    max_compression_ratio: float = 2.4  # an utterance's words more repetitive than this (gzip ratio) loop
-    word_slack_s: float = 0.3  # a word further than this outside every speech region is dropped
-    boilerplate_quiet_db: float = 15.0  # "thank you very much" this far below the utterance's speech
-    # an utterance whose only word Whisper gives less than this: every hallucinated word in the noisy dev
-    # calls was one ("The", "I'll") at p 0.01-0.04, alone in a noise burst VAD took for speech
-    min_lone_word_probability: float = 0.1
+def find_config_file(env: Mapping[str, str]) -> Path:
+    """$EMOTIVOICE_CONFIG, else ./emotivoice.toml when there is one, else the user's
+    $XDG_CONFIG_HOME/emotivoice/emotivoice.toml (~/.config/...); a missing file means defaults."""
+    if "EMOTIVOICE_CONFIG" in env:  # set but empty: no file, defaults and env only
+        return Path(env["EMOTIVOICE_CONFIG"]).expanduser()
+    here = Path("emotivoice.toml")
+    if here.is_file():
+        return here
+    return Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser() / "emotivoice" / "emotivoice.toml"
 
 
-@dataclass(frozen=True)
-class EmotionConfig:
-    """Which emotion backend runs, and the tier thresholds applied to its probabilities."""
-
-    backend: str = "whisper-head"  # "whisper-head" (offline default) or "hubert"
-    head_path: str = ""  # empty: the committed head under analysis/emotion/heads/
-    hubert_model: str = ""  # hub id or local directory, for backend "hubert"
-    high_intensity: float = 0.7  # at or above: the strong granular label (anger -> rage)
-    low_intensity: float = 0.3  # below: the mild granular label (anger -> resentment)
-    granular_floor: float = 0.1  # emotions below this probability get no granular label
-    complex_min_second: float = 0.2  # the runner-up must reach this to fuse a complex emotion
-    # the deployment's corrections fitted by `emotivoice recalibrate` (analysis/emotion/recalibration.py):
-    # named profiles in one owner-only JSON file (empty: DATA_DIR/calibration.json), chosen per call by
-    # team, then language, as "team=profile, team2=profile2"; a call matching neither uses "default"
-    calibration_file: str = ""
-    calibration_by_team: str = ""
-    calibration_by_language: str = ""
-    # the prior holds temperature 1 and zero biases with the weight of this many corrections, and
-    # fewer corrections than min are not fitted at all (benchmarks/recalibration.py)
-    recalibration_prior_weight: float = 10.0
-    recalibration_min_corrections: int = 20
+def shipped_rules() -> Path:
+    """The shipped rules file (package data of emotivoice.analysis.insight, never written over),
+    found through importlib.resources when first asked, so this package still imports nothing."""
+    return Path(str(resources.files("emotivoice.analysis.insight").joinpath("default_rules.toml")))
 
 
-@dataclass(frozen=True)
-class DiarizationConfig:
-    """Speaker separation for mono recordings (channel-per-leg audio skips it)."""
-
-    num_speakers: int = 2  # a call's two parties; 0 estimates between min_speakers and max_speakers
-    min_speakers: int = 1
-    max_speakers: int = 4
-
-
-@dataclass(frozen=True)
-class SarcasmConfig:
-    """When positive words said in a negative way count as sarcasm."""
-
-    positive_text: float = 0.3  # VADER compound at or above which the words count as positive
-    threshold: float = 0.3  # confidence at or above which the utterance is flagged (F1-best on dev actors)
-    ambiguous_band: float = 0.1  # confidences within this of the threshold are marked ambiguous
-    prosody_weight: float = 0.15  # how much contempt-like prosody (flat, low, slow) adds
-
-
-@dataclass(frozen=True)
-class RiskConfig:
-    """Weights of each factor (per unit of its 0..1 value) and the alert rule."""
-
-    w_negative_emotion: float = 2.2
-    w_rising: float = 1.2  # negative emotion rising over the speaker's last utterances
-    w_sarcasm: float = 1.0
-    w_negative_words: float = 1.2
-    w_interrupting: float = 0.6
-    w_loud: float = 0.8  # louder than this speaker's baseline
-    w_escalation_phrase: float = 2.0
-    bias: float = -2.2  # evidence of a calm utterance sits near sigmoid(bias) ~ 0.1
-    smoothing: float = 0.7  # weight of the newest utterance's evidence in the score
-    alert_threshold: float = 0.55  # chosen on benchmarks/escalation.py's dev calls
-    rearm_below: float = 0.4  # hysteresis: the next alert needs the score to fall below this first
-    trend_window: int = 3
+DEFAULT_DATA_DIR = user_data_dir(os.environ)  # what load_settings() starts from, before env and TOML
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    host: str = "127.0.0.1"
+    """The supervisor dashboard (dashboard/): where it listens, who may sign in, how sessions last."""
+
+    host: str = "127.0.0.1"  # behind a TLS proxy only when other machines need it (README, Security)
     port: int = 2024  # the seed's address; a busy port falls back to a free one
     users: str = ""  # "name:pbkdf2_sha256$...,..." beside <data_dir>/dashboard_users.json
     refresh_s: float = 1.5  # how often the live floor looks for new calls and alerts (alerts show within 2 s)
@@ -148,17 +86,17 @@ class DashboardConfig:
 class ConnectorConfig:
     """Where live call audio comes in. A port of 0 turns that listener off."""
 
-    sip_host: str = "0.0.0.0"
+    sip_host: str = "0.0.0.0"  # the SIP listener's address (all interfaces; connector.allow limits who is served)
     sip_port: int = 5060  # UDP and TCP
     sip_tls_port: int = 0  # TLS listener, needs tls_cert_file and tls_key_file
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
+    tls_cert_file: str = ""  # PEM certificate chain of the SIP TLS listener
+    tls_key_file: str = ""  # ...and its private key (keep it 0600)
     srtp: str = "optional"  # "off" | "optional" | "mandatory" (SRTP needs the built pjproject)
     rtp_port: int = 40000  # first RTP port; each stream takes the next pair
     allow: str = "127.0.0.1/32,::1/128"  # addresses or networks allowed to send calls; others get 403
     auth_user: str = ""  # SIP digest authentication of callers; empty: off (the allowlist still applies)
-    auth_password: str = ""
-    auth_realm: str = "emotivoice"
+    auth_password: str = ""  # the digest password for auth_user
+    auth_realm: str = "emotivoice"  # the realm the 401 challenge names
     max_calls: int = 64  # calls beyond this get 486 Busy Here (the pjsua2-python fallback caps at 4)
     invite_rate_per_s: float = 5.0  # new INVITEs per source address per second, on average; beyond: 503
     invite_burst: int = 20  # ...after a burst of this many (a token bucket per source address)
@@ -168,11 +106,11 @@ class ConnectorConfig:
     # extensions); the other participants are customers; empty: no roles
     siprec_agent_match: str = "(?i)agent"
     audiosocket_port: int = 0  # Asterisk AudioSocket (TCP); no authentication in the protocol: keep it private
-    audiosocket_host: str = "127.0.0.1"
+    audiosocket_host: str = "127.0.0.1"  # the AudioSocket listener's address
     audiosocket_leg_roles: str = "customer,agent"  # roles of a call's AudioSocket connections, in connection order
     audiosocket_pair_wait_s: float = 1.0  # how long a call's first connection waits for the others to join
     websocket_port: int = 0  # Twilio Media Streams at /twilio, Genesys AudioHook at /audiohook
-    websocket_host: str = "127.0.0.1"
+    websocket_host: str = "127.0.0.1"  # the WebSocket listener's address (behind a TLS proxy: README, Security)
     audiohook_api_key: str = ""  # AudioHook's X-API-KEY; empty: not checked
     # a call refused because recording cannot keep up (live.record_*) gets 503 with this Retry-After;
     # the WebSocket forks get HTTP 503 at the upgrade, AudioSocket has its connection closed
@@ -236,6 +174,7 @@ class RedactionConfig:
     transcripts: bool = True  # redact utterance text and words, batch and live (alerts and webhooks see the result)
     audio: bool = True  # silence (or tone over) the redacted words' time spans in the kept recording
     live: bool = True  # also redact live utterances as their words arrive (off: only the final batch pass)
+    # the Presidio entity types taken out (comma-separated), ours included (DATE_OF_BIRTH, SECURITY_ANSWER)
     entities: str = ("CREDIT_CARD,CARD_SECURITY_CODE,BANK_ACCOUNT,US_BANK_NUMBER,IBAN_CODE,US_SSN,US_ITIN,UK_NHS,"
                      "UK_NINO,PHONE_NUMBER,EMAIL_ADDRESS,PERSON,DATE_OF_BIRTH,SECURITY_ANSWER")
     replacement: str = "label"  # "label": [CREDIT_CARD]; "hash": [CREDIT_CARD:1f0c9a2b], HMAC-SHA256 keyed, stable
@@ -244,7 +183,7 @@ class RedactionConfig:
     audio_margin_s: float = 0.15  # added before and after each redacted word (Whisper's word edges drift ~0.1 s)
     audio_fill: str = "silence"  # "silence" or "tone" (a 1 kHz beep at -20 dBFS, so a listener hears the cut)
     audio_all_channels: bool = True  # cut every channel over a span: echo on the other leg carries the digits too
-    policy_name: str = "default"
+    policy_name: str = "default"  # the name stored on every call with the digest of the fields above
 
 
 @dataclass(frozen=True)
@@ -264,7 +203,7 @@ class AnalyticsConfig:
             return None
         path = Path(self.rules_file).expanduser()
         try:
-            if path.resolve() == SHIPPED_RULES.resolve():
+            if path.resolve() == shipped_rules().resolve():
                 return None
         except OSError:
             pass
@@ -290,7 +229,7 @@ class RetentionConfig:
     run`; `serve` and `watch` run it every `every_s`). 0 keeps that kind forever. Each run, and
     each call it touches, is recorded in the audit log under the policy's name."""
 
-    policy_name: str = "default"
+    policy_name: str = "default"  # the name audit rows and `retention show` give the policy
     audio_days: int = -1  # kept call audio (WAV, sidecar, unfinished legs); -1: live.retention_days (30)
     transcript_days: int = 0  # what was said (text, words, quoted phrases, summary); emotions and metrics stay
     metadata_days: int = 0  # the call itself, erased from every table and its audio with it
@@ -315,15 +254,42 @@ class OidcConfig:
 
 
 @dataclass(frozen=True)
+class ReportsConfig:
+    """How the report pages score calls and agents: the weights of the churn score (storage/churn.py)
+    and of the coaching ranking (storage/pages.py). The dashboard sends them with each read and the
+    queries bind them as parameters (never into the SQL text). Defaults: the churn page of issue 16."""
+
+    # churn score of a call, 0..1 with these four weights summing to 1:
+    churn_w_peak_risk: float = 0.35  # the customer's peak escalation risk (0..1)
+    churn_w_end_negative: float = 0.30  # the customer's negative share over their last three utterances
+    churn_w_churn_phrase: float = 0.20  # any churn phrase said ("cancel my account")
+    churn_w_repeat_calls: float = 0.15  # the customer's other calls in the period...
+    churn_repeat_calls_full: int = 2  # ...at full weight from this many repeats on
+    churn_at_risk: float = 0.3  # the churn page's default floor: a call at or above it is "at risk"
+    # the churn reasons' "signal" rows: an escalated call (peak risk at least this; risk.alert_threshold)...
+    churn_reason_peak_risk: float = 0.55
+    churn_reason_end_negative: float = 0.5  # ...and a customer still negative at the end (at least this)
+    # coaching opportunity of an agent: (escalation share * this + customer worsening * the next) * ln(1 + calls)
+    coaching_w_escalation: float = 0.6
+    coaching_w_worsening: float = 0.4  # mean rise of the customer's negative share from start to end (floor 0)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration. Build it with `load_settings()`."""
 
+    # everything the service keeps (0700): $EMOTIVOICE_DATA_DIR, else the user's (user_data_dir); the
+    # next three and live.audio_dir, analytics.edited_rules_file follow it unless set on their own
     data_dir: Path = DEFAULT_DATA_DIR
-    db_path: Path = DEFAULT_DATA_DIR / "emotivoice.duckdb"
-    model_cache_dir: Path = DEFAULT_DATA_DIR / "models"
+    db_path: Path = DEFAULT_DATA_DIR / "emotivoice.duckdb"  # the DuckDB file, owned by the store service
+    model_cache_dir: Path = DEFAULT_DATA_DIR / "models"  # Whisper base assembled from its wheels, trained heads
     inbox_dir: Path = DEFAULT_DATA_DIR / "inbox"  # the analysis service picks up recordings here
+    # the labelled corpora for training and benchmarks (never committed); the default is a development
+    # fallback, ../shared/data/emotion beside the checkout (where CI keeps it, tests/conftest.py):
+    # set EMOTIVOICE_EMOTION_DATA_DIR anywhere else
     emotion_data_dir: Path = REPO_ROOT.parent / "shared" / "data" / "emotion"
     block_s: float = 600.0  # audio is decoded and analysed in blocks of this length
+    # the sections, each documented in its class:
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     transcription: TranscriptionConfig = field(default_factory=TranscriptionConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
@@ -338,9 +304,11 @@ class Settings:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     oidc: OidcConfig = field(default_factory=OidcConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
 
 
 def _coerce(value: str, like: Any) -> Any:
+    """An env var's text as the type of the field's current value."""
     if isinstance(like, bool):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(like, int):
@@ -384,19 +352,20 @@ def to_env(obj: Any, prefix: str) -> dict[str, str]:
 
 
 def load_settings(config_file: Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Defaults < `emotivoice.toml` (or $EMOTIVOICE_CONFIG) < EMOTIVOICE_* env vars.
+    """Defaults < the TOML file (find_config_file: $EMOTIVOICE_CONFIG, ./emotivoice.toml, the user's)
+    < EMOTIVOICE_* env vars.
 
     Nested fields use the section name: EMOTIVOICE_TRANSCRIPTION_MODEL=tiny.en.
     When data_dir moves, db_path, model_cache_dir, inbox_dir, live.audio_dir and analytics.edited_rules_file
     follow unless set on their own.
     """
     env = dict(os.environ if env is None else env)
-    path = config_file or Path(env.get("EMOTIVOICE_CONFIG", REPO_ROOT / "emotivoice.toml"))
+    path = config_file or find_config_file(env)
     table: dict[str, Any] = {}
     if path.is_file():
         table = tomllib.loads(path.read_text())
     base = Settings()
-    data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", base.data_dir))).expanduser()
+    data_dir = Path(env.get("EMOTIVOICE_DATA_DIR", table.get("data_dir", user_data_dir(env)))).expanduser()
     base = replace(base, data_dir=data_dir, db_path=data_dir / "emotivoice.duckdb",
                    model_cache_dir=data_dir / "models", inbox_dir=data_dir / "inbox",
                    live=replace(base.live, audio_dir=data_dir / "calls"),
