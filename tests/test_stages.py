@@ -7,7 +7,6 @@ the demo call's legs, the real recording front, a real DuckDB file behind the st
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -124,7 +123,8 @@ class Running:
         return all(t.is_alive() for t in self.engine._threads)
 
     def call(self, call_id: str) -> tuple:
-        return self.store.con.execute("SELECT status, warnings FROM calls WHERE call_id = ?", [call_id]).fetchone()
+        sql = "SELECT status, warnings FROM calls WHERE call_id = ?"
+        return self.store.con.cursor().execute(sql, [call_id]).fetchone()
 
     def utterances(self, call_id: str):
         return self.store.read("call_utterances", call_id=call_id)
@@ -349,4 +349,4 @@ def test_late_and_orphan_frames_are_counted_and_change_nothing(tmp_path, demo_le
         assert stats["late_frames"] == 1 and stats["orphan_frames"] >= 1 and run.threads_alive()
         run.stop()
         assert run.utterances("c-1").equals(before) and run.call("c-1")[0] == "complete"
-        assert run.store.con.execute("SELECT count(*) FROM calls WHERE call_id = 'nobody'").fetchone()[0] == 0
+        assert run.store.con.cursor().execute("SELECT count(*) FROM calls WHERE call_id = 'nobody'").fetchone()[0] == 0
