@@ -140,9 +140,9 @@ class LiveEngine:
     @property
     def counters(self) -> collections.Counter[str]:
         """Every stage's counters and ingest's, merged (a copy: read it, do not write it)."""
-        out = collections.Counter(self._counters)
+        out = collections.Counter(dict(self._counters))  # dict(): one C-level copy while stages count on
         for stage in self.chain:
-            out.update(stage.counters)
+            out.update(dict(stage.counters))
         return out
 
     def stats(self) -> dict:
