@@ -130,6 +130,7 @@ class TranscriptStep(Stage):
     def __init__(self, engine: LiveEngine, stage: TranscriptStage, redactor: Redactor | None):
         super().__init__()
         self.engine, self.stage, self.redactor = engine, stage, redactor
+        self._left_s = 0.0  # the backlog a shed left, for its log line
 
     def setup(self) -> None:
         self.stage.load()
@@ -143,7 +144,10 @@ class TranscriptStep(Stage):
             return sum(_spoken_s(item) for item in self.queue)
 
     def shed(self) -> list[LiveUtterance]:
-        return shed_backlog(self.queue, _spoken_s, self.engine.cfg.transcript_backlog_s)
+        shed = shed_backlog(self.queue, _spoken_s, self.engine.cfg.transcript_backlog_s)
+        if shed:
+            self._left_s = sum(map(_spoken_s, self.queue))  # read here, under the queue's condition
+        return shed
 
     def on_shed(self, items: list[LiveUtterance]) -> None:
         engine = self.engine
@@ -158,7 +162,7 @@ class TranscriptStep(Stage):
                 shed = self.counters["transcripts_shed"]
                 if shed in (1, 10, 100) or shed % 1000 == 0:
                     log.warning("over capacity: live transcripts deferred to the final pass",
-                                extra={"shed": shed, "backlog_s": round(sum(map(_spoken_s, self.queue)), 1)})
+                                extra={"shed": shed, "backlog_s": round(self._left_s, 1)})
 
     def take(self) -> list[LiveUtterance]:
         return take_pass(self.queue, _clip_s, self.engine.cfg.transcribe_batch_s)
