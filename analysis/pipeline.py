@@ -1,5 +1,8 @@
 """Batch analysis of one recorded call: decode -> segment -> transcribe -> emotions -> tiers.
 
+The per-utterance work is analysis/stages/ (emotion, transcript, insight), the same stages the
+live engine and the Ray call actor run; this module feeds them from a file.
+
 A stereo file carries one speaker per channel (left is the agent unless told otherwise); a mono
 file goes through diarization (analysis/diarization) and speaker roles are guessed from what
 people say. Audio streams through in blocks (speech over a block edge is carried into the next
@@ -20,21 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from emotivoice.analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe, rms_dbfs
+from emotivoice.analysis.audio import SAMPLE_RATE, AudioError, iter_blocks, probe
 from emotivoice.analysis.conversation import Span, conversation_metrics
-from emotivoice.analysis.emotion.model import EmotionModel, load_emotion_model
-from emotivoice.analysis.emotion.tiers import complex_emotion, granular
+from emotivoice.analysis.emotion.model import EmotionModel
 from emotivoice.analysis.insight.analytics import annotate
-from emotivoice.analysis.insight.prosody import measure as measure_prosody
 from emotivoice.analysis.insight.roles import assign_roles
-from emotivoice.analysis.insight.stage import InsightState, enrich
 from emotivoice.analysis.redaction.stage import Redactor
 from emotivoice.analysis.results import CallResult, Speaker, Utterance
 from emotivoice.analysis.segmentation import Region, StreamingSegmenter, shape_utterances
-from emotivoice.analysis.emotion.recalibration import recalibrator_for
-from emotivoice.analysis.transcription import NO_WORDS, asr_metrics, transcribe_utterances
+from emotivoice.analysis.stages.emotion import EmotionStage
+from emotivoice.analysis.stages.insight import InsightStage
+from emotivoice.analysis.stages.transcript import TranscriptStage
+from emotivoice.analysis.transcription import NO_WORDS, asr_metrics
 from emotivoice.analysis.vad import silero_session, vad_rate
-from emotivoice.analysis.whisper import load_whisper
 from emotivoice.config import Settings
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,33 @@ def parse_roles(spec: str | None) -> tuple[str, ...]:
 
 
 class CallAnalyzer:
-    """Loads the models once and analyses any number of calls with them."""
+    """Loads the models once and analyses any number of calls with them. `emotion_model` and
+    `whisper` are injected (tests pass stubs), else loaded with the configured settings."""
 
-    def __init__(self, settings: Settings, emotion_model: EmotionModel | None = None):
+    def __init__(self, settings: Settings, emotion_model: EmotionModel | None = None, whisper=None):
         self.settings = settings
-        tc = settings.transcription
-        self.whisper = load_whisper(tc.model, settings.model_cache_dir, tc.compute_type, tc.cpu_threads)
-        self.emotion = emotion_model or load_emotion_model(settings.emotion, settings.model_cache_dir,
-                                                           tc.compute_type, tc.cpu_threads)
+        self.transcripts = TranscriptStage(settings, whisper)
+        self.transcripts.load()
+        self.emotions = EmotionStage(settings, emotion_model)
+        self.insight = InsightStage(settings)
         self.timings = Timings()
         self.diarizer = None  # loaded on the first mono call
         # Presidio and spaCy load on the first call redacted, then serve every call of the process
         self.redactor = Redactor.from_settings(settings)
-        self.recalibrator = recalibrator_for(settings)  # coaches' corrections, re-read when refitted
         if settings.segmentation.use_silero:
             _load_vad()
+
+    @property
+    def emotion(self) -> EmotionModel:
+        return self.emotions.model
+
+    @property
+    def whisper(self):
+        return self.transcripts.whisper
+
+    @whisper.setter
+    def whisper(self, whisper) -> None:  # tests wrap the real model (tests/test_telephone.py)
+        self.transcripts.whisper = whisper
 
     def analyze(self, path: Path | str, roles: tuple[str, ...] = ROLES, call_id: str | None = None,
                 on_progress: ProgressHook | None = None, num_speakers: int | None = None,
@@ -128,7 +141,7 @@ class CallAnalyzer:
         if legs == 1:
             assign_roles(result, agent)
         t0 = time.perf_counter()
-        result.alerts = enrich(result.utterances, InsightState(self.settings.sarcasm, self.settings.risk))
+        result.alerts = self.insight.whole_call(result.utterances)
         self.timings.add("insight", t0)
         # sarcasm and risk have seen the words as said; from here on only the redacted text exists
         t0 = time.perf_counter()
@@ -215,31 +228,25 @@ class CallAnalyzer:
     def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
                      clips: list[np.ndarray], asr: Counter, team: str | None = None) -> list[Utterance]:
         leg = speaker.leg
-        tc, ec = self.settings.transcription, self.settings.emotion
         t0 = time.perf_counter()
-        transcript = transcribe_utterances(self.whisper, clips, [r.start for r in regions], tc.language,
-                                           tc.beam_size, [r.speech for r in regions], tc, [leg] * len(clips))
+        transcript = self.transcripts.transcribe(clips, [r.start for r in regions], [r.speech for r in regions],
+                                                 [leg] * len(clips))
         asr.update(transcript.counts)
         self.timings.add("transcription", t0)
         result.languages.setdefault(speaker.label, transcript.language)
         t0 = time.perf_counter()
-        if result.calibration is None:  # one profile for the whole call, from its team or first language
-            result.calibration = self.recalibrator.summary_for(team, transcript.language)
-        probabilities = self.recalibrator.apply(self.emotion.predict(clips), result.calibration["profile"])
+        # one calibration profile for the whole call, from its team or its first leg's language
+        probabilities = self.emotions.recalibrate(self.emotions.predict(clips), result, team, transcript.language)
         self.timings.add("emotion", t0)
         out = []
-        loudness = [rms_dbfs(clip) for clip in clips]
         t0 = time.perf_counter()
-        prosody = [measure_prosody(clip, loudness[i], len(transcript.words[i])) for i, clip in enumerate(clips)]
-        self.timings.add("prosody", t0)
         for i, (region, probs) in enumerate(zip(regions, probabilities)):
-            out.append(Utterance(
-                call_id=result.call_id, leg=leg, speaker=speaker.label, start=region.start, end=region.end,
-                loudness_dbfs=loudness[i], text=transcript.text(i), language=transcript.language,
-                words=transcript.words[i], transcript_note=transcript.notes[i], emotions=probs,
-                granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
-                complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody[i],
-            ))
+            u = self.emotions.utterance(result.call_id, leg, speaker.label, region.start, region.end, clips[i], probs,
+                                        transcript.words[i])
+            u.text, u.language, u.words, u.transcript_note = (transcript.text(i), transcript.language,
+                                                              transcript.words[i], transcript.notes[i])
+            out.append(u)
+        self.timings.add("prosody", t0)
         return out
 
 

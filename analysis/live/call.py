@@ -1,9 +1,10 @@
 """One live call's state: its legs, its utterances as they are analysed, and its causal insight.
 
-Utterances are numbered in the order they finish, which is the order the insight stage (risk,
-sarcasm, alerts) sees them: an utterance is scored once its emotions and its transcript (or the
-decision to skip it) are in, and never before an earlier one, so live scores equal what the
-same stage gives a recording played in real time.
+Plain data in, plain data out: the stages (analysis/stages/) and the chain that runs them
+(analysis/live/steps.py, or a Ray call actor) change it; nothing here runs a model or a thread,
+so a call can be held by another process. Utterances are numbered in the order they finish,
+which is the order the insight stage (risk, sarcasm, alerts: analysis/stages/insight.py) sees
+them, so live scores equal what the same stage gives a recording played in real time.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emotivoice.analysis.insight.risk import Alert
 from emotivoice.analysis.insight.stage import InsightState
 from emotivoice.analysis.live.endpoint import Endpointer
 from emotivoice.analysis.live.messages import CALL_FIELDS, CallStarted, LegInfo
 from emotivoice.analysis.live.recorder import CallRecorder
 from emotivoice.analysis.results import CallResult, Speaker, Utterance
+from emotivoice.config import Settings
 
 if TYPE_CHECKING:
     from emotivoice.analysis.live.recording import RecordingSummary
@@ -95,20 +96,6 @@ class LiveCall:
         self.utterances.append(item)
         return item
 
-    def score_ready(self) -> list[tuple[LiveUtterance, Alert]]:
-        """Run the insight stage over every utterance now ready, in order; return new alerts."""
-        alerts = []
-        for i, item in enumerate(self.utterances):
-            if item.scored:
-                continue
-            if item.utterance is None or item.transcript == "pending":
-                break
-            item.scored = True
-            alert = self.insight.add(i, item.utterance)
-            if alert:
-                alerts.append((item, alert))
-        return alerts
-
     def pending_work(self) -> bool:
         return any(not u.scored for u in self.utterances)
 
@@ -155,3 +142,21 @@ def speakers_for(legs: tuple[LegInfo, ...]) -> list[Speaker]:
                            role_confidence=1.0 if unique else 0.0, role_source="leg" if unique else "unknown",
                            role_reason=f"{leg.role} stream in the call's metadata" if unique else ""))
     return out
+
+
+def new_call(started: CallStarted, settings: Settings, emotion_name: str, provisional: bool,
+             endpointers: bool = True, recorder: CallRecorder | None = None) -> LiveCall:
+    """A LiveCall for `started`: a speaker and an endpointer per leg (the final pass's VAD
+    settings), the call header, a fresh insight state. Without `endpointers`: the Ray serving
+    process's own copy, which only records and finalises."""
+    sc, lc = settings.segmentation, settings.live
+    speakers = speakers_for(started.legs)
+    legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(
+        info.sample_rate, lc.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, lc.rolling_update_s,
+        sc.vad_threshold, sc.vad_neg_threshold, sc.vad_window_s, sc.vad_warmup_s, lc.pre_roll_s)
+        if endpointers else None) for i, info in enumerate(started.legs)}
+    result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
+                        channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
+                        asr_model=f"faster-whisper:{settings.transcription.model}",
+                        emotion_model=emotion_name, emotion_provisional=provisional, speakers=speakers)
+    return LiveCall(started, result, legs, InsightState(settings.sarcasm, settings.risk), recorder)

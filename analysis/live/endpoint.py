@@ -21,9 +21,7 @@ from scipy.signal import resample_poly
 
 from emotivoice.analysis.audio import SAMPLE_RATE
 from emotivoice.analysis.vad import WindowedStream
-from emotivoice.config import SegmentationConfig
-
-PRE_ROLL_S = 0.2  # audio kept before the detected onset: silero reacts a little late
+from emotivoice.config import LiveConfig, SegmentationConfig
 
 
 def to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
@@ -52,12 +50,14 @@ class Endpointer:
                  threshold: float = SegmentationConfig.vad_threshold,
                  neg_threshold: float = SegmentationConfig.vad_neg_threshold,
                  window_s: float = SegmentationConfig.vad_window_s,
-                 warmup_s: float = SegmentationConfig.vad_warmup_s):
+                 warmup_s: float = SegmentationConfig.vad_warmup_s,
+                 pre_roll_s: float = LiveConfig.pre_roll_s):
         self._vad = WindowedStream(rate, window_s, warmup_s)  # refuses rates silero does not run at
         self.rate, self.chunk = rate, self._vad.chunk
         self.threshold, self.neg_threshold = threshold, neg_threshold
         self.endpoint_silence_s, self.min_speech_s = endpoint_silence_s, min_speech_s
         self.max_utterance_s, self.rolling_update_s = max_utterance_s, rolling_update_s
+        self.pre_roll = int(pre_roll_s * rate)  # audio kept before the detected onset
         self._pending = np.zeros(0, np.int16)  # samples not yet a full chunk
         self._samples = 0  # samples fed to the VAD so far
         self._audio: list[np.ndarray] = []  # current utterance (or pre-roll while silent)
@@ -97,12 +97,12 @@ class Endpointer:
         self._audio.append(chunk)
         if self._speech_start is None:
             if p >= self.threshold:
-                self._speech_start = max(self._audio_start, start - int(PRE_ROLL_S * self.rate))
+                self._speech_start = max(self._audio_start, start - self.pre_roll)
                 self._last_speech_end, self._last_speech_wall = self._samples, arrived
                 self._last_update = self._samples
                 self._trim_to(self._speech_start)
             else:
-                self._trim_to(self._samples - int(PRE_ROLL_S * self.rate))
+                self._trim_to(self._samples - self.pre_roll)
             return []
         if p >= self.neg_threshold:
             self._last_speech_end, self._last_speech_wall = self._samples, arrived
@@ -132,7 +132,7 @@ class Endpointer:
             self._trim_to(self._speech_start)
         else:
             self._speech_start = None
-            self._trim_to(self._samples - int(PRE_ROLL_S * self.rate))
+            self._trim_to(self._samples - self.pre_roll)
         return speech  # None: a click, not speech
 
     def _trim_to(self, sample: int) -> None:

@@ -1,32 +1,32 @@
-"""The live engine's two storing threads: the writer and the finaliser (analysis/live/engine.py).
+"""The live chain's two storing stages: the writer and the finaliser (analysis/live/chain.py).
 
 - writer: stores each changed call (status 'live') as the analysis adds to it. Saves coalesce
-  per call: a change marks the call dirty, and one save writes its newest state, so while the
-  store is down only the set of dirty call ids waits, and nothing is lost (the state is in memory).
-- finaliser: at hang-up, once the call's last utterances are through the live stages, keeps its
-  audio and stores the call for good (analysis/live/finalize.py): through the batch pass, which
-  supersedes the live rows, or as the live results.
+  per call: its queue is the set of dirty call ids, and one save writes a call's newest state,
+  so while the store is down only that set waits, and nothing is lost (the state is in memory).
+- finaliser: at hang-up, once the call's last utterances are through the live stages (it waits
+  on the engine's `settled` condition, never polls), keeps its audio and stores the call for good
+  (analysis/live/finalize.py): through the batch pass, which supersedes the live rows, or as the
+  live results.
 
-Neither thread dies of a storage error (analysis/live/storehealth.py): any exception from the
-store, whatever its class, is noted, reported and retried with backoff; any other exception is
-logged and the thread goes on. A final save the store refuses is parked and tried again (at
-once when the store recovers), while the finaliser goes on with other calls, so a record the
-store keeps refusing never holds up the rest. A parked call stays in the engine (stop() waits
-for it) until it is stored; a service stopped while the store is still down leaves such calls
-'live' for the next start's crash recovery (analysis/live/recovery.py).
+Neither dies of a storage error (analysis/live/storehealth.py): any exception from the store,
+whatever its class, is noted, reported and retried with backoff; any other exception is logged
+and the stage goes on. A final save the store refuses is parked and tried again (at once when
+the store recovers), while the finaliser goes on with other calls, so a record the store keeps
+refusing never holds up the rest. A parked call stays in the engine (stop() waits for it) until
+it is stored; a service stopped while the store is still down leaves such calls 'live' for the
+next start's crash recovery (analysis/live/recovery.py).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emotivoice.analysis.live.call import LiveCall, LiveUtterance
+from emotivoice.analysis.live.chain import Stage
 from emotivoice.analysis.live.finalize import begin_final, store_final
 from emotivoice.analysis.sink import to_record
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from emotivoice.analysis.live.engine import LiveEngine
 
 log = logging.getLogger("emotivoice.analysis.live.engine")
-
-SETTLE_WAIT_S = 120.0  # how long a finished call's last utterances may take through the live stages
 
 
 @dataclass
@@ -51,52 +49,90 @@ class _Parked:
 
 # ---- writer ---------------------------------------------------------------------------------------
 
-def run_writer(engine: LiveEngine) -> None:
-    health = engine.store_health
-    while True:
-        with engine._work:
-            while engine._running and (not engine._dirty or health.wait_s() > 0):
-                engine._work.wait(min(0.5, health.wait_s()) or 0.5)
-            if not engine._running and (not engine._dirty or health.faulted):
-                return  # stopping with the store down: the finaliser's saves carry each call
-            prepared = _prepare(engine, engine._dirty.pop())
+class WriterStep(Stage):
+    name = "writer"
+
+    def __init__(self, engine: LiveEngine):
+        super().__init__()
+        self.engine = engine
+        self.dirty: set[str] = set()
+
+    def put(self, call_id: str) -> None:
+        with self.cond:
+            self.dirty.add(call_id)
+            self.cond.notify()
+
+    def discard(self, call_id: str) -> None:
+        with self.cond:
+            self.dirty.discard(call_id)
+
+    def has(self, call_id: str) -> bool:
+        with self.cond:
+            return call_id in self.dirty
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.dirty)
+
+    def ready(self) -> bool:
+        return bool(self.dirty) and self.engine.store_health.wait_s() <= 0
+
+    def wait_s(self) -> float | None:
+        wait = self.engine.store_health.wait_s()
+        return wait if self.dirty and wait > 0 else None  # the store's backoff, then try again
+
+    def drained(self) -> bool:
+        return not self.dirty or self.engine.store_health.faulted  # stopping with the store down: the
+        # finaliser's saves carry each call
+
+    def take(self) -> list[str]:
+        return [self.dirty.pop()] if self.dirty else []
+
+    def process(self, batch: list[str]) -> None:
+        engine, health = self.engine, self.engine.store_health
+        prepared = self._prepare(batch[0])
         if prepared is None:
-            continue
+            return
         call, record, shown = prepared
         try:
             engine.store.save_call(record)
         except Exception as exc:  # any class: a full disk, a read-only file, DuckDB's own
-            engine.counters["store_failures"] += 1
+            self.counters["store_failures"] += 1
             health.failed("live save", exc, call.call_id)
-            with engine._work:
+            with engine._lock:
                 engine._saving.discard(call.call_id)
-                engine._mark_dirty(call.call_id)  # its newest state goes at the next attempt
-            continue
+                engine.mark_dirty(call.call_id)  # its newest state goes at the next attempt
+                engine.settled.notify_all()
+            return
         health.ok()
         try:
             note_stored(engine, call, shown, time.time())
         except Exception:
             log.exception("live latency bookkeeping failed", extra={"call_id": call.call_id})
-        with engine._work:
+        with engine._lock:
             engine._saving.discard(call.call_id)
+            engine.settled.notify_all()
 
-
-def _prepare(engine: LiveEngine, call_id: str):
-    """(call, record, what it shows) for a dirty call, under the engine's lock; None to skip it."""
-    call = engine.calls.get(call_id)
-    if call is None or not call.has_media:
-        return None
-    try:
-        call.dropped_frames = sum(engine.inbox.drops(call_id).values())
-        note_load(call)
-        record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
-        shown = [(u, u.utterance is not None, u.transcript != "pending") for u in call.utterances]
-    except Exception:  # a bug in one call's data must not stop every call's storing
-        engine.counters["writer_errors"] += 1
-        log.exception("live call not prepared for storing", extra={"call_id": call_id})
-        return None
-    engine._saving.add(call_id)
-    return call, record, shown
+    def _prepare(self, call_id: str):
+        """(call, record, what it shows) for a dirty call, under the call lock; None to skip it."""
+        engine = self.engine
+        with engine._lock:
+            call = engine.calls.get(call_id)
+            if call is None or not call.has_media or call.finalizing:
+                engine.settled.notify_all()  # the finaliser may be waiting for this call to leave the queue
+                return None
+            try:
+                call.dropped_frames = sum(engine.inbox.drops(call_id).values())
+                note_load(call)
+                record = to_record(call.snapshot(), mode="live", metadata=call.metadata(), status="live")
+                shown = [(u, u.utterance is not None, u.transcript != "pending") for u in call.utterances]
+            except Exception:  # a bug in one call's data must not stop every call's storing
+                self.counters["writer_errors"] += 1
+                log.exception("live call not prepared for storing", extra={"call_id": call_id})
+                engine.settled.notify_all()
+                return None
+            engine._saving.add(call_id)
+            return call, record, shown
 
 
 def note_load(call: LiveCall) -> None:
@@ -138,109 +174,109 @@ def note_stored(engine: LiveEngine, call: LiveCall, shown: list[tuple[LiveUttera
 
 # ---- finaliser ------------------------------------------------------------------------------------
 
-def run_finalizer(engine: LiveEngine) -> None:
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # after every live call's work
-    except OSError:
-        pass
-    parked: list[_Parked] = []
-    while True:
-        with engine._work:
-            while engine._running and not engine._finishing and not _due(engine, parked):
-                engine._work.wait(_wait_s(parked))
-            if not engine._finishing and not engine._running:
-                _abandon(engine, parked)
-                return
-            call = engine.calls.get(engine._finishing.popleft()) if engine._finishing else None
-            engine.counters["finals_waiting"] = len(parked)
-        if call is not None:
-            try:
-                entry = _begin(engine, call)
-            except Exception:
-                log.exception("call not finalised", extra={"call_id": call.call_id})
-                _forget(engine, call)
-                entry = None
+class FinalizerStep(Stage):
+    """Its queue holds the ids of calls that ended; refused final saves wait in `parked`."""
+
+    name = "finalize"
+    nice = 10  # after every live call's work
+
+    def __init__(self, engine: LiveEngine):
+        super().__init__()
+        self.engine = engine
+        self.parked: list[_Parked] = []  # only this stage's thread touches it
+
+    def ready(self) -> bool:
+        return bool(self.queue) or any(self._is_due(p) for p in self.parked)
+
+    def wait_s(self) -> float | None:
+        if not self.parked:
+            return None
+        # a parked save falls due, or the store may have recovered (StoreHealth.recovered_at)
+        return min(0.5, max(0.01, min(p.next_at for p in self.parked) - time.monotonic()))
+
+    def take(self) -> list:
+        batch: list = [self.queue.popleft()] if self.queue else []
+        due = [p for p in self.parked if self._is_due(p)]
+        self.parked = [p for p in self.parked if p not in due]
+        return batch + due
+
+    def process(self, batch: list) -> None:
+        for work in batch:
+            entry = work if isinstance(work, _Parked) else self._begin_call(work)
             if entry is not None:
-                _attempt(engine, entry, parked)
-        for entry in [p for p in parked if _is_due(engine, p)]:
-            parked.remove(entry)
-            _attempt(engine, entry, parked)
-        engine.counters["finals_waiting"] = len(parked)
+                self._attempt(entry)
+        self.counters["finals_waiting"] = len(self.parked)
 
+    def on_stop(self) -> None:
+        """Stopping with the store still refusing: say which calls were not stored (recovery finds
+        those left 'live' at the next start, with their kept audio)."""
+        if self.parked:
+            log.error("service stopping with finished calls not stored (store fault)",
+                      extra={"calls": [p.call.call_id for p in self.parked],
+                             "error": self.engine.store_health.fault})
 
-def _begin(engine: LiveEngine, call: LiveCall) -> _Parked | None:
-    """Wait for the call's last live work, take it over from the writer, keep its audio."""
-    call_id, health = call.call_id, engine.store_health
-    deadline = time.monotonic() + SETTLE_WAIT_S
-    while time.monotonic() < deadline:  # its live save may wait: the final save supersedes it
+    def _begin_call(self, call_id: str) -> _Parked | None:
+        with self.engine._lock:
+            call = self.engine.calls.get(call_id)
+        if call is None:
+            return None
+        try:
+            return self._begin(call)
+        except Exception:
+            log.exception("call not finalised", extra={"call_id": call.call_id})
+            self._forget(call)
+            return None
+
+    def _begin(self, call: LiveCall) -> _Parked | None:
+        """Wait for the call's last live work, take it over from the writer, keep its audio."""
+        engine, call_id, health = self.engine, call.call_id, self.engine.store_health
+        with engine._lock:  # its live save may wait: the final save supersedes it
+            engine.settled.wait_for(lambda: not call.pending_work() and call_id not in engine._saving
+                                    and (health.faulted or not engine.writer.has(call_id)),
+                                    timeout=engine.cfg.settle_wait_s)
+            call.finalizing = True  # from here on only the finaliser stores this call
+            engine.writer.discard(call_id)
+            engine.settled.wait_for(lambda: call_id not in engine._saving)
+            call.dropped_frames = sum(engine.inbox.drops(call_id).values())
+            note_load(call)
+        keep, audio = begin_final(call, engine.cfg)
+        if not keep:
+            self.counters["calls_without_media"] += 1
+            self._forget(call)
+            return None
+        now = time.monotonic()
+        return _Parked(call, audio, now, now, 0)
+
+    def _attempt(self, entry: _Parked) -> None:
+        engine, health = self.engine, self.engine.store_health
+        try:
+            stored = store_final(entry.call, entry.audio, engine.store, engine.cfg, engine.finalizer, health,
+                                 engine.settings.redaction)
+        except Exception:  # not the store's (store_final catches those): log it, keep the call, retry
+            if entry.attempts < 3:
+                log.exception("call not finalised, retrying", extra={"call_id": entry.call.call_id})
+            stored = False
+        if stored:
+            if entry.attempts:
+                log.info("finished call stored after the store came back",
+                         extra={"call_id": entry.call.call_id, "attempts": entry.attempts + 1})
+            self._forget(entry.call)
+            engine.writer.wake()  # the store takes writes: dirty calls need not wait out their backoff
+            return
+        now = time.monotonic()
+        entry.attempts += 1
+        entry.failed_at, entry.next_at = now, now + max(health.wait_s(), 1.0 if not health.faulted else 0.0)
+        self.parked.append(entry)
+
+    def _is_due(self, entry: _Parked) -> bool:
+        """Its time has come, or the store recovered since it failed (resume at once)."""
+        return time.monotonic() >= entry.next_at or entry.failed_at < self.engine.store_health.recovered_at
+
+    def _forget(self, call: LiveCall) -> None:
+        engine = self.engine
         with engine._lock:
-            if (not call.pending_work() and (call_id not in engine._dirty or health.faulted)
-                    and call_id not in engine._saving):
-                break
-        time.sleep(0.05)
-    with engine._lock:  # from here on only the finaliser stores this call
-        call.finalizing = True
-        engine._dirty.discard(call_id)
-    while call_id in engine._saving:
-        time.sleep(0.05)
-    with engine._lock:
-        call.dropped_frames = sum(engine.inbox.drops(call_id).values())
-        note_load(call)
-    keep, audio = begin_final(call, engine.cfg)
-    if not keep:
-        engine.counters["calls_without_media"] += 1
-        _forget(engine, call)
-        return None
-    now = time.monotonic()
-    return _Parked(call, audio, now, now, 0)
-
-
-def _attempt(engine: LiveEngine, entry: _Parked, parked: list[_Parked]) -> None:
-    health = engine.store_health
-    try:
-        stored = store_final(entry.call, entry.audio, engine.store, engine.cfg, engine.finalizer, health,
-                             engine.settings.redaction)
-    except Exception:  # not the store's (store_final catches those): log it, keep the call, retry
-        if entry.attempts < 3:
-            log.exception("call not finalised, retrying", extra={"call_id": entry.call.call_id})
-        stored = False
-    if stored:
-        if entry.attempts:
-            log.info("finished call stored after the store came back",
-                     extra={"call_id": entry.call.call_id, "attempts": entry.attempts + 1})
-        _forget(engine, entry.call)
-        return
-    now = time.monotonic()
-    entry.attempts += 1
-    entry.failed_at, entry.next_at = now, now + max(health.wait_s(), 1.0 if not health.faulted else 0.0)
-    parked.append(entry)
-
-
-def _due(engine: LiveEngine, parked: list[_Parked]) -> bool:
-    return any(_is_due(engine, p) for p in parked)
-
-
-def _is_due(engine: LiveEngine, entry: _Parked) -> bool:
-    """Its time has come, or the store recovered since it failed (resume at once)."""
-    return time.monotonic() >= entry.next_at or entry.failed_at < engine.store_health.recovered_at
-
-
-def _wait_s(parked: list[_Parked]) -> float:
-    if not parked:
-        return 0.5
-    return min(0.5, max(0.01, min(p.next_at for p in parked) - time.monotonic()))
-
-
-def _forget(engine: LiveEngine, call: LiveCall) -> None:
-    with engine._lock:
-        engine.calls.pop(call.call_id, None)
-        engine._dirty.discard(call.call_id)
-    engine.inbox.forget(call.call_id)
-
-
-def _abandon(engine: LiveEngine, parked: list[_Parked]) -> None:
-    """Stopping with the store still refusing: say which calls were not stored (recovery finds
-    those left 'live' at the next start, with their kept audio)."""
-    if parked:
-        log.error("service stopping with finished calls not stored (store fault)",
-                  extra={"calls": [p.call.call_id for p in parked], "error": engine.store_health.fault})
+            engine.calls.pop(call.call_id, None)
+            engine.writer.discard(call.call_id)
+            engine.settled.notify_all()
+        engine.emotion_step.drop_interims(call.call_id)
+        engine.inbox.forget(call.call_id)

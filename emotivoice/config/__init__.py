@@ -157,6 +157,13 @@ class LiveConfig:
     transcribe: bool = True  # transcripts follow emotions; they are the first work shed under load
     beam_size: int = 1  # live transcripts decode greedily; the final pass uses transcription.beam_size
     transcript_backlog_s: float = 30.0  # shed transcripts beyond this much queued speech (done at finalise)
+    # speech joined into one live Whisper pass, embedded and Ray (Whisper always encodes 30 s windows)
+    transcribe_batch_s: float = 20.0
+    emotion_batch: int = 4  # finished utterances per live emotion pass, embedded and Ray
+    redact_context: int = 3  # earlier transcribed utterances of the call a new one is redacted after (the question)
+    pre_roll_s: float = 0.2  # audio kept before a detected speech onset (silero reacts a little late)
+    settle_wait_s: float = 120.0  # how long a finished call's last utterances may take through the live stages
+    restore_slice_s: float = 0.5  # a restarted Ray call actor replays its legs interleaved in slices this long
     finalize: str = "batch"  # "batch": re-analyse the recorded legs at hang-up and supersede live results
     keep_audio: bool = True  # keep each call's legs as a stereo WAV under audio_dir
     audio_dir: Path = DEFAULT_DATA_DIR / "calls"

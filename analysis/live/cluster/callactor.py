@@ -1,11 +1,13 @@
 """One call's live analysis as a Ray actor: the per-call stage state of the live chain.
 
-It holds the call's LiveCall (analysis/live/call.py): each leg's endpointer, the utterances in
-the order they finish, the insight state (risk, sarcasm, alerts). Audio comes in chunks of at
-least 200 ms with their leg offset (samples), so a chunk Ray retries after a restart, or one that
-overtakes another, is trimmed or held until it fits: each leg's audio is analysed exactly once,
-in order. Finished utterances go to the shared model pools; `changes()` is long-polled by the
-serving process and answers with what changed since the last answer (a CallDelta, plain data).
+It runs the embedded engine's per-utterance stages (analysis/stages/: emotion builds utterances,
+transcript puts the words on, insight scores them; the models are the shared pools of models.py)
+on the call's LiveCall (analysis/live/call.py, plain data): each leg's endpointer, the utterances
+in the order they finish, the insight state. Audio comes in chunks of at least 200 ms with their
+leg offset (samples), so a chunk Ray retries after a restart, or one that overtakes another, is
+trimmed or held until it fits: each leg's audio is analysed exactly once, in order. `changes()`
+is long-polled by the serving process and answers with what changed since the last answer (a
+CallDelta, plain data).
 
 Restart: Ray runs __init__ again in a new process. The actor then reads what the recording front
 (analysis/live/recording.py) has written of each leg so far and replays it, legs interleaved,
@@ -20,55 +22,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 
-from emotivoice.analysis.audio import rms_dbfs
-from emotivoice.analysis.emotion.recalibration import recalibrator_for
-from emotivoice.analysis.emotion.tiers import complex_emotion, granular
-from emotivoice.analysis.insight.prosody import measure as measure_prosody
-from emotivoice.analysis.insight.stage import InsightState
-from emotivoice.analysis.live.call import LiveCall, LiveLeg, LiveUtterance, speakers_for
+from emotivoice.analysis.live.call import LiveCall, LiveLeg, LiveUtterance, new_call
 from emotivoice.analysis.live.endpoint import Endpointer, Speech, to_16k
 from emotivoice.analysis.live.messages import CallStarted
 from emotivoice.analysis.live.writer import note_load
-from emotivoice.analysis.results import CallResult, Utterance
 from emotivoice.analysis.sink import to_record
-from emotivoice.config import Settings
+from emotivoice.analysis.stages.emotion import EmotionStage
+from emotivoice.analysis.stages.insight import InsightStage
+from emotivoice.analysis.stages.transcript import attach_words
 from emotivoice.storage.incremental import diff_record
 
 log = logging.getLogger(__name__)
-
-RESTORE_SLICE_S = 0.5  # a restored call's legs are replayed interleaved in slices this long
-
-
-def build_utterance(item: LiveUtterance, probs: dict[str, float], ec) -> Utterance:
-    """The utterance with its emotion tiers and prosody (the embedded engine's emotion stage)."""
-    loudness = rms_dbfs(item.clip)
-    prosody = measure_prosody(item.clip, loudness, 0) if probs else None
-    return Utterance(call_id=item.call_id, leg=item.leg.index, speaker=item.leg.speaker.label,
-                     start=item.start, end=item.end, loudness_dbfs=loudness, emotions=probs,
-                     granular=granular(probs, ec.high_intensity, ec.low_intensity, ec.granular_floor),
-                     complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody,
-                     partial=not item.final)
-
-
-def new_call(started: CallStarted, settings: Settings, emotion_name: str, provisional: bool,
-             endpointers: bool = True) -> LiveCall:
-    """A LiveCall for `started`, as the embedded engine makes one (legs without endpointers for
-    the serving process's own copy, which only records and finalises)."""
-    sc, ec = settings.segmentation, settings.live
-    speakers = speakers_for(started.legs)
-    legs = {info.leg: LiveLeg(info, i, speakers[i], Endpointer(  # the final pass's VAD settings, as embedded
-        info.sample_rate, ec.endpoint_silence_s, sc.min_speech_s, sc.max_utterance_s, ec.rolling_update_s,
-        sc.vad_threshold, sc.vad_neg_threshold, sc.vad_window_s, sc.vad_warmup_s)
-        if endpointers else None) for i, info in enumerate(started.legs)}
-    result = CallResult(call_id=started.call_id, source=f"{started.source}:{started.remote}", duration_s=0.0,
-                        channels=len(legs), diarization="one leg per speaker (live)", vad="silero (live)",
-                        asr_model=f"faster-whisper:{settings.transcription.model}",
-                        emotion_model=emotion_name, emotion_provisional=provisional, speakers=speakers)
-    return LiveCall(started, result, legs, InsightState(settings.sarcasm, settings.risk))
 
 
 class CallActor:
@@ -90,7 +58,9 @@ class CallActor:
         self.settings, self.emotion, self.transcript, self.model_info = shared
         self.end_wait_s = end_wait_s
         # the deployment's emotion correction, from the calibration file as this node sees it
-        self.recalibrator = recalibrator_for(self.settings)
+        name, provisional = self.model_info  # the pool predicts: this stage recalibrates and builds
+        self.emotions = EmotionStage(self.settings, SimpleNamespace(name=name, provisional=provisional))
+        self.insight = InsightStage(self.settings, rules=False)  # the rules are judged at the final pass
         self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
         self._reset()
         warm_up()
@@ -227,11 +197,7 @@ class CallActor:
 
     @staticmethod
     def _loop_running() -> bool:
-        try:
-            asyncio.get_running_loop()
-            return True
-        except RuntimeError:
-            return False
+        return asyncio._get_running_loop() is not None  # the public getter raises without one
 
     def _done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
@@ -254,10 +220,7 @@ class CallActor:
 
     def _recalibrated(self, probs: dict[str, float]) -> dict[str, float]:
         """The call's team profile, as the embedded engine and the final pass pick it."""
-        result = self.call.result
-        if result.calibration is None:
-            result.calibration = self.recalibrator.summary_for(self.call.started.metadata.get("team"))
-        return self.recalibrator.apply([probs], result.calibration["profile"])[0]
+        return self.emotions.recalibrate([probs], self.call.result, self.call.started.metadata.get("team"))[0]
 
     async def _interim(self, item: LiveUtterance) -> None:
         try:
@@ -267,14 +230,14 @@ class CallActor:
         leg = item.leg
         if self.call.ended or (leg.interim is not None and item.start < leg.interim.start):
             return
-        item.utterance, item.emotion_at = build_utterance(item, probs, self.settings.emotion), time.time()
+        item.utterance, item.emotion_at = self.emotions.for_item(item, probs), time.time()
         leg.interim = item
         self.changed.set()
 
     async def _analyse(self, item: LiveUtterance) -> None:
         probs, timing = await self._emotions(item, timed=True)
         self.stages.setdefault(item.uid, {}).update(timing)
-        item.utterance, item.emotion_at = build_utterance(item, probs, self.settings.emotion), time.time()
+        item.utterance, item.emotion_at = self.emotions.for_item(item, probs), time.time()
         leg = item.leg
         if leg.interim is not None and leg.interim.start < item.end:
             leg.interim = None  # the finished utterance replaces its rolling updates
@@ -290,10 +253,7 @@ class CallActor:
                 state, words, language, note = "shed", [], "", ""
             u = item.utterance
             if state == "done":
-                u.words, u.text, u.language = words, "".join(x.word for x in words).strip(), language
-                u.transcript_note = note
-                if u.prosody is not None:  # the speaking rate needed the words
-                    u.prosody = replace(u.prosody, rate_wps=len(words) / max(u.end - u.start, 0.25))
+                attach_words(u, words, language, note)
             else:
                 self.call.shed_transcripts += 1
             item.transcript = state
@@ -309,16 +269,9 @@ class CallActor:
                                 "resumed": item.uid in self.restored, "stages": self.stages.get(item.uid, {})}
 
     def _score(self) -> None:
-        call = self.call
-        for item, alert in call.score_ready():
-            if item.uid in self.restored:
-                continue  # published before the restart
-            speaker = next((s for s in call.result.speakers if s.label == alert.speaker), None)
-            self.alerts.append({
-                "call_id": call.call_id, "speaker": alert.speaker, "role": speaker.role if speaker else None,
-                "t_s": round(alert.t_s, 2), "score": round(alert.score, 3), "factors": alert.factors,
-                "kind": alert.kind, "text": item.utterance.text, "emotion": item.utterance.top_emotion[0],
-                **{k: call.started.metadata.get(k) for k in ("agent_id", "customer_id", "team")}})
+        for item, message in self.insight.score(self.call):
+            if item.uid not in self.restored:  # else published before the restart
+                self.alerts.append(message)
         self.changed.set()
 
     # ---- the end, and what the serving process polls ---------------------------------------------
@@ -416,7 +369,7 @@ class CallActor:
         now = time.time()
         longest = max((len(a) for a in audio.values()), default=0)
         for leg, state in self.call.legs.items():
-            step = int(RESTORE_SLICE_S * state.info.sample_rate)
+            step = int(self.settings.live.restore_slice_s * state.info.sample_rate)
             audio[leg] = [audio[leg][i:i + step] for i in range(0, longest, step)]
         for i in range(max((len(s) for s in audio.values()), default=0)):
             for leg, slices in audio.items():

@@ -1,8 +1,9 @@
 """The shared model stages as Ray actor pools that batch: emotion (encoder + head) and Whisper.
 
 Every call actor sends its finished utterances here, one request per utterance; each worker
-gathers what is queued into one model call (up to EMOTION_BATCH clips, or TRANSCRIBE_BATCH_S of
-speech joined into one Whisper pass, as the embedded engine does), so N calls cost one model
+gathers what is queued into one model call (up to `live.emotion_batch` clips, or
+`live.transcribe_batch_s` of speech joined into one Whisper pass, as the embedded engine does:
+the same rules, analysis/stages/transcript.py), so N calls cost one model
 pass per batch instead of one per utterance. The model runs in a worker thread, so the actor
 keeps taking requests while it computes; that is what lets the next batch form.
 
@@ -26,12 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emotivoice.analysis.stages.transcript import TranscriptStage, shed_backlog, take_pass
 from emotivoice.config import Settings
 
 log = logging.getLogger(__name__)
-
-EMOTION_BATCH = 4  # clips per emotion pass (the embedded engine's figure)
-TRANSCRIBE_BATCH_S = 20.0  # speech joined into one Whisper pass (it always encodes 30 s windows)
 
 
 @dataclass
@@ -128,6 +127,7 @@ class EmotionWorker(_Worker):
                                        settings.transcription.compute_type, 1)
         self.model = model
         self.name, self.provisional = model.name, model.provisional
+        self.batch_size = settings.live.emotion_batch
 
     def info(self) -> tuple[str, bool]:
         return self.name, self.provisional
@@ -143,7 +143,7 @@ class EmotionWorker(_Worker):
 
     def _take(self) -> list[_Request]:
         finals = [r for r in self._queue if not r.interim]
-        batch = (finals or self._queue)[:EMOTION_BATCH]
+        batch = (finals or self._queue)[:self.batch_size]
         taken = {id(r) for r in batch}
         self._queue = [r for r in self._queue if id(r) not in taken]
         return batch
@@ -161,16 +161,10 @@ class TranscriptWorker(_Worker):
             os.setpriority(os.PRIO_PROCESS, 0, 5)  # as the embedded engine's transcript thread
         except OSError:
             pass
-        if whisper is None:
-            from emotivoice.analysis.assets import whisper_model_dir
-            from emotivoice.analysis.whisper import WhisperRuntime
-
-            tc = settings.transcription
-            whisper = WhisperRuntime(whisper_model_dir(tc.model, settings.model_cache_dir), tc.compute_type, 1)
-        self.whisper = whisper
-        self.config = settings.transcription  # levelling, guards and retries as the embedded engine's
-        self.language, self.beam_size = settings.transcription.language, settings.live.beam_size
-        self.backlog_s = settings.live.transcript_backlog_s
+        self.stage = TranscriptStage(settings, whisper, live=True)  # levelling, guards, retries: the engine's
+        self.stage.load()
+        self.whisper = self.stage.whisper
+        self.backlog_s, self.pass_s = settings.live.transcript_backlog_s, settings.live.transcribe_batch_s
         rc = settings.redaction
         self.redactor = None
         if rc.live and rc.transcripts:  # words leave this worker redacted; Presidio loads once per worker
@@ -191,28 +185,17 @@ class TranscriptWorker(_Worker):
         return await self._submit(clip, start, group=group)
 
     def _admitted(self) -> None:
-        backlog = sum(r.seconds for r in self._queue)
-        while self._queue and backlog > self.backlog_s:
-            oldest = self._queue.pop(0)
-            backlog -= oldest.seconds
+        for oldest in shed_backlog(self._queue, _seconds, self.backlog_s):
             self.counters["shed"] += 1
             oldest.future.set_result(("shed", [], "", ""))
 
     def _take(self) -> list[_Request]:
-        batch, total = [], 0.0
-        while self._queue and (not batch or total + self._queue[0].seconds <= TRANSCRIBE_BATCH_S):
-            request = self._queue.pop(0)
-            batch.append(request)
-            total += request.seconds
-        return batch
+        return take_pass(self._queue, _seconds, self.pass_s)
 
     def _compute(self, batch: list[_Request]) -> list[tuple[str, list, str, str]]:
-        from emotivoice.analysis.transcription import transcribe_utterances
-
         # without a group a retry gets no prompt: one call's words must never prompt another's
         groups = [r.group or ("", str(i)) for i, r in enumerate(batch)]
-        transcript = transcribe_utterances(self.whisper, [r.clip for r in batch], [r.start for r in batch],
-                                           self.language, self.beam_size, config=self.config, groups=groups)
+        transcript = self.stage.transcribe([r.clip for r in batch], [r.start for r in batch], groups=groups)
         out = []
         for r, words, note in zip(batch, transcript.words, transcript.notes):
             try:
@@ -234,6 +217,10 @@ class TranscriptWorker(_Worker):
                       text="".join(w.word for w in words).strip(), words=list(words))
         self.redactor.redact_utterances([u])
         return u.words
+
+
+def _seconds(request: _Request) -> float:
+    return request.seconds
 
 
 class Pool:
