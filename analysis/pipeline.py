@@ -183,15 +183,10 @@ class CallAnalyzer:
         """Two passes over the blocks: diarize the whole call (the diarizer keeps only small
         per-window arrays), then decode again and cut each speaker's turns, shaped like VAD
         utterances (merged and split toward ~10 s), keeping only the audio still needed."""
-        if self.diarizer is None:
-            from dataclasses import replace
-
-            from emotivoice.analysis.diarization.config import DiarizationConfig
+        if self.diarizer is None:  # every [diarization] setting applies, not only the speaker bounds
             from emotivoice.analysis.diarization.pipeline import Diarizer
 
-            dc = self.settings.diarization
-            self.diarizer = Diarizer(replace(DiarizationConfig(), min_speakers=dc.min_speakers,
-                                             max_speakers=dc.max_speakers))
+            self.diarizer = Diarizer(self.settings.diarization)
         t0 = time.perf_counter()
         first_pass = [0.0]
 
