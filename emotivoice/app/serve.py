@@ -111,7 +111,6 @@ def start_listeners(settings: Settings, sink) -> list:
 
 def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
           stats_every_s: float = 60.0) -> int:
-    from emotivoice.analysis.service import InboxWatcher
     from emotivoice.storage.access import Directory
     from emotivoice.storage import rules_file
     from emotivoice.storage.server import StoreServer
@@ -126,6 +125,19 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     finalizer = batch_finalizer(settings, config_file) if settings.live.finalize == "batch" else None
     recovery = start_recovery(settings, server, finalizer)
     engine = LiveEngine(settings, server, finalizer=finalizer).start()
+    banner = (f"live service: owns {settings.db_path} (reads at {server.url}); recordings inbox "
+              f"{settings.inbox_dir if watch_inbox else 'off'}")
+    return run_service(settings, server, engine, recovery, watch_inbox, stats_every_s, banner)
+
+
+def run_service(settings: Settings, server, engine, recovery: Recovery, watch_inbox: bool, stats_every_s: float,
+                banner: str) -> int:
+    """What `serve` and `serve --ray` share once their engine runs: recovery, the listeners, the
+    recordings inbox (niced: recordings wait for live calls), the retention clock, and a clean stop
+    on SIGTERM or Ctrl-C."""
+    from emotivoice.analysis.service import InboxWatcher
+    from emotivoice.app.retention import Periodic
+
     recovery.start()
     listeners = start_listeners(settings, engine.inbox)
     if not listeners:
@@ -137,18 +149,13 @@ def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool 
     if watch_inbox:
         def watch() -> None:
             from emotivoice.analysis.pipeline import CallAnalyzer
-            import os
 
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # recordings wait for live calls
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
             InboxWatcher(CallAnalyzer(settings), settings.inbox_dir, server).run()
 
         threading.Thread(target=watch, name="inbox", daemon=True).start()
-
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"live service: owns {settings.db_path} (reads at {server.url}); recordings inbox "
-          f"{settings.inbox_dir if watch_inbox else 'off'}", flush=True)
-    from emotivoice.app.retention import Periodic
-
+    print(banner, flush=True)
     retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
     try:
         while True:

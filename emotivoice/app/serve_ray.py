@@ -8,17 +8,14 @@ engine is analysis/live/cluster's RayEngine instead of the embedded LiveEngine.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
-import time
 from dataclasses import replace
 
 from emotivoice.analysis.live.cluster.config import RayConfig
 from emotivoice.analysis.live.cluster.engine import RayEngine
 from emotivoice.analysis.live.recovery import clear_stale_announcement
 from emotivoice.config import Settings
-from emotivoice.app.serve import batch_finalizer, start_listeners, start_recovery, stop_service
+from emotivoice.app.serve import batch_finalizer, run_service, start_recovery
 from emotivoice.storage.db import StorageError
 
 log = logging.getLogger(__name__)
@@ -47,37 +44,5 @@ def serve_ray(settings: Settings, address: str = "auto", config_file: str | None
               file=sys.stderr)
         server.close()
         return 2
-    recovery.start()
-    listeners = start_listeners(settings, engine.inbox)
-    if not listeners:
-        print("error: no listener could start; nothing can send calls", file=sys.stderr)
-        recovery.stop()
-        engine.stop()
-        server.close()
-        return 2
-    if watch_inbox:
-        def watch() -> None:
-            import os
-
-            from emotivoice.analysis.pipeline import CallAnalyzer
-            from emotivoice.analysis.service import InboxWatcher
-
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            InboxWatcher(CallAnalyzer(settings), settings.inbox_dir, server).run()
-
-        threading.Thread(target=watch, name="inbox", daemon=True).start()
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"live service (Ray at {address}): owns {settings.db_path} (reads at {server.url})", flush=True)
-    from emotivoice.app.retention import Periodic
-
-    retention = Periodic(settings, server, time.monotonic)  # audio, transcripts, calls past the policy, audited
-    try:
-        while True:
-            retention.tick()
-            time.sleep(stats_every_s)
-            log.info("live service load", extra=engine.stats())
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_service(recovery, listeners, engine, server)
-    return 0
+    banner = f"live service (Ray at {address}): owns {settings.db_path} (reads at {server.url})"
+    return run_service(settings, server, engine, recovery, watch_inbox, stats_every_s, banner)
