@@ -7,7 +7,6 @@ engine is analysis/live/cluster's RayEngine instead of the embedded LiveEngine.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import replace
 
@@ -18,7 +17,6 @@ from emotivoice.config import Settings
 from emotivoice.app.serve import batch_finalizer, run_service, start_recovery
 from emotivoice.storage.db import StorageError
 
-log = logging.getLogger(__name__)
 
 
 def serve_ray(settings: Settings, address: str = "auto", config_file: str | None = None, watch_inbox: bool = True,
