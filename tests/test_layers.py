@@ -93,3 +93,17 @@ def test_modules_are_imported_statically():
     dynamic = [str(p.relative_to(ROOT)) for layer in (*FOLDERS, "emotivoice") for p in (ROOT / layer).rglob("*.py")
                if "import_module" in p.read_text()]
     assert not dynamic, dynamic
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject lists the packages by name (package-dir maps the top folders): a new package
+    left out would work from the checkout and be missing from an installed wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for layer in (*FOLDERS, "emotivoice"):
+        for init in (ROOT / layer).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT).parts
+            found.add(".".join(parts if layer == "emotivoice" else ("emotivoice", *parts)))
+    assert found - listed == set(), f"not in pyproject's packages: {sorted(found - listed)}"
