@@ -109,18 +109,27 @@ def start_listeners(settings: Settings, sink) -> list:
     return started
 
 
-def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
-          stats_every_s: float = 60.0) -> int:
-    from emotivoice.storage.access import Directory
+def open_store_server(settings: Settings):
+    """The store service every long-running command owns (serve, serve --ray, watch), with the rules
+    editor pointed at this service's rules file; None after printing why it could not open."""
     from emotivoice.storage import rules_file
+    from emotivoice.storage.access import Directory
     from emotivoice.storage.server import StoreServer
 
-    clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
     try:
         rules_file.configure(settings)  # the rules editor saves where this service's settings say
-        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
+        return StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
     except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def serve(settings: Settings, config_file: str | None = None, watch_inbox: bool = True,
+          stats_every_s: float = 60.0) -> int:
+
+    clear_stale_announcement(settings.db_path)  # a killed service's: nobody may try it meanwhile
+    server = open_store_server(settings)
+    if server is None:
         return 2
     finalizer = batch_finalizer(settings, config_file) if settings.live.finalize == "batch" else None
     recovery = start_recovery(settings, server, finalizer)

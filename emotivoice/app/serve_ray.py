@@ -14,23 +14,16 @@ from emotivoice.analysis.live.cluster.config import RayConfig
 from emotivoice.analysis.live.cluster.engine import RayEngine
 from emotivoice.analysis.live.recovery import clear_stale_announcement
 from emotivoice.config import Settings
-from emotivoice.app.serve import batch_finalizer, run_service, start_recovery
-from emotivoice.storage.db import StorageError
+from emotivoice.app.serve import batch_finalizer, open_store_server, run_service, start_recovery
 
 
 
 def serve_ray(settings: Settings, address: str = "auto", config_file: str | None = None, watch_inbox: bool = True,
               stats_every_s: float = 60.0, ray_config: RayConfig | None = None) -> int:
-    from emotivoice.storage.access import Directory
-    from emotivoice.storage import rules_file
-    from emotivoice.storage.server import StoreServer
 
     clear_stale_announcement(settings.db_path)
-    try:
-        rules_file.configure(settings)  # the rules editor saves where this service's settings say
-        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    server = open_store_server(settings)
+    if server is None:
         return 2
     finalizer = batch_finalizer(settings, config_file) if settings.live.finalize == "batch" else None
     recovery = start_recovery(settings, server, finalizer)

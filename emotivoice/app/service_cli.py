@@ -51,17 +51,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     inbox = Path(args.inbox) if args.inbox else settings.inbox_dir
-    from emotivoice.storage.db import StorageError
-    from emotivoice.storage.access import Directory
-    from emotivoice.storage import rules_file
-    from emotivoice.storage.server import StoreServer
+    from emotivoice.app.serve import open_store_server
 
     analyzer = CallAnalyzer(settings)
-    try:
-        rules_file.configure(settings)  # the rules editor saves where this service's settings say
-        server = StoreServer(settings.db_path, config=settings.store, users=Directory.from_settings(settings)).start()
-    except StorageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    server = open_store_server(settings)
+    if server is None:
         return 2
     import signal
 
