@@ -209,3 +209,28 @@ def test_a_call_actor_serves_the_next_call_after_its_call_is_stored(tmp_path, de
         heard_what_was_said(utterances)
     counts = [len(u) for u in per_call.values()]
     assert counts[0] == counts[1], counts
+
+
+def test_a_gap_the_recording_cannot_fill_holds_the_leg_only_briefly(tmp_path):
+    """A replacement call actor whose recording it cannot read (another node, a recording not
+    kept) gets a chunk past what it holds: it waits GAP_WAIT_S for the recording, then goes on
+    with silence for the gap (counted) instead of holding the leg's analysis until hang-up."""
+    import asyncio
+
+    from emotivoice.analysis.live.cluster.callactor import GAP_WAIT_S, CallActor
+    from emotivoice.analysis.live.messages import CallStarted, LegInfo
+    from emotivoice.config import load_settings
+    from emotivoice.storage.files import new_call_id
+
+    call_id = new_call_id("sip")
+    actor = CallActor((load_settings(env={}), None, None, ("stub", True)))
+    started = CallStarted(call_id, "sip", (LegInfo("inbound", "customer", None, 8000),))
+    unreadable = (tmp_path / "on-another-node", call_id, ("inbound",), 8000)
+    asyncio.run(actor.begin(started, unreadable, resume=True))
+    silence = bytes(2 * 1600)  # 200 ms
+    asyncio.run(actor.feed(call_id, "inbound", 8000, silence, time.time() - GAP_WAIT_S + 0.3))
+    leg = actor.call.legs["inbound"]
+    assert leg.samples == 0  # held: the recording may still catch up
+    time.sleep(0.4)
+    asyncio.run(actor.feed(call_id, "inbound", 9600, silence, time.time()))
+    assert leg.samples == 9600 + 1600 and actor.counters["resume_gap_samples"] == 8000

@@ -40,6 +40,8 @@ from emotivoice.storage.incremental import diff_record
 
 log = logging.getLogger(__name__)
 
+GAP_WAIT_S = 2.0  # a chunk that comes after a gap waits this long for the gap (the front writes every 0.25 s)
+
 
 class CallActor:
     """Ray actor class (wrapped by ray.remote in engine.py); every method runs on its event loop.
@@ -153,8 +155,10 @@ class CallActor:
                 if len(gap) == offset - state.samples:
                     self._feed(state, gap, arrived)
                     continue
-                if not force:
+                if not force and time.time() - arrived < GAP_WAIT_S:
                     return
+                # still missing: what the recording holds, silence for the rest (counted), so a
+                # recording this node cannot read does not hold the leg's analysis until hang-up
                 self._feed(state, self._recorded(leg, state.samples, offset), arrived)
                 continue
             del held[offset]
