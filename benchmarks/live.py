@@ -28,6 +28,8 @@ measured by benchmarks/analyze_rtf.py.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import sys
 import tempfile
@@ -167,6 +169,9 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     front_before = engine.inbox.stats()
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
     peak = [rss_mb()]
+    fd, sender_log = tempfile.mkstemp(prefix="rtpsend-", suffix=".jsonl")
+    os.close(fd)
+    os.environ["EMOTIVOICE_RTPSEND_LOG"] = sender_log  # sipp's rtpsend.py says how late it fell
     threads, sent, results = start_calls(port, n, legs, stagger_s, "bench")
 
     def sample() -> None:
@@ -188,6 +193,7 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     front = engine.inbox.stats()
     recordings = check_recordings(engine.cfg.audio_dir, sink, sent)
     leg_checks = [leg for r in recordings for leg in r.get("legs", [])]
+    senders = sender_lateness(sender_log)
     lat = list(engine.latencies)
     emotion = [x["emotion_s"] for x in lat]
     transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
@@ -209,8 +215,21 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
         "clock_skipped_frames": connector_stats()["clock_skipped_frames"] if connector_stats else None,
+        **senders,
         "recordings": recordings,
     }
+
+
+def sender_lateness(path: str) -> dict:
+    """How far behind its 20 ms schedule the worst RTP sender fell (a sender that stalls and then
+    bursts loses its audio in the receiver's jitter buffer: the harness's fault, not the service's)."""
+    try:
+        lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    finally:
+        Path(path).unlink(missing_ok=True)
+    late = [x["max_late_s"] for x in lines]
+    return {"senders_reported": len(lines), "sender_max_late_s": max(late, default=None),
+            "senders_late_over_0_1_s": sum(1 for x in late if x > 0.1)}
 
 
 def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) -> dict:

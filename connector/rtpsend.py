@@ -5,10 +5,16 @@ Standard library only and started by sipp's <exec> once a call is answered, with
 sipp read from our 200 OK, so every stream of every call (SIPREC has two) gets its own paced RTP:
 
     rtpsend.py HOST PORT1:FILE1.ulaw [PORT2:FILE2.ulaw ...]
+
+With $EMOTIVOICE_RTPSEND_LOG set (benchmarks/live.py sets it), a JSON line per sender is appended
+there at the end: how far behind its schedule it fell at worst and when, so a kept leg that misses
+its head can be told from a sender that stalled and then burst (a jitter buffer drops the burst).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
 import struct
@@ -28,7 +34,11 @@ def send(host: str, streams: list[tuple[int, bytes]]) -> None:
     ts0 = [random.getrandbits(32) for _ in streams]
     packets = max(len(data) for _, data in streams) // SAMPLES
     start = time.monotonic()
+    late, late_at = 0.0, 0
     for n in range(packets):
+        behind = time.monotonic() - (start + n * PTIME_S)
+        if behind > late:
+            late, late_at = behind, n
         for i, (port, data) in enumerate(streams):
             payload = data[n * SAMPLES:(n + 1) * SAMPLES]
             if len(payload) < SAMPLES:
@@ -39,6 +49,11 @@ def send(host: str, streams: list[tuple[int, bytes]]) -> None:
         delay = start + (n + 1) * PTIME_S - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+    log = os.environ.get("EMOTIVOICE_RTPSEND_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"ports": [p for p, _ in streams], "started": time.time() - (time.monotonic() - start),
+                                "max_late_s": round(late, 3), "late_at_s": round(late_at * PTIME_S, 2)}) + "\n")
 
 
 def main(argv: list[str]) -> None:

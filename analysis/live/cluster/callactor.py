@@ -9,12 +9,14 @@ trimmed or held until it fits: each leg's audio is analysed exactly once, in ord
 is long-polled by the serving process and answers with what changed since the last answer (a
 CallDelta, plain data).
 
-Restart: Ray runs __init__ again in a new process. The actor then reads what the recording front
-(analysis/live/recording.py) has written of each leg so far and replays it, legs interleaved,
-through the same stages; utterances are analysed again, their alerts are not published twice,
-and the next delta rewrites the call. Chunks Ray retries are trimmed to what the recording did
-not hold; a chunk the dead actor took that the recording did not yet hold is read from the
-recording once it does (the front writes at least every 0.25 s).
+Restart: when a call's actor dies, the engine hands the call to a standby actor with
+begin(resume=True) (engine.py replace_actor; Ray's own restart, a new process, took 7 s on 2
+cores). The actor then reads what the recording front (analysis/live/recording.py) has written
+of each leg so far and replays it, legs interleaved, through the same stages; utterances are
+analysed again, their alerts are not published twice, and the next delta rewrites the call.
+Chunks that overlap what it replayed are trimmed; chunks the dead actor took (or that were sent
+to it) beyond what the recording held are read from the recording once it does (the front
+writes at least every 0.25 s).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from emotivoice.storage.incremental import diff_record
 
 log = logging.getLogger(__name__)
 
+GAP_WAIT_S = 2.0  # a chunk that comes after a gap waits this long for the gap (the front writes every 0.25 s)
+
 
 class CallActor:
     """Ray actor class (wrapped by ray.remote in engine.py); every method runs on its event loop.
@@ -46,22 +50,18 @@ class CallActor:
     imports these modules and loads the VAD took 3-14 s on 2 cores (benchmarks/live_ray.py,
     actor_start_s), during which the call's audio queued; `begin()` then hands it its call at
     once, and `release()` after the call makes it a standby again (a new process costs ~3 CPU
-    seconds). It serves one call at a time. A restarted actor (Ray reruns __init__ with the
-    standby's arguments) does not know its call: it says so in changes() and the collector sends
-    begin(resume=True), which rebuilds the call from the recording.
+    seconds). It serves one call at a time; a standby that takes over the call of an actor that
+    died gets begin(resume=True), which rebuilds the call from the recording.
     """
 
     def __init__(self, shared: tuple, end_wait_s: float = 10.0):
         """`shared`: (settings, emotion pool, transcript pool, (emotion model name, provisional))."""
-        import ray
-
         self.settings, self.emotion, self.transcript, self.model_info = shared
         self.end_wait_s = end_wait_s
         # the deployment's emotion correction, from the calibration file as this node sees it
         name, provisional = self.model_info  # the pool predicts: this stage recalibrates and builds
         self.emotions = EmotionStage(self.settings, SimpleNamespace(name=name, provisional=provisional))
         self.insight = InsightStage(self.settings, rules=False)  # the rules are judged at the final pass
-        self.reconstructed = ray.get_runtime_context().was_current_actor_reconstructed
         self._reset()
         warm_up()
 
@@ -155,8 +155,10 @@ class CallActor:
                 if len(gap) == offset - state.samples:
                     self._feed(state, gap, arrived)
                     continue
-                if not force:
+                if not force and time.time() - arrived < GAP_WAIT_S:
                     return
+                # still missing: what the recording holds, silence for the rest (counted), so a
+                # recording this node cannot read does not hold the leg's analysis until hang-up
                 self._feed(state, self._recorded(leg, state.samples, offset), arrived)
                 continue
             del held[offset]
@@ -302,8 +304,8 @@ class CallActor:
         """What changed since the last answer, once something has (or after timeout_s):
         {"delta", "marks", "alerts", "counters", "final"}; "final" is the call's result once it
         has ended and every utterance is through the stages (the last answer); {"unassigned": True}
-        from an actor without its call (restarted: the collector sends begin() again)."""
-        if self.call is None and not self.reconstructed:  # a begin() this answer overtook
+        from an actor that has not got its call within timeout_s (the collector sends begin() again)."""
+        if self.call is None:  # a begin() this answer overtook
             try:
                 await asyncio.wait_for(self.assigned.wait(), timeout_s)
             except asyncio.TimeoutError:

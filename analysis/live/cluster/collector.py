@@ -59,9 +59,12 @@ class DeltaCollector:
 
         try:
             update = ray.get(ref)
-        except RayActorError as exc:  # restarts used up: the recording and the batch pass carry the call
+        except RayActorError as exc:  # a standby takes over; once replacements are used up, the batch pass
+            error = str(exc).splitlines()[0][:200]
+            if self._running and self.replace_actor(cc, error):
+                return False
             log.error("call actor lost; the call is left to the batch pass", extra={
-                "call_id": cc.call_id, "error": str(exc).splitlines()[0][:200]})
+                "call_id": cc.call_id, "error": error})
             self.counters["call_actors_lost"] += 1
             with self._lock:
                 cc.lost_actor = True
@@ -72,7 +75,7 @@ class DeltaCollector:
             log.exception("call actor answer failed", extra={"call_id": cc.call_id})
             self._poll(cc)
             return False
-        if update.get("unassigned"):  # restarted: Ray ran its standby constructor; give it its call again
+        if update.get("unassigned"):  # its begin() has not reached it yet: send it again (a repeat is a no-op)
             cc.actor.begin.remote(cc.shadow.started, cc.recording, True)
             self._poll(cc)
             return False

@@ -171,5 +171,7 @@ class RaySink:
             cc.actor.feed.remote(cc.call_id, leg, offset, pcm, arrived, lost)
             self.counters["chunks"] += 1
         elif kind == "end":
-            cc.actor.end.remote(cc.call_id, item[2], cc.shadow.missing_frames)
+            with self.engine._lock:  # a replacement actor (engine.replace_actor) is sent the end again
+                cc.totals, actor = item[2], cc.actor
+            actor.end.remote(cc.call_id, item[2], cc.shadow.missing_frames)
             self.engine.ended(cc)
