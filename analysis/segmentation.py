@@ -58,7 +58,7 @@ def to_rate(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def vad_params(cfg: SegmentationConfig) -> VadParams:
     return VadParams(cfg.vad_threshold, cfg.vad_neg_threshold, cfg.min_silence_s, cfg.min_speech_s,
-                     cfg.speech_pad_s)
+                     cfg.speech_pad_s, cfg.speech_lead_s)
 
 
 def silero_probabilities(samples: np.ndarray, rate: int = SAMPLE_RATE,
@@ -98,7 +98,7 @@ def energy_regions(samples: np.ndarray, cfg: SegmentationConfig, frame_s: float 
         else:
             bridged.append(r)
     total = len(samples) / SAMPLE_RATE
-    return [Region(max(0.0, r.start - cfg.speech_pad_s), min(total, r.end + cfg.speech_pad_s))
+    return [Region(max(0.0, r.start - cfg.speech_lead_s), min(total, r.end + cfg.speech_pad_s))
             for r in bridged if r.duration >= cfg.min_speech_s]
 
 

@@ -16,7 +16,13 @@ No utterance is left silently empty, and nothing Whisper invents is kept:
   stock phrases ("thank you very much", "thanks for watching") over audio far quieter than the
   utterance's own speech;
 - an utterance the joined pass leaves without words is transcribed alone, prompted with its
-  neighbours' text; one that still has none carries the note "no words recognised".
+  neighbours' text; one that still has none carries the note "no words recognised". What that
+  pass writes only from its prompt is checked by a pass without it (`_retry`);
+- an utterance whose words say one phrase twice is transcribed alone, without a prompt, and
+  takes that result: in a joined pass Whisper's own earlier text is its context, and on quiet,
+  noisy turns it copies it ("Kids are talking by the door" written as the previous turn's "dogs
+  are sitting by the door, dogs are sitting by the door, dogs"). A phrase really said twice
+  comes back twice from the lone pass and is kept.
 
 The counts go on the call (CallResult.metrics["asr"]), so what was dropped is never invisible.
 """
@@ -33,6 +39,7 @@ import numpy as np
 from emotivoice.analysis.audio import SAMPLE_RATE, level_speech
 from emotivoice.config import TranscriptionConfig
 
+REPEAT_WORDS = 3  # a phrase this long written twice in one utterance is a loop or a copy
 JOIN_GAP_S = 1.0  # silence between joined utterances, so Whisper sees a clear pause
 NO_WORDS = "no words recognised"
 LOW_LOGPROB = -1.0  # with a high no-speech probability, this marks a segment as silence (Whisper's rule)
@@ -72,6 +79,19 @@ class LegTranscript:
 def plain(text: str) -> str:
     """Lower case, letters, digits and single spaces: for matching stock phrases."""
     return " ".join(re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("-", " ")).split())
+
+
+def repeats_phrase(words: list[Word], n: int = REPEAT_WORDS) -> bool:
+    """Whether some run of `n` words occurs twice in these words (as plain text)."""
+    tokens = plain("".join(w.word for w in words)).split()
+    grams = [tuple(tokens[k:k + n]) for k in range(len(tokens) - n + 1)]
+    return len(set(grams)) < len(grams)
+
+
+def _within(words: list[Word], text: str) -> bool:
+    """Whether these words, as plain text, are a run of the words of `text`."""
+    mine, theirs = plain("".join(w.word for w in words)).split(), plain(text).split()
+    return any(theirs[k:k + len(mine)] == mine for k in range(len(theirs) - len(mine) + 1))
 
 
 def _db(x: np.ndarray) -> float:
@@ -202,20 +222,46 @@ def transcribe_utterances(whisper, clips: list[np.ndarray], starts: list[float],
     events = [Counter() for _ in clips]
     words, info = _decode(whisper, _Track.join(levelled), starts, speech, tc, language, beam_size, events)
     language = language or info.language
+    for i in [i for i, w in enumerate(words) if repeats_phrase(w)]:
+        events[i]["retried_repeat"] += 1  # alone and unprompted: the loop may be copying its context
+        alone, _ = _decode(whisper, _Track.join([levelled[i]]), [starts[i]], [speech[i]], tc, language,
+                           beam_size, [events[i]])
+        words[i] = alone[0] or words[i]
     empty = [i for i, w in enumerate(words) if not w]
     if tc.retry_empty:
         for i in empty:
             events[i]["retried"] += 1
-            prompt = _neighbours_text(words, i, groups)
-            alone, _ = _decode(whisper, _Track.join([levelled[i]]), [starts[i]], [speech[i]], tc, language,
-                               beam_size, [events[i]], prompt)
-            if alone[0]:
-                events[i]["recovered"] += 1
-                words[i] = alone[0]
+            words[i] = _retry(whisper, levelled[i], starts[i], speech[i], tc, language, beam_size, events[i],
+                              _neighbours_text(words, i, groups))
     notes = ["" if w else NO_WORDS for w in words]
     for i, note in enumerate(notes):
         events[i]["no_words"] += note == NO_WORDS
     return LegTranscript(language, float(info.language_probability), words, notes, events)
+
+
+def _retry(whisper, clip: np.ndarray, start: float, speech: tuple[tuple[float, float], ...],
+           tc: TranscriptionConfig, language: str | None, beam_size: int, events: Counter,
+           prompt: str | None) -> list[Word]:
+    """An utterance the joined pass left empty, decoded alone with its neighbours' text as prompt.
+
+    Words that only repeat a run of that prompt are checked by a pass without it, whose words win
+    when it has any (Whisper copies its prompt: a retried "Kids are talking by the door" came back
+    as the neighbour's "dogs are sitting by the door"). When that pass hears nothing, one or two
+    copied words are dropped (over a noise burst before a call's first turn Whisper wrote the next
+    turn's "I'm" or "Don't") and three or more kept: a customer may say a sentence again.
+    """
+    track = _Track.join([clip])
+    heard = _decode(whisper, track, [start], [speech], tc, language, beam_size, [events], prompt)[0][0]
+    if heard and prompt and _within(heard, prompt):
+        events["retried_unprompted"] += 1
+        plain_pass = _decode(whisper, track, [start], [speech], tc, language, beam_size, [events])[0][0]
+        if plain_pass:
+            heard = plain_pass
+        elif len(heard) < REPEAT_WORDS:
+            events["dropped_prompt_copy"] += len(heard)
+            heard = []
+    events["recovered"] += bool(heard)
+    return heard
 
 
 def _neighbours_text(words: list[list[Word]], i: int, groups: list | None) -> str | None:
@@ -230,7 +276,8 @@ def _neighbours_text(words: list[list[Word]], i: int, groups: list | None) -> st
 
 
 ASR_COUNTS = ("dropped_no_speech", "dropped_repetition", "dropped_boilerplate", "dropped_outside_speech",
-              "dropped_lone_word", "retried", "recovered", "no_words")
+              "dropped_lone_word", "dropped_prompt_copy", "retried", "recovered", "retried_unprompted",
+              "retried_repeat", "no_words")
 
 
 def asr_metrics(counts: Counter) -> dict[str, int]:

@@ -132,7 +132,8 @@ class VadParams:
     neg_threshold: float  # speech ends after min_silence_s below this
     min_silence_s: float
     min_speech_s: float  # shorter islands are clicks, dropped
-    pad_s: float  # kept around each region
+    pad_s: float  # kept after each region
+    lead_s: float | None = None  # kept before each region (default pad_s): silero is late on a quiet onset
 
 
 def regions_from_probabilities(probs: np.ndarray, rate: int, params: VadParams,
@@ -160,7 +161,8 @@ def regions_from_probabilities(probs: np.ndarray, rate: int, params: VadParams,
     for a, b in regions:
         if b - a < params.min_speech_s:
             continue
-        a, b = max(0.0, a - params.pad_s), min(total, b + params.pad_s)
+        lead = params.pad_s if params.lead_s is None else params.lead_s
+        a, b = max(0.0, a - lead), min(total, b + params.pad_s)
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], b)
         else:

@@ -102,6 +102,92 @@ def test_an_utterance_the_joined_pass_leaves_empty_is_transcribed_alone_with_its
     assert all(10.0 <= w.start <= w.end <= 10.0 + len(clips[1]) / 16000 for w in out.words[1])
 
 
+class CopiesContext:
+    """A real model whose passes over `span` write an earlier turn's sentence twice instead of
+    what was said there: what Whisper did on quiet noisy turns of a joined pass ("kids are
+    talking by the door" as "dogs are sitting by the door, dogs are sitting by the door").
+    `joined_only`: the lone pass over the same audio is left as the model heard it."""
+
+    def __init__(self, real, span: tuple[float, float], joined_only: bool = True):
+        self.real, self.span, self.joined_only, self.prompts = real, span, joined_only, []
+
+    def transcribe(self, samples, language, beam_size, initial_prompt=None):
+        segments, info = self.real.transcribe(samples, language, beam_size, initial_prompt)
+        self.prompts.append(initial_prompt)
+        alone = len(samples) / 16000 < self.span[1]
+        if alone and self.joined_only:
+            return segments, info
+        a, b = (0.0, len(samples) / 16000 - 1.0) if alone else self.span
+        kept = [replace(s, words=[w for w in s.words if not a <= (w.start + w.end) / 2 <= b]) for s in segments]
+        said = " That is exactly what happened, that is exactly what happened".split(" ")[1:]
+        step = (b - a) / len(said)
+        words = [FWWord(a + k * step, a + (k + 1) * step, " " + w, 0.8) for k, w in enumerate(said)]
+        fake = Segment(len(kept), 0, a, b, " ".join(said), [], -0.3, 1.0, 0.1, words, 0.0)
+        return kept + [fake], info
+
+
+def test_an_utterance_that_copies_a_phrase_twice_is_transcribed_alone_without_a_prompt(tiny, emotion_data):
+    clips = [load_audio(clip_of(emotion_data, AGENT, name))[0] for name in ("TIE_NEU_XX", "DFA_NEU_XX")]
+    second = (len(clips[0]) / 16000 + 1.0, len(clips[0]) / 16000 + 1.0 + len(clips[1]) / 16000)
+    faulty = CopiesContext(tiny, second)
+    out = transcribe_utterances(faulty, clips, [0.0, 10.0], "en", 1, groups=[0, 0])
+    assert "jacket" in out.text(1).lower() and "happened" not in out.text(1).lower()
+    assert out.counts["retried_repeat"] == 1 and faulty.prompts[-1] is None
+    assert asr_metrics(out.counts)["retried_repeat"] == 1
+
+
+def test_a_phrase_the_lone_pass_also_hears_twice_is_kept(tiny, emotion_data):
+    clips = [load_audio(clip_of(emotion_data, AGENT, name))[0] for name in ("TIE_NEU_XX", "DFA_NEU_XX")]
+    second = (len(clips[0]) / 16000 + 1.0, len(clips[0]) / 16000 + 1.0 + len(clips[1]) / 16000)
+    out = transcribe_utterances(CopiesContext(tiny, second, joined_only=False), clips, [0.0, 10.0], "en", 1)
+    assert out.text(1).lower().count("exactly what happened") == 2 and out.counts["retried_repeat"] == 1
+
+
+class WritesItsPrompt(LosesWords):
+    """LosesWords, and a prompted pass over what it lost writes the prompt's first `n` words: with
+    one, what Whisper did over a noise burst before a call's first turn ("I'm" from "I'm on my
+    way..."); with a whole sentence, what a customer saying a neighbour's sentence again gives."""
+
+    def __init__(self, real, lost: tuple[float, float], n: int):
+        super().__init__(real, lost)
+        self.n = n
+
+    def transcribe(self, samples, language, beam_size, initial_prompt=None):
+        segments, info = super().transcribe(samples, language, beam_size, initial_prompt)
+        if initial_prompt is None:
+            return segments, info
+        said = initial_prompt.split()[:self.n]
+        words = [FWWord(0.2 * k, 0.2 * (k + 1), " " + w, 0.5) for k, w in enumerate(said)]
+        return [Segment(0, 0, 0.0, 0.2 * len(said), " ".join(said), [], -0.5, 1.0, 0.2, words, 0.0)], info
+
+
+def test_a_retry_that_writes_its_prompt_is_checked_by_a_pass_without_it(tiny, emotion_data):
+    """The words of the pass without a prompt win: "jacket", not the neighbour's sentence."""
+    clips = [load_audio(clip_of(emotion_data, AGENT, name))[0] for name in ("TIE_NEU_XX", "DFA_NEU_XX")]
+    second = (len(clips[0]) / 16000 + 1.0, len(clips[0]) / 16000 + 1.0 + len(clips[1]) / 16000)
+    model = WritesItsPrompt(tiny, second, 5)
+    out = transcribe_utterances(model, clips, [0.0, 10.0], "en", 1, groups=[0, 0])
+    assert "jacket" in out.text(1).lower() and "happened" not in out.text(1).lower()
+    assert out.counts["retried_unprompted"] == 1 and out.counts["recovered"] == 1
+    assert model.prompts[-2] and model.prompts[-1] is None
+
+
+def test_a_copied_word_over_noise_is_dropped_and_a_copied_sentence_kept(tiny, emotion_data):
+    """Over mains hum the pass without a prompt hears nothing: one copied word was Whisper's
+    invention, a copied sentence may be the customer saying it again."""
+    speech = load_audio(clip_of(emotion_data, AGENT, "TIE_NEU_XX"))[0]
+    hum = (0.02 * np.sin(2 * np.pi * 120 * np.arange(32000) / 16000)).astype(np.float32)
+    second = (len(speech) / 16000 + 1.0, len(speech) / 16000 + 3.0)
+    word = transcribe_utterances(WritesItsPrompt(tiny, second, 1), [speech, hum], [0.0, 10.0], "en", 1,
+                                 groups=[0, 0])
+    assert word.words[1] == [] and word.notes[1] == NO_WORDS
+    assert word.counts["dropped_prompt_copy"] == 1 and asr_metrics(word.counts)["hallucinated_words_dropped"] >= 1
+    sentence = transcribe_utterances(WritesItsPrompt(tiny, second, 4), [speech, hum], [0.0, 10.0], "en", 1,
+                                     groups=[0, 0])
+    assert len(sentence.words[1]) == 4 and sentence.counts["dropped_prompt_copy"] == 0
+    assert sentence.counts["recovered"] == 1
+
+
 def test_an_utterance_without_words_is_marked_not_stored_as_silence(tiny, emotion_data, tmp_path):
     speech = load_audio(clip_of(emotion_data, AGENT, "TIE_NEU_XX"))[0]
     hum = (0.02 * np.sin(2 * np.pi * 120 * np.arange(32000) / 16000)).astype(np.float32)  # mains hum, no words

@@ -161,7 +161,7 @@ class LiveConfig:
     transcribe_batch_s: float = 20.0
     emotion_batch: int = 4  # finished utterances per live emotion pass, embedded and Ray
     redact_context: int = 3  # earlier transcribed utterances of the call a new one is redacted after (the question)
-    pre_roll_s: float = 0.2  # audio kept before a detected speech onset (silero reacts a little late)
+    pre_roll_s: float = 0.3  # audio kept before a detected speech onset (silero is late; as segmentation.speech_lead_s)
     settle_wait_s: float = 120.0  # how long a finished call's last utterances may take through the live stages
     restore_slice_s: float = 0.5  # a restarted Ray call actor replays its legs interleaved in slices this long
     finalize: str = "batch"  # "batch": re-analyse the recorded legs at hang-up and supersede live results
