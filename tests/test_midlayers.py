@@ -1,0 +1,63 @@
+"""The PyTorch Whisper encoder read from CTranslate2's model.bin matches CTranslate2 itself."""
+
+import numpy as np
+import pytest
+
+from emotivoice.analysis.assets import ModelUnavailable, whisper_model_dir
+from emotivoice.analysis.audio import load_audio, normalize
+from emotivoice.analysis.emotion.features import pool
+from emotivoice.analysis.emotion.midlayers import MidLayerEncoder, read_ct2_variables
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir(settings):
+    return whisper_model_dir("base", settings.model_cache_dir)
+
+
+@pytest.fixture(scope="module")
+def clip(manifest):
+    first = next(c for c in manifest if c.corpus == "cremad")
+    return normalize(load_audio(first.path, channels=1)[0])
+
+
+def test_last_layer_matches_ctranslate2_float32(model_dir, clip):
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    encoder = MidLayerEncoder(model_dir, layers=(2, 3, 4, 6), threads=1)
+    states = encoder.hidden_states(clip)
+    assert set(states) == {2, 3, 4, 6}
+    ct2 = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=1)
+    mel = encoder.mel(clip)
+    reference = np.asarray(ct2.model.encode(ctranslate2.StorageView.from_array(mel[None]), to_cpu=True))[0]
+    assert states[6].shape == reference.shape == (mel.shape[1] // 2, 512)
+    np.testing.assert_allclose(states[6], reference, atol=5e-3 * np.abs(reference).max())
+    cosine = (states[6] * reference).sum(1) / np.linalg.norm(states[6], axis=1) / np.linalg.norm(reference, axis=1)
+    assert cosine.min() > 0.9999
+    # the middle layers are different states, not copies of the last
+    assert np.abs(states[4] - states[6]).mean() > 0.1 * np.abs(states[6]).mean()
+
+
+def test_runs_only_the_blocks_it_needs_and_pools_each_layer(model_dir, clip):
+    encoder = MidLayerEncoder(model_dir, layers=(2, 3, 4))
+    assert encoder._net.n_layers == 4 and len(encoder._net.layers) == 4
+    with pytest.raises(ValueError):
+        encoder.hidden_states(clip, layers=(6,))
+    frames = encoder.encode(clip)
+    assert frames.shape[1] == 3 * 512 and np.isfinite(frames).all()
+    states = encoder.hidden_states(clip)
+    assert pool(frames).shape == (3072,)
+    np.testing.assert_allclose(pool(frames)[512:1024], states[3].mean(axis=0), rtol=1e-5, atol=1e-6)
+    # unpadded: a clip's states do not depend on trailing silence it never had
+    assert encoder.encode(clip[:16000]).shape[0] == 50
+
+
+def test_reader_rejects_other_files(tmp_path):
+    bad = tmp_path / "model.bin"
+    bad.write_bytes((99).to_bytes(4, "little") + b"\0" * 16)
+    with pytest.raises(ModelUnavailable):
+        read_ct2_variables(bad)
+    with pytest.raises(ModelUnavailable):
+        MidLayerEncoder(tmp_path / "missing")
