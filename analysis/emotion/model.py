@@ -34,8 +34,9 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
                        cpu_threads: int = 0) -> EmotionModel:
     """Build the configured backend.
 
-    The default reads the Whisper encoder its head was trained on; when transcription runs the
-    same model with the same settings, the loaded weights are shared (load_whisper caches).
+    The default reads the Whisper encoder its head was trained on: CTranslate2's last layer (shared
+    with transcription when it runs the same model and settings: load_whisper caches), or, when
+    the head's card lists `layers`, those layers from the PyTorch encoder over the same model.bin.
     """
     head_path = Path(config.head_path) if config.head_path else DEFAULT_HEAD
     if config.backend == "hubert":
@@ -53,6 +54,12 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
         from emotivoice.analysis.whisper import load_whisper
 
         head = EmotionHead.load(head_path)
+        if head.card.get("layers"):  # middle layers: the PyTorch encoder read from the same model.bin
+            from emotivoice.analysis.assets import whisper_model_dir
+            from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
+
+            model_dir = whisper_model_dir(head.card.get("encoder", "base"), model_cache_dir)
+            return HeadModel(head, load_midlayer_encoder(model_dir, tuple(head.card["layers"]), cpu_threads))
         encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
         return HeadModel(head, encoder)
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")

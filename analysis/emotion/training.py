@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from emotivoice.analysis.emotion.corpus import read_manifest, speaker_split
-from emotivoice.analysis.emotion.features import VARIANTS, extract_corpus, pool
+from emotivoice.analysis.emotion.features import VARIANTS, Featurizer, extract_many, pool
 from emotivoice.analysis.emotion.head import EmotionHead
 from emotivoice.analysis.emotion.metrics import classification_report, expected_calibration_error, fit_temperature
 from emotivoice.analysis.emotion.model import DEFAULT_HEAD
@@ -56,56 +56,58 @@ TARGET_UA = 0.65  # below this on held-out speakers, outputs say the model is pr
 MIN_TEST_SPEAKERS = 10  # fewer held-out speakers than this measure too little to claim the target
 
 
-def load_backbone(backbone: str, model_ref: str | None, settings: Settings):
-    """(encoder, the reference the card records to load it again)."""
+def load_backbone(backbone: str, model_ref: str | None, settings: Settings, layers: tuple[int, ...] = ()):
+    """(encoder, the reference the card records to load it again). Whisper with `layers`: those
+    encoder layers (PyTorch, read from the same model.bin); without: CTranslate2's last layer."""
     if backbone == "whisper":
+        if layers:
+            from emotivoice.analysis.assets import whisper_model_dir
+            from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
+
+            return load_midlayer_encoder(whisper_model_dir("base", settings.model_cache_dir), tuple(layers), 1), "base"
         return load_whisper("base", settings.model_cache_dir), "base"
     if backbone == "hubert":
         from emotivoice.analysis.emotion.hubert import HubertEncoder
 
+        if layers:
+            raise ValueError("--layers is for the Whisper backbone")
         if not model_ref:
             raise ValueError("--backbone hubert needs --model-dir (a local directory or a hub id)")
         return HubertEncoder(model_ref), model_ref
     raise ValueError(f"unknown backbone {backbone!r}: use whisper or hubert")
 
 
-def corpus_features(clips: list, corpora: set[str], featurize, cache: Path, progress: bool) -> dict[str, np.ndarray]:
-    """variant -> (clips, dim) features, cached per corpus and variant under `cache`."""
+def featurizers_for(encoder, prosody: bool, features_dir: Path) -> dict[str, tuple[Featurizer, Path]]:
+    """The head's inputs in order (pooled encoder states, then eGeMAPS), each with its cache folder."""
+    out = {"encoder": (lambda x: pool(encoder.encode(x)),
+                       features_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name))}
+    if prosody:
+        out["egemaps"] = (egemaps, features_dir / "egemaps")
+    return out
+
+
+def corpus_features(clips: list, corpora: set[str], featurizers: dict[str, tuple[Featurizer, Path]],
+                    progress: bool) -> dict[str, np.ndarray]:
+    """variant -> (clips, dim): the featurizers' outputs side by side, cached per featurizer,
+    corpus and variant under each one's folder (a clip is decoded once for all of them)."""
     feats: dict[str, np.ndarray] = {}
     for variant in VARIANTS:
         for corpus in sorted(corpora):
             idx = [i for i, c in enumerate(clips) if c.corpus == corpus]
             if not idx:
                 continue
-            x = extract_corpus([clips[i].path for i in idx], featurize, cache / f"{corpus}-{variant}.npz",
-                               variant, progress)
+            parts = extract_many([clips[i].path for i in idx],
+                                 {n: (f, d / f"{corpus}-{variant}.npz") for n, (f, d) in featurizers.items()},
+                                 variant, progress)
+            x = np.hstack([parts[n] for n in featurizers])
             feats.setdefault(variant, np.zeros((len(clips), x.shape[1]), np.float32))[idx] = x
     return feats
 
 
-def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
-          backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True) -> dict:
-    listed = read_manifest(manifest, corpora)
-    clips = [c for c in listed if c.emotion in BASE_EMOTIONS]  # calm, boredom: not our labels
-    excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
-    if not clips:
-        raise ValueError(f"{manifest}: no clips from corpora {sorted(corpora)}")
-    labels = tuple(sorted({c.emotion for c in clips}))
-    split = speaker_split([c.speaker for c in clips])
-    encoder, encoder_ref = load_backbone(backbone, model_ref, settings)
-    features = settings.data_dir / "features"
-    feats = corpus_features(clips, corpora, lambda x: pool(encoder.encode(x)),
-                            features / re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name), progress)
-    if prosody:
-        extra = corpus_features(clips, corpora, egemaps, features / "egemaps", progress)
-        feats = {v: np.hstack([feats[v], extra[v]]) for v in VARIANTS}
-    y = np.array([c.emotion for c in clips])
-    part = np.array([split[c.speaker] for c in clips])
-    train_x = np.concatenate([feats["clean"][part == "train"], feats["phone"][part == "train"]])
-    train_y = np.concatenate([y[part == "train"]] * 2)
-    val_x = np.concatenate([feats["clean"][part == "val"], feats["phone"][part == "val"]])
-    val_y = np.concatenate([y[part == "val"]] * 2)
-    started = time.perf_counter()
+def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                labels: tuple[str, ...], progress: bool = False) -> tuple[float, tuple[str, float], EmotionHead, list]:
+    """The HEAD_GRID candidate with the best validation UA, its temperature fitted on the same
+    validation speakers: (val UA, (kind, strength), head, every candidate's score)."""
     best = None
     candidates = []
     for kind, strength in HEAD_GRID:
@@ -117,9 +119,33 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
             print(f"  {kind} {strength:g}: validation UA {ua:.3f}", flush=True)
         if best is None or ua > best[0]:
             best = (ua, (kind, strength), head)
-    val_ua, choice, head = best  # val speakers stay unseen by the weights: they fit the temperature
-    val_index = np.array([labels.index(v) for v in val_y])
-    head.temperature = fit_temperature(head.logits(val_x), val_index)
+    val_ua, choice, head = best
+    head.temperature = fit_temperature(head.logits(val_x), np.array([labels.index(v) for v in val_y]))
+    return val_ua, choice, head, candidates
+
+
+def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
+          backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True,
+          layers: tuple[int, ...] = ()) -> dict:
+    listed = read_manifest(manifest, corpora)
+    clips = [c for c in listed if c.emotion in BASE_EMOTIONS]  # calm, boredom: not our labels
+    excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
+    if not clips:
+        raise ValueError(f"{manifest}: no clips from corpora {sorted(corpora)}")
+    labels = tuple(sorted({c.emotion for c in clips}))
+    split = speaker_split([c.speaker for c in clips])
+    encoder, encoder_ref = load_backbone(backbone, model_ref, settings, layers)
+    feats = corpus_features(clips, corpora, featurizers_for(encoder, prosody, settings.data_dir / "features"),
+                            progress)
+    y = np.array([c.emotion for c in clips])
+    part = np.array([split[c.speaker] for c in clips])
+    train_x = np.concatenate([feats["clean"][part == "train"], feats["phone"][part == "train"]])
+    train_y = np.concatenate([y[part == "train"]] * 2)
+    val_x = np.concatenate([feats["clean"][part == "val"], feats["phone"][part == "val"]])
+    val_y = np.concatenate([y[part == "val"]] * 2)
+    started = time.perf_counter()
+    # val speakers stay unseen by the weights: they choose the candidate and fit the temperature
+    val_ua, choice, head, candidates = select_head(train_x, train_y, val_x, val_y, labels, progress)
     corpus_of = np.array([c.corpus for c in clips])
     test: dict[str, dict] = {}
     for variant in VARIANTS:
@@ -142,7 +168,9 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent)
     head.card = {
         "name": out.stem, "backbone": backbone, "encoder": encoder_ref, "prosody": "egemaps" if prosody else None,
-        "model": f"{encoder.name} encoder (frozen, unpadded) -> mean+std pooling"
+        "layers": list(layers) or None,  # Whisper encoder layers (PyTorch from model.bin); None: CTranslate2's last
+        "model": f"{encoder.name} encoder" + (f" layers {', '.join(map(str, layers))}" if layers else "")
+                 + " (frozen, unpadded) -> mean+std pooling" + (" per layer" if layers else "")
                  + (" + eGeMAPS prosody (88)" if prosody else "") + " -> "
                  + ("logistic regression" if choice[0] == "linear" else f"MLP ({MLP_HIDDEN} ReLU units)"),
         "provisional": not target_met,
@@ -211,8 +239,9 @@ def train_from_args(args: argparse.Namespace, settings: Settings) -> int:
     manifest = Path(args.manifest) if args.manifest else settings.emotion_data_dir / "manifest.csv"
     default_out = DEFAULT_HEAD if args.backbone == "whisper" else settings.model_cache_dir / "emotion-hubert-head.npz"
     out = Path(args.out) if args.out else default_out
+    layers = tuple(int(k) for k in args.layers.split(",") if k.strip()) if getattr(args, "layers", "") else ()
     card = train(manifest, settings, set(args.corpora.split(",")), out, backbone=args.backbone,
-                 model_ref=args.model_dir, prosody=not args.no_prosody)
+                 model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers)
     print(json.dumps({k: card[k] for k in ("labels", "head", "strength", "temperature")}, indent=1))
     for variant, scopes in card["test"].items():
         for scope, report in scopes.items():

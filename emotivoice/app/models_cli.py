@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="frozen encoder under the head (default: Whisper base, shared with transcription)")
     p.add_argument("--model-dir", help="HuBERT weights for --backbone hubert: a local directory or a hub id")
     p.add_argument("--no-prosody", action="store_true", help="encoder states only, without eGeMAPS prosody")
+    p.add_argument("--layers", default="",
+                   help="Whisper encoder layers to pool, e.g. 2,3,4 (PyTorch); empty: CTranslate2's last layer")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")
