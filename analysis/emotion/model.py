@@ -50,16 +50,22 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
             return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model))
         return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
-        from emotivoice.analysis.emotion.head import HeadModel, EmotionHead
-        from emotivoice.analysis.whisper import load_whisper
+        from emotivoice.analysis.emotion.head import EmotionHead, HeadModel
 
         head = EmotionHead.load(head_path)
-        if head.card.get("layers"):  # middle layers: the PyTorch encoder read from the same model.bin
-            from emotivoice.analysis.assets import whisper_model_dir
-            from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
-
-            model_dir = whisper_model_dir(head.card.get("encoder", "base"), model_cache_dir)
-            return HeadModel(head, load_midlayer_encoder(model_dir, tuple(head.card["layers"]), cpu_threads))
-        encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
-        return HeadModel(head, encoder)
+        return HeadModel(head, head_encoder(head.card, model_cache_dir, compute_type, cpu_threads))
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
+
+
+def head_encoder(card: dict, model_cache_dir: Path, compute_type: str = "int8", cpu_threads: int = 0):
+    """The Whisper encoder a head's card names: with `layers`, those layers from the PyTorch encoder
+    over the model's model.bin; without, CTranslate2's last layer (load_whisper's shared copy)."""
+    name = card.get("encoder", "base")
+    if card.get("layers"):
+        from emotivoice.analysis.assets import whisper_model_dir
+        from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
+
+        return load_midlayer_encoder(whisper_model_dir(name, model_cache_dir), tuple(card["layers"]), cpu_threads)
+    from emotivoice.analysis.whisper import load_whisper
+
+    return load_whisper(name, model_cache_dir, compute_type, cpu_threads)

@@ -105,12 +105,13 @@ def corpus_features(clips: list, corpora: set[str], featurizers: dict[str, tuple
 
 
 def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                labels: tuple[str, ...], progress: bool = False) -> tuple[float, tuple[str, float], EmotionHead, list]:
+                labels: tuple[str, ...], progress: bool = False,
+                grid: tuple[tuple[str, float], ...] = HEAD_GRID) -> tuple[float, tuple[str, float], EmotionHead, list]:
     """The HEAD_GRID candidate with the best validation UA, its temperature fitted on the same
     validation speakers: (val UA, (kind, strength), head, every candidate's score)."""
     best = None
     candidates = []
-    for kind, strength in HEAD_GRID:
+    for kind, strength in grid:
         head = fit_head(train_x, train_y, labels, kind, strength)
         pred = np.array(labels)[head.logits(val_x).argmax(axis=1)]
         ua = classification_report(val_y, pred, labels)["unweighted_average_recall"]
