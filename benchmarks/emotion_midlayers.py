@@ -33,12 +33,12 @@ LAYERS = (2, 3, 4)
 FEATURE_SETS = {"last_layer": ("whisper-base", "egemaps"), "layers_234": ("whisper-base-l234", "egemaps")}
 
 
-def corpus_clips(settings):
-    from emotivoice.analysis.emotion.corpus import read_manifest
+def corpus_clips(settings, fraction: float = 1.0):
+    from emotivoice.analysis.emotion.corpus import fraction_of, read_manifest
     from emotivoice.analysis.emotion.tiers import BASE_EMOTIONS
 
     listed = read_manifest(settings.emotion_data_dir / "manifest.csv", set(CORPORA))
-    return [c for c in listed if c.emotion in BASE_EMOTIONS]
+    return fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)
 
 
 def featurizers(settings, threads: int = 1) -> dict:
@@ -202,7 +202,7 @@ def measure(settings, clips, n_latency: int) -> dict:
         result[f"gain_cremad_{variant}"] = bootstrap_gain(
             y[test], speakers[test], preds["last_layer"][variant], preds["layers_234"][variant],
             heads["layers_234"].labels, corpus[test] == "cremad")
-    result["latency"] = latency(settings, heads, [c for c in clips if part[clips.index(c)] == "test"], n_latency)
+    result["latency"] = latency(settings, heads, [c for c, q in zip(clips, part) if q == "test"], n_latency)
     return result
 
 
@@ -214,9 +214,11 @@ def main() -> None:
     parser.add_argument("--variant", choices=["clean", "phone"], help="with --extract: only this audio variant "
                         "(two processes, one per variant, write different cache files)")
     parser.add_argument("--latency-clips", type=int, default=40)
+    parser.add_argument("--fraction", type=float, default=1.0,
+                        help="a fixed share of the clips (corpus.fraction_of), as `train emotion --fraction`")
     args = parser.parse_args()
     settings = load_settings()
-    clips = corpus_clips(settings)
+    clips = corpus_clips(settings, args.fraction)
     if args.extract:
         make = featurizers(settings)
         t0 = time.perf_counter()
@@ -224,7 +226,7 @@ def main() -> None:
                  variants=(args.variant,) if args.variant else ("clean", "phone"))
         print(f"features for {len(clips)} clips x 2 variants in {time.perf_counter() - t0:.0f} s", flush=True)
         return
-    write_result("emotion_midlayers", measure(settings, clips, args.latency_clips))
+    write_result("emotion_midlayers", {"fraction": args.fraction, **measure(settings, clips, args.latency_clips)})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotivoice.analysis.emotion.corpus import read_manifest, speaker_split
+from emotivoice.analysis.emotion.corpus import fraction_of, read_manifest, speaker_split
 from emotivoice.analysis.emotion.features import VARIANTS, Featurizer, extract_many, pool
 from emotivoice.analysis.emotion.head import EmotionHead
 from emotivoice.analysis.emotion.metrics import classification_report, expected_calibration_error, fit_temperature
@@ -50,6 +50,37 @@ def fit_head(x: np.ndarray, y: np.ndarray, labels: tuple[str, ...], kind: str, s
     order = [list(clf.classes_).index(lab) for lab in labels]
     return EmotionHead(labels, mean, scale, clf.coefs_[1].T[order], clf.intercepts_[1][order],
                        hidden_weight=clf.coefs_[0], hidden_bias=clf.intercepts_[0])
+
+
+# acted intensity as the intensity output learns it: CREMA-D LO/MD/HI, RAVDESS normal (medium) / strong
+INTENSITY_LEVELS = {"low": 0.0, "medium": 0.5, "high": 1.0}
+INTENSITY_ALPHAS = (30.0, 300.0, 3000.0, 30000.0)  # ridge strengths, chosen by validation Spearman
+
+
+def intensity_targets(clips: list) -> np.ndarray:
+    """Per clip its acted intensity level, NaN where it has none (and for neutral: no intensity)."""
+    return np.array([INTENSITY_LEVELS.get(c.intensity, np.nan) if c.emotion != "neutral" else np.nan
+                     for c in clips])
+
+
+def fit_intensity(head: EmotionHead, train_x: np.ndarray, train_level: np.ndarray, val_x: np.ndarray,
+                  val_level: np.ndarray) -> dict:
+    """A ridge regressor from the head's standardised features to intensity, stored in the head;
+    the validation speakers choose its strength by rank correlation (what the bands need)."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import Ridge
+
+    z, zv = (train_x - head.mean) / head.scale, (val_x - head.mean) / head.scale
+    best = None
+    for alpha in INTENSITY_ALPHAS:
+        reg = Ridge(alpha=alpha).fit(z, train_level)
+        rho = float(spearmanr(reg.predict(zv), val_level).statistic)
+        if best is None or rho > best[0]:
+            best = (rho, alpha, reg)
+    rho, alpha, reg = best
+    head.intensity_weight, head.intensity_bias = reg.coef_.astype(np.float32), float(reg.intercept_)
+    return {"alpha": alpha, "val_spearman": round(rho, 4), "levels": INTENSITY_LEVELS,
+            "train_clips": int(len(train_level))}
 
 
 TARGET_UA = 0.65  # below this on held-out speakers, outputs say the model is provisional
@@ -127,9 +158,9 @@ def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 
 def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
           backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True,
-          layers: tuple[int, ...] = ()) -> dict:
+          layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0) -> dict:
     listed = read_manifest(manifest, corpora)
-    clips = [c for c in listed if c.emotion in BASE_EMOTIONS]  # calm, boredom: not our labels
+    clips = fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)  # calm, boredom: not ours
     excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
     if not clips:
         raise ValueError(f"{manifest}: no clips from corpora {sorted(corpora)}")
@@ -167,6 +198,7 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     target_met = (test["clean"][target_scope]["unweighted_average_recall"] >= TARGET_UA
                   and len(test_speakers) >= MIN_TEST_SPEAKERS)
     ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent)
+    intensity = _train_intensity(head, feats, intensity_targets(clips), part, corpus_of) if with_intensity else None
     head.card = {
         "name": out.stem, "backbone": backbone, "encoder": encoder_ref, "prosody": "egemaps" if prosody else None,
         "layers": list(layers) or None,  # Whisper encoder layers (PyTorch from model.bin); None: CTranslate2's last
@@ -177,24 +209,49 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         "provisional": not target_met,
         "target": f"UA >= {TARGET_UA} on at least {MIN_TEST_SPEAKERS} held-out {target_scope} speakers (clean)",
         "excluded_labels": excluded,
-        "labels": list(labels), "corpora": sorted(corpora), "manifest": manifest.name,
+        "labels": list(labels), "corpora": sorted(corpora), "manifest": manifest.name, "fraction": fraction,
         "augmentation": "telephone copy of every training clip (8 kHz, G.711 mu-law, noise -55..-35 dBFS, gain +-6 dB)",
         "splits": {p: sorted({s for s, q in split.items() if q == p}) for p in ("train", "val", "test")},
         "head": choice[0], "strength": choice[1], "candidates": candidates,
         "val_unweighted_average_recall": val_ua, "temperature": head.temperature,
         "test": test, "train_seconds": round(time.perf_counter() - started, 1),
         "ci_subset": ci_subset,
+        "intensity": intensity,
     }
     head.save(out)
     out.with_suffix(".md").write_text(render_card(head.card))
     return head.card
 
 
+def _train_intensity(head: EmotionHead, feats: dict, level: np.ndarray, part: np.ndarray, corpus_of: np.ndarray):
+    """Fit the intensity output (clean + telephone copies of the train speakers' rated clips) and
+    score it on the test speakers: Spearman per variant, overall and per corpus. None: no ratings."""
+    from scipy.stats import spearmanr
+
+    rated = ~np.isnan(level)
+    tr, va = rated & (part == "train"), rated & (part == "val")
+    if tr.sum() < 50 or va.sum() < 10:
+        return None
+    report = fit_intensity(head, np.concatenate([feats["clean"][tr], feats["phone"][tr]]),
+                           np.concatenate([level[tr]] * 2),
+                           np.concatenate([feats["clean"][va], feats["phone"][va]]), np.concatenate([level[va]] * 2))
+    report["test_spearman"] = {}
+    for variant in VARIANTS:
+        for scope in ("overall", *sorted(set(corpus_of[rated]))):
+            m = rated & (part == "test") & ((corpus_of == scope) | (scope == "overall"))
+            if m.sum() >= 10:
+                rho = spearmanr(head.intensity(feats[variant][m]), level[m]).statistic
+                report["test_spearman"][f"{variant}, {scope} ({int(m.sum())} clips)"] = round(float(rho), 4)
+    return report
+
+
 def render_card(card: dict) -> str:
     """The model card as Markdown: data, splits, metrics and limits."""
     lines = [f"# Emotion head `{card['name']}`", "",
              f"- Model: {card['model']}", f"- Labels: {', '.join(card['labels'])}",
-             f"- Training data: {', '.join(card['corpora'])} from `{card['manifest']}`; {card['augmentation']}",
+             f"- Training data: {', '.join(card['corpora'])} from `{card['manifest']}`"
+             + (f" ({card['fraction']:.0%} of its clips, picked by file-name hash: corpus.fraction_of)"
+                if card.get("fraction", 1.0) < 1.0 else "") + f"; {card['augmentation']}",
              f"- Splits by speaker (no speaker in two parts): train {len(card['splits']['train'])}, "
              f"validation {len(card['splits']['val'])}, test {len(card['splits']['test'])} speakers",
              f"- Test speakers: {', '.join(card['splits']['test'])}",
@@ -211,7 +268,14 @@ def render_card(card: dict) -> str:
               "Confusion (clean; rows true, columns predicted, order as labels):", "", "```"]
     lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row)
               for lab, row in zip(clean["labels"], clean["confusion"])]
-    lines += ["```", "", "## Limits", "",
+    lines += ["```", ""]
+    if card.get("intensity"):
+        it = card["intensity"]
+        lines += [f"Intensity output: ridge regression (alpha {it['alpha']:g}, chosen on the validation speakers) "
+                  "on the same features, trained on acted levels (CREMA-D low/medium/high, RAVDESS normal/strong "
+                  "as medium/high; neutral left out). Spearman with the acted level on the test speakers: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in it["test_spearman"].items()) + ".", ""]
+    lines += ["## Limits", "",
               "- Acted English speech; spontaneous call-center speech is harder.",
               *(["- No surprise class: CREMA-D has none, and the corpora that do are non-commercial."]
                 if "surprise" not in card["labels"] else []),
@@ -242,7 +306,8 @@ def train_from_args(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out) if args.out else default_out
     layers = tuple(int(k) for k in args.layers.split(",") if k.strip()) if getattr(args, "layers", "") else ()
     card = train(manifest, settings, set(args.corpora.split(",")), out, backbone=args.backbone,
-                 model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers)
+                 model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers,
+                 fraction=getattr(args, "fraction", 1.0))
     print(json.dumps({k: card[k] for k in ("labels", "head", "strength", "temperature")}, indent=1))
     for variant, scopes in card["test"].items():
         for scope, report in scopes.items():

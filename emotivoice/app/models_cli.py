@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prosody", action="store_true", help="encoder states only, without eGeMAPS prosody")
     p.add_argument("--layers", default="",
                    help="Whisper encoder layers to pool, e.g. 2,3,4 (PyTorch); empty: CTranslate2's last layer")
+    p.add_argument("--fraction", type=float, default=1.0,
+                   help="train and test on this fixed share of the clips (picked by file-name hash), e.g. 0.4")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")
