@@ -118,6 +118,29 @@ def held_out(x: dict, y, corpus, part) -> tuple[dict, object, dict]:
     return out, head, preds
 
 
+def intensity(x: dict, clips, head, corpus, part) -> dict:
+    """Spearman with CREMA-D's acted LO/MD/HI on its test actors: the intensity output (fitted on
+    the train speakers' rated clips) against the old proxy, the probability of the acted emotion."""
+    from scipy.stats import spearmanr
+
+    from emotivoice.analysis.emotion.training import fit_intensity, intensity_targets
+
+    level = intensity_targets(clips)
+    rated = ~np.isnan(level)
+    tr, va = rated & (part == "train"), rated & (part == "val")
+    report = fit_intensity(head, np.concatenate([x["clean"][tr], x["phone"][tr]]), np.concatenate([level[tr]] * 2),
+                           np.concatenate([x["clean"][va], x["phone"][va]]), np.concatenate([level[va]] * 2))
+    test = rated & (part == "test") & (corpus == "cremad")
+    emotion = np.array([head.labels.index(c.emotion) for c in np.array(clips, dtype=object)[test]])
+    report["cremad_test_clips"] = int(test.sum())
+    for variant in ("clean", "phone"):
+        p_acted = head.probabilities(x[variant][test])[np.arange(test.sum()), emotion]
+        report[variant] = {"intensity_output": round(float(spearmanr(head.intensity(x[variant][test]),
+                                                                      level[test]).statistic), 4),
+                           "p_of_acted_emotion": round(float(spearmanr(p_acted, level[test]).statistic), 4)}
+    return report
+
+
 def leave_one_corpus_out(x: dict, y, corpus, part) -> dict:
     """Train on two corpora's train speakers (val speakers choose), test on all of the third."""
     out = {}
@@ -194,6 +217,7 @@ def measure(settings, clips, n_latency: int) -> dict:
         x = {v: np.hstack([f[n][v] for n in names]) for v in ("clean", "phone")}
         t0 = time.perf_counter()
         result[name], heads[name], preds[name] = held_out(x, y, corpus, part)
+        result[name]["intensity_spearman"] = intensity(x, clips, heads[name], corpus, part)
         result[name]["leave_one_corpus_out"] = leave_one_corpus_out(x, y, corpus, part)
         result[name]["fit_seconds"] = round(time.perf_counter() - t0, 1)
         print(name, result[name], flush=True)

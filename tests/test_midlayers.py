@@ -61,3 +61,21 @@ def test_reader_rejects_other_files(tmp_path):
         read_ct2_variables(bad)
     with pytest.raises(ModelUnavailable):
         MidLayerEncoder(tmp_path / "missing")
+
+
+def test_heads_of_both_kinds_load_through_load_emotion_model(settings, clip):
+    """The card decides the encoder: `layers` -> the PyTorch middle layers, none -> CTranslate2."""
+    from dataclasses import replace
+
+    from emotivoice.analysis.emotion.model import HEADS_DIR, load_emotion_model
+
+    heads = sorted(HEADS_DIR.glob("*.npz"))
+    assert heads, "no committed heads"
+    kinds = set()
+    for path in heads:
+        model = load_emotion_model(replace(settings.emotion, head_path=str(path)), settings.model_cache_dir,
+                                   cpu_threads=1)
+        kinds.add(bool(model.head.card.get("layers")))
+        probs = model.predict([clip])[0]
+        assert abs(sum(probs.values()) - 1) < 1e-4 and set(probs) == set(model.labels)
+    assert kinds == {True, False}, "expected the middle-layer default and the older last-layer head"
