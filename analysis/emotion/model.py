@@ -16,7 +16,11 @@ from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.config import EmotionConfig
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
-DEFAULT_HEAD = HEADS_DIR / "whisper-base-emotion7.npz"
+# the default reads Whisper base's encoder layers 2-4 (issue 14: better held-out and cross-corpus UA
+# than the last layer, and faster: benchmarks/emotion_midlayers.py); the last-layer head it replaced
+# stays loadable with emotion.head_path = LAST_LAYER_HEAD
+DEFAULT_HEAD = HEADS_DIR / "whisper-base-l234-emotion7.npz"
+LAST_LAYER_HEAD = HEADS_DIR / "whisper-base-emotion7.npz"
 
 
 @runtime_checkable

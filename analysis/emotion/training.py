@@ -158,7 +158,8 @@ def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 
 def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
           backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True,
-          layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0) -> dict:
+          layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0,
+          head_kind: str = "any") -> dict:
     listed = read_manifest(manifest, corpora)
     clips = fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)  # calm, boredom: not ours
     excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
@@ -177,7 +178,8 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     val_y = np.concatenate([y[part == "val"]] * 2)
     started = time.perf_counter()
     # val speakers stay unseen by the weights: they choose the candidate and fit the temperature
-    val_ua, choice, head, candidates = select_head(train_x, train_y, val_x, val_y, labels, progress)
+    grid = tuple(g for g in HEAD_GRID if head_kind in ("any", g[0]))
+    val_ua, choice, head, candidates = select_head(train_x, train_y, val_x, val_y, labels, progress, grid)
     corpus_of = np.array([c.corpus for c in clips])
     test: dict[str, dict] = {}
     for variant in VARIANTS:
@@ -304,10 +306,11 @@ def train_from_args(args: argparse.Namespace, settings: Settings) -> int:
     manifest = Path(args.manifest) if args.manifest else settings.emotion_data_dir / "manifest.csv"
     default_out = DEFAULT_HEAD if args.backbone == "whisper" else settings.model_cache_dir / "emotion-hubert-head.npz"
     out = Path(args.out) if args.out else default_out
-    layers = tuple(int(k) for k in args.layers.split(",") if k.strip()) if getattr(args, "layers", "") else ()
+    spec = getattr(args, "layers", "") if args.backbone == "whisper" else ""
+    layers = () if spec in ("", "last") else tuple(int(k) for k in spec.split(",") if k.strip())
     card = train(manifest, settings, set(args.corpora.split(",")), out, backbone=args.backbone,
                  model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers,
-                 fraction=getattr(args, "fraction", 1.0))
+                 fraction=getattr(args, "fraction", 1.0), head_kind=getattr(args, "head", "any"))
     print(json.dumps({k: card[k] for k in ("labels", "head", "strength", "temperature")}, indent=1))
     for variant, scopes in card["test"].items():
         for scope, report in scopes.items():
