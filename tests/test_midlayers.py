@@ -79,3 +79,43 @@ def test_heads_of_both_kinds_load_through_load_emotion_model(settings, clip):
         probs = model.predict([clip])[0]
         assert abs(sum(probs.values()) - 1) < 1e-4 and set(probs) == set(model.labels)
     assert kinds == {True, False}, "expected the middle-layer default and the older last-layer head"
+
+
+def test_train_emotion_on_middle_layers_records_them_and_serves_the_same_features(manifest, settings, tmp_path):
+    """`train emotion --layers 2,3` end to end on 8 CREMA-D actors: the card names the layers and
+    load_emotion_model rebuilds that encoder, so serving sees the features training saw."""
+    import csv
+    from dataclasses import replace
+
+    from conftest import run_cli
+
+    from emotivoice.analysis.emotion.head import EmotionHead
+    from emotivoice.analysis.emotion.model import load_emotion_model
+
+    actors = sorted({c.speaker for c in manifest if c.corpus == "cremad"})[:8]
+    small = tmp_path / "small.csv"
+    with small.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "corpus", "speaker", "emotion"])
+        for actor in actors:
+            mine = [c for c in manifest if c.speaker == actor and "_IEO_" not in c.path.name]
+            for emotion in sorted({c.emotion for c in mine}):
+                clip = next(c for c in mine if c.emotion == emotion)
+                w.writerow([clip.path, clip.corpus, clip.speaker, clip.emotion])
+    out = tmp_path / "mid-head.npz"
+    proc = run_cli("train", "emotion", "--manifest", str(small), "--corpora", "cremad", "--layers", "2,3",
+                   "--out", str(out), env={"EMOTIVOICE_DATA_DIR": str(tmp_path),
+                                           "EMOTIVOICE_MODEL_CACHE_DIR": str(settings.model_cache_dir)})
+    assert proc.returncode == 0, proc.stderr
+    head = EmotionHead.load(out)
+    assert head.card["layers"] == [2, 3] and head.mean.shape == (2 * 1024 + 88,)
+    assert (tmp_path / "features" / "whisper-base-l23" / "cremad-phone.npz").is_file()
+    assert "layers 2, 3" in out.with_suffix(".md").read_text()
+    model = load_emotion_model(replace(settings.emotion, head_path=str(out)), settings.model_cache_dir, cpu_threads=1)
+    assert model.encoder.layers == (2, 3)
+    cached = np.load(tmp_path / "features" / "whisper-base-l23" / "cremad-clean.npz")
+    key = str(cached["keys"][0])
+    from emotivoice.analysis.emotion.features import prepare
+
+    served = pool(model.encoder.encode(prepare(load_audio(key, channels=1)[0], "clean", 0)))
+    np.testing.assert_allclose(served, cached["features"][0], rtol=1e-4, atol=1e-4)
