@@ -90,7 +90,9 @@ class HeadModel:
     """An encoder (anything with .name and .encode(clip) -> frames) -> mean/std pooling, plus the
     eGeMAPS prosody functionals when the head was trained with them -> EmotionHead.
 
-    With the Whisper encoder the weights are the ones transcription already loaded.
+    With CTranslate2's last layer the weights are the ones transcription already loaded; the
+    middle-layer encoder (midlayers.py) is a PyTorch copy of the first blocks of the same model.bin.
+    A head with an intensity output leaves each clip's intensity for `intensity_of`.
     """
 
     def __init__(self, head: EmotionHead, encoder):
