@@ -47,10 +47,10 @@ def latency(head, clips, settings) -> dict:
     from emotivoice.analysis.audio import load_audio, normalize
     from emotivoice.analysis.emotion.features import pool
     from emotivoice.analysis.emotion.head import HeadModel
+    from emotivoice.analysis.emotion.model import head_encoder
     from emotivoice.analysis.emotion.prosody import egemaps
-    from emotivoice.analysis.whisper import load_whisper
 
-    model = HeadModel(head, load_whisper("base", settings.model_cache_dir))
+    model = HeadModel(head, head_encoder(head.card, settings.model_cache_dir))
     three = [np.resize(load_audio(c.path, channels=1)[0], 48000) for c in clips]  # exactly 3 s
     standalone, shared = [], []
     for clip in three:
@@ -75,6 +75,8 @@ def int8_vs_float32(head, clips, settings) -> dict:
     from emotivoice.analysis.emotion.metrics import classification_report
     from emotivoice.analysis.whisper import load_whisper
 
+    if head.card.get("layers"):  # the middle-layer encoder is PyTorch float32: no CTranslate2 compute type
+        return {"skipped": "the head reads middle layers from the PyTorch encoder (float32 only)"}
     audio = [load_audio(c.path, channels=1)[0] for c in clips]
     out = {}
     for compute_type in ("int8", "float32"):
@@ -95,10 +97,10 @@ def intensity(head, clips, settings) -> dict:
 
     from emotivoice.analysis.audio import load_audio
     from emotivoice.analysis.emotion.head import HeadModel
-    from emotivoice.analysis.whisper import load_whisper
+    from emotivoice.analysis.emotion.model import head_encoder
 
     rated = [c for c in clips if c.intensity in {"low", "medium", "high"} and c.emotion in head.labels]
-    model = HeadModel(head, load_whisper("base", settings.model_cache_dir))
+    model = HeadModel(head, head_encoder(head.card, settings.model_cache_dir))
     probs = model.predict([load_audio(c.path, channels=1)[0] for c in rated])
     p_target = np.array([p[c.emotion] for p, c in zip(probs, rated)])
     level = np.array([{"low": 0, "medium": 1, "high": 2}[c.intensity] for c in rated])

@@ -50,3 +50,14 @@ def test_every_negative_emotion_table_comes_from_the_one_valence_table():
     assert list(valence_weights("positive").items()) == [("happiness", 1.0), ("surprise", 0.3)]  # sarcasm
     assert list(valence_weights("hostile").items()) == [("anger", 1.0), ("disgust", 0.8), ("contempt", 0.8),
                                                         ("fear", 0.3), ("sadness", 0.3)]  # risk
+
+
+def test_head_intensity_sets_the_dominant_band_but_not_neutrals_or_runners_up():
+    p = probs(anger=0.5, disgust=0.25)
+    assert granular(p)[0].label == "frustration"
+    strong = granular(p, intensity=0.9)
+    assert (strong[0].label, strong[0].band, strong[0].intensity) == ("rage", "high", 0.9)
+    assert strong[1].emotion == "disgust" and strong[1].band == "low"  # its own probability, 0.25
+    assert granular(p, intensity=0.1)[0].label == "resentment"
+    calm = granular(probs(neutral=0.8), intensity=0.1)  # neutral has no acted intensity: probability bands
+    assert calm[0].label == "calm"

@@ -42,20 +42,35 @@ def _stable_seed(text: str) -> int:
 def extract_corpus(paths: Sequence[Path], featurize: Featurizer, cache_file: Path, variant: str = "clean",
                    progress: bool = True) -> np.ndarray:
     """One feature vector per path, reusing and extending `cache_file` (an .npz)."""
+    return extract_many(paths, {"features": (featurize, cache_file)}, variant, progress)["features"]
+
+
+def _load_cache(cache_file: Path) -> dict[str, np.ndarray]:
+    if not cache_file.is_file():
+        return {}
+    with np.load(cache_file, allow_pickle=False) as data:
+        return dict(zip(data["keys"].tolist(), data["features"]))
+
+
+def extract_many(paths: Sequence[Path], featurizers: dict[str, tuple[Featurizer, Path]], variant: str = "clean",
+                 progress: bool = True) -> dict[str, np.ndarray]:
+    """name -> (paths, dim) for several featurizers, each with its own cache file: a clip that any
+    of them lacks is decoded and put through the phone line once, for all of them."""
     from tqdm import tqdm
 
-    cached: dict[str, np.ndarray] = {}
-    if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as data:
-            cached = dict(zip(data["keys"].tolist(), data["features"]))
+    cached = {name: _load_cache(cache_file) for name, (_, cache_file) in featurizers.items()}
     keys = [str(p) for p in paths]
-    missing = [k for k in keys if k not in cached]
-    for i, key in enumerate(tqdm(missing, desc=f"encoding {variant}", disable=not progress, unit="clip")):
-        clip = load_audio(key, channels=1)[0]
-        cached[key] = featurize(prepare(clip, variant, _stable_seed(key)))
+    missing = [k for k in keys if any(k not in c for c in cached.values())]
+    for i, key in enumerate(tqdm(missing, desc=f"encoding {variant}", disable=not progress, unit="clip",
+                                 mininterval=30)):
+        clip = prepare(load_audio(key, channels=1)[0], variant, _stable_seed(key))
+        for name, (featurize, _) in featurizers.items():
+            if key not in cached[name]:
+                cached[name][key] = featurize(clip)
         if (i + 1) % 500 == 0 or i + 1 == len(missing):
-            _save(cache_file, cached)
-    return np.stack([cached[k] for k in keys])
+            for name, (_, cache_file) in featurizers.items():
+                _save(cache_file, cached[name])
+    return {name: np.stack([cached[name][k] for k in keys]) for name in featurizers}
 
 
 def _save(cache_file: Path, cached: dict[str, np.ndarray]) -> None:

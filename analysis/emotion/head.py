@@ -7,7 +7,10 @@ and stays around a megabyte.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +34,23 @@ class EmotionHead:
     card: dict = field(default_factory=dict)  # data, splits and metrics, as in the model card
     hidden_weight: np.ndarray | None = None  # (dim, hidden): present for an MLP head
     hidden_bias: np.ndarray | None = None
+    # how strongly the emotion is expressed, 0 (CREMA-D "low") .. 1 ("high"): a linear regressor on
+    # the same standardised features, present when the head was trained with intensity labels
+    intensity_weight: np.ndarray | None = None  # (dim,)
+    intensity_bias: float = 0.0
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         x = (features - self.mean) / self.scale
         if self.hidden_weight is not None:
             x = np.maximum(x @ self.hidden_weight + self.hidden_bias, 0.0)
         return x @ self.weight.T + self.bias
+
+    def intensity(self, features: np.ndarray) -> np.ndarray | None:
+        """Expressed intensity per row in 0..1, or None when the head has no intensity output."""
+        if self.intensity_weight is None:
+            return None
+        x = (np.atleast_2d(features) - self.mean) / self.scale
+        return np.clip(x @ self.intensity_weight + self.intensity_bias, 0.0, 1.0)
 
     def probabilities(self, features: np.ndarray, temperature: float | None = None) -> np.ndarray:
         z = self.logits(np.atleast_2d(features)) / (temperature or self.temperature)
@@ -48,6 +62,9 @@ class EmotionHead:
         path.parent.mkdir(parents=True, exist_ok=True)
         hidden = {} if self.hidden_weight is None else {
             "hidden_weight": self.hidden_weight.astype(np.float32), "hidden_bias": self.hidden_bias.astype(np.float32)}
+        if self.intensity_weight is not None:
+            hidden["intensity_weight"] = self.intensity_weight.astype(np.float32)
+            hidden["intensity_bias"] = np.float32(self.intensity_bias)
         np.savez(path, labels=np.array(self.labels), mean=self.mean.astype(np.float32),
                  scale=self.scale.astype(np.float32), weight=self.weight.astype(np.float32),
                  bias=self.bias.astype(np.float32), temperature=np.float32(self.temperature),
@@ -62,7 +79,9 @@ class EmotionHead:
                 return cls(tuple(d["labels"].tolist()), d["mean"], d["scale"], d["weight"], d["bias"],
                            float(d["temperature"]), json.loads(str(d["card"])),
                            d["hidden_weight"] if "hidden_weight" in d else None,
-                           d["hidden_bias"] if "hidden_bias" in d else None)
+                           d["hidden_bias"] if "hidden_bias" in d else None,
+                           d["intensity_weight"] if "intensity_weight" in d else None,
+                           float(d["intensity_bias"]) if "intensity_bias" in d else 0.0)
         except (KeyError, ValueError, OSError) as exc:
             raise ModelUnavailable(f"emotion head {path} is unreadable: {exc}") from exc
 
@@ -71,11 +90,15 @@ class HeadModel:
     """An encoder (anything with .name and .encode(clip) -> frames) -> mean/std pooling, plus the
     eGeMAPS prosody functionals when the head was trained with them -> EmotionHead.
 
-    With the Whisper encoder the weights are the ones transcription already loaded.
+    With CTranslate2's last layer the weights are the ones transcription already loaded; the
+    middle-layer encoder (midlayers.py) is a PyTorch copy of the first blocks of the same model.bin.
+    A head with an intensity output leaves each clip's intensity for `intensity_of`.
     """
 
     def __init__(self, head: EmotionHead, encoder):
         self.head = head
+        self._intensity: OrderedDict[bytes, float] = OrderedDict()  # recent clips' intensity, by content
+        self._lock = threading.Lock()
         self.encoder = encoder
         self.labels = head.labels
         self.name = f"{encoder.name}+{head.card.get('name', 'head')}"
@@ -95,5 +118,23 @@ class HeadModel:
     def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         if not clips:
             return []
-        probs = self.head.probabilities(np.stack([self.embed(c) for c in clips]))
+        features = np.stack([self.embed(c) for c in clips])
+        levels = self.head.intensity(features)
+        if levels is not None:  # kept for intensity_of: the stage asks after predict, with the same clip
+            with self._lock:
+                for clip, level in zip(clips, levels):
+                    self._intensity[_digest(clip)] = float(level)
+                while len(self._intensity) > 256:
+                    self._intensity.popitem(last=False)
+        probs = self.head.probabilities(features)
         return [dict(zip(self.labels, map(float, row))) for row in probs]
+
+    def intensity_of(self, clip: np.ndarray) -> float | None:
+        """The intensity (0..1) predict found for this clip, or None: the head has none, or this
+        process never predicted the clip (a Ray worker did), so nothing is computed twice."""
+        with self._lock:
+            return self._intensity.get(_digest(clip))
+
+
+def _digest(clip: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(clip, dtype=np.float32).tobytes(), digest_size=16).digest()

@@ -16,7 +16,11 @@ from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.config import EmotionConfig
 
 HEADS_DIR = Path(__file__).resolve().parent / "heads"
-DEFAULT_HEAD = HEADS_DIR / "whisper-base-emotion7.npz"
+# the default reads Whisper base's encoder layers 2-4 (issue 14: better held-out and cross-corpus UA
+# than the last layer, and faster: benchmarks/emotion_midlayers.py); the last-layer head it replaced
+# stays loadable with emotion.head_path = LAST_LAYER_HEAD
+DEFAULT_HEAD = HEADS_DIR / "whisper-base-l234-emotion7.npz"
+LAST_LAYER_HEAD = HEADS_DIR / "whisper-base-emotion7.npz"
 
 
 @runtime_checkable
@@ -34,8 +38,9 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
                        cpu_threads: int = 0) -> EmotionModel:
     """Build the configured backend.
 
-    The default reads the Whisper encoder its head was trained on; when transcription runs the
-    same model with the same settings, the loaded weights are shared (load_whisper caches).
+    The default reads the Whisper encoder its head was trained on: CTranslate2's last layer (shared
+    with transcription when it runs the same model and settings: load_whisper caches), or, when
+    the head's card lists `layers`, those layers from the PyTorch encoder over the same model.bin.
     """
     head_path = Path(config.head_path) if config.head_path else DEFAULT_HEAD
     if config.backend == "hubert":
@@ -49,10 +54,22 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
             return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model))
         return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
-        from emotivoice.analysis.emotion.head import HeadModel, EmotionHead
-        from emotivoice.analysis.whisper import load_whisper
+        from emotivoice.analysis.emotion.head import EmotionHead, HeadModel
 
         head = EmotionHead.load(head_path)
-        encoder = load_whisper(head.card.get("encoder", "base"), model_cache_dir, compute_type, cpu_threads)
-        return HeadModel(head, encoder)
+        return HeadModel(head, head_encoder(head.card, model_cache_dir, compute_type, cpu_threads))
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
+
+
+def head_encoder(card: dict, model_cache_dir: Path, compute_type: str = "int8", cpu_threads: int = 0):
+    """The Whisper encoder a head's card names: with `layers`, those layers from the PyTorch encoder
+    over the model's model.bin; without, CTranslate2's last layer (load_whisper's shared copy)."""
+    name = card.get("encoder", "base")
+    if card.get("layers"):
+        from emotivoice.analysis.assets import whisper_model_dir
+        from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
+
+        return load_midlayer_encoder(whisper_model_dir(name, model_cache_dir), tuple(card["layers"]), cpu_threads)
+    from emotivoice.analysis.whisper import load_whisper
+
+    return load_whisper(name, model_cache_dir, compute_type, cpu_threads)

@@ -92,7 +92,7 @@ class GranularEmotion:
     emotion: str  # the base emotion
     label: str  # the granular name shown to people
     band: str  # "high", "medium" or "low"
-    intensity: float  # the base emotion's probability
+    intensity: float  # the head's intensity output for the dominant emotion when it has one, else the probability
 
     def to_dict(self) -> dict[str, object]:
         return {"emotion": self.emotion, "label": self.label, "band": self.band,
@@ -100,14 +100,20 @@ class GranularEmotion:
 
 
 def granular(probs: dict[str, float], high: float = 0.7, low: float = 0.3,
-             floor: float = 0.1) -> list[GranularEmotion]:
-    """Granular labels for every emotion at or above `floor`, strongest first."""
+             floor: float = 0.1, intensity: float | None = None) -> list[GranularEmotion]:
+    """Granular labels for every emotion at or above `floor`, strongest first.
+
+    `intensity` (0..1, the head's own intensity output, trained on acted low/medium/high takes)
+    sets the dominant emotion's band when given: how strongly it is voiced, which its probability
+    (how sure the model is) tracks only weakly. The other emotions, and a dominant neutral (it has
+    no acted intensity to learn from), keep their probability bands."""
     out = []
-    for emotion, p in sorted(probs.items(), key=lambda kv: -kv[1]):
+    for rank, (emotion, p) in enumerate(sorted(probs.items(), key=lambda kv: -kv[1])):
         if p < floor or emotion not in GRANULAR:
             continue
-        band_index, band = (0, "high") if p >= high else (1, "medium") if p >= low else (2, "low")
-        out.append(GranularEmotion(emotion, GRANULAR[emotion][band_index][0], band, float(p)))
+        level = intensity if rank == 0 and intensity is not None and emotion != "neutral" else p
+        band_index, band = (0, "high") if level >= high else (1, "medium") if level >= low else (2, "low")
+        out.append(GranularEmotion(emotion, GRANULAR[emotion][band_index][0], band, float(level)))
     return out
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotivoice.analysis.emotion.corpus import read_manifest, speaker_split
-from emotivoice.analysis.emotion.features import VARIANTS, extract_corpus, pool
+from emotivoice.analysis.emotion.corpus import fraction_of, read_manifest, speaker_split
+from emotivoice.analysis.emotion.features import VARIANTS, Featurizer, extract_many, pool
 from emotivoice.analysis.emotion.head import EmotionHead
 from emotivoice.analysis.emotion.metrics import classification_report, expected_calibration_error, fit_temperature
 from emotivoice.analysis.emotion.model import DEFAULT_HEAD
@@ -52,63 +52,97 @@ def fit_head(x: np.ndarray, y: np.ndarray, labels: tuple[str, ...], kind: str, s
                        hidden_weight=clf.coefs_[0], hidden_bias=clf.intercepts_[0])
 
 
+# acted intensity as the intensity output learns it: CREMA-D LO/MD/HI, RAVDESS normal (medium) / strong
+INTENSITY_LEVELS = {"low": 0.0, "medium": 0.5, "high": 1.0}
+INTENSITY_ALPHAS = (30.0, 300.0, 3000.0, 30000.0)  # ridge strengths, chosen by validation Spearman
+
+
+def intensity_targets(clips: list) -> np.ndarray:
+    """Per clip its acted intensity level, NaN where it has none (and for neutral: no intensity)."""
+    return np.array([INTENSITY_LEVELS.get(c.intensity, np.nan) if c.emotion != "neutral" else np.nan
+                     for c in clips])
+
+
+def fit_intensity(head: EmotionHead, train_x: np.ndarray, train_level: np.ndarray, val_x: np.ndarray,
+                  val_level: np.ndarray) -> dict:
+    """A ridge regressor from the head's standardised features to intensity, stored in the head;
+    the validation speakers choose its strength by rank correlation (what the bands need)."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import Ridge
+
+    z, zv = (train_x - head.mean) / head.scale, (val_x - head.mean) / head.scale
+    best = None
+    for alpha in INTENSITY_ALPHAS:
+        reg = Ridge(alpha=alpha).fit(z, train_level)
+        rho = float(spearmanr(reg.predict(zv), val_level).statistic)
+        if best is None or rho > best[0]:
+            best = (rho, alpha, reg)
+    rho, alpha, reg = best
+    head.intensity_weight, head.intensity_bias = reg.coef_.astype(np.float32), float(reg.intercept_)
+    return {"alpha": alpha, "val_spearman": round(rho, 4), "levels": INTENSITY_LEVELS,
+            "train_clips": int(len(train_level))}
+
+
 TARGET_UA = 0.65  # below this on held-out speakers, outputs say the model is provisional
 MIN_TEST_SPEAKERS = 10  # fewer held-out speakers than this measure too little to claim the target
 
 
-def load_backbone(backbone: str, model_ref: str | None, settings: Settings):
-    """(encoder, the reference the card records to load it again)."""
+def load_backbone(backbone: str, model_ref: str | None, settings: Settings, layers: tuple[int, ...] = ()):
+    """(encoder, the reference the card records to load it again). Whisper with `layers`: those
+    encoder layers (PyTorch, read from the same model.bin); without: CTranslate2's last layer."""
     if backbone == "whisper":
+        if layers:
+            from emotivoice.analysis.assets import whisper_model_dir
+            from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
+
+            return load_midlayer_encoder(whisper_model_dir("base", settings.model_cache_dir), tuple(layers), 1), "base"
         return load_whisper("base", settings.model_cache_dir), "base"
     if backbone == "hubert":
         from emotivoice.analysis.emotion.hubert import HubertEncoder
 
+        if layers:
+            raise ValueError("--layers is for the Whisper backbone")
         if not model_ref:
             raise ValueError("--backbone hubert needs --model-dir (a local directory or a hub id)")
         return HubertEncoder(model_ref), model_ref
     raise ValueError(f"unknown backbone {backbone!r}: use whisper or hubert")
 
 
-def corpus_features(clips: list, corpora: set[str], featurize, cache: Path, progress: bool) -> dict[str, np.ndarray]:
-    """variant -> (clips, dim) features, cached per corpus and variant under `cache`."""
+def featurizers_for(encoder, prosody: bool, features_dir: Path) -> dict[str, tuple[Featurizer, Path]]:
+    """The head's inputs in order (pooled encoder states, then eGeMAPS), each with its cache folder."""
+    out = {"encoder": (lambda x: pool(encoder.encode(x)),
+                       features_dir / re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name))}
+    if prosody:
+        out["egemaps"] = (egemaps, features_dir / "egemaps")
+    return out
+
+
+def corpus_features(clips: list, corpora: set[str], featurizers: dict[str, tuple[Featurizer, Path]],
+                    progress: bool) -> dict[str, np.ndarray]:
+    """variant -> (clips, dim): the featurizers' outputs side by side, cached per featurizer,
+    corpus and variant under each one's folder (a clip is decoded once for all of them)."""
     feats: dict[str, np.ndarray] = {}
     for variant in VARIANTS:
         for corpus in sorted(corpora):
             idx = [i for i, c in enumerate(clips) if c.corpus == corpus]
             if not idx:
                 continue
-            x = extract_corpus([clips[i].path for i in idx], featurize, cache / f"{corpus}-{variant}.npz",
-                               variant, progress)
+            parts = extract_many([clips[i].path for i in idx],
+                                 {n: (f, d / f"{corpus}-{variant}.npz") for n, (f, d) in featurizers.items()},
+                                 variant, progress)
+            x = np.hstack([parts[n] for n in featurizers])
             feats.setdefault(variant, np.zeros((len(clips), x.shape[1]), np.float32))[idx] = x
     return feats
 
 
-def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
-          backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True) -> dict:
-    listed = read_manifest(manifest, corpora)
-    clips = [c for c in listed if c.emotion in BASE_EMOTIONS]  # calm, boredom: not our labels
-    excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
-    if not clips:
-        raise ValueError(f"{manifest}: no clips from corpora {sorted(corpora)}")
-    labels = tuple(sorted({c.emotion for c in clips}))
-    split = speaker_split([c.speaker for c in clips])
-    encoder, encoder_ref = load_backbone(backbone, model_ref, settings)
-    features = settings.data_dir / "features"
-    feats = corpus_features(clips, corpora, lambda x: pool(encoder.encode(x)),
-                            features / re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name), progress)
-    if prosody:
-        extra = corpus_features(clips, corpora, egemaps, features / "egemaps", progress)
-        feats = {v: np.hstack([feats[v], extra[v]]) for v in VARIANTS}
-    y = np.array([c.emotion for c in clips])
-    part = np.array([split[c.speaker] for c in clips])
-    train_x = np.concatenate([feats["clean"][part == "train"], feats["phone"][part == "train"]])
-    train_y = np.concatenate([y[part == "train"]] * 2)
-    val_x = np.concatenate([feats["clean"][part == "val"], feats["phone"][part == "val"]])
-    val_y = np.concatenate([y[part == "val"]] * 2)
-    started = time.perf_counter()
+def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                labels: tuple[str, ...], progress: bool = False,
+                grid: tuple[tuple[str, float], ...] = HEAD_GRID) -> tuple[float, tuple[str, float], EmotionHead, list]:
+    """The HEAD_GRID candidate with the best validation UA, its temperature fitted on the same
+    validation speakers: (val UA, (kind, strength), head, every candidate's score)."""
     best = None
     candidates = []
-    for kind, strength in HEAD_GRID:
+    for kind, strength in grid:
         head = fit_head(train_x, train_y, labels, kind, strength)
         pred = np.array(labels)[head.logits(val_x).argmax(axis=1)]
         ua = classification_report(val_y, pred, labels)["unweighted_average_recall"]
@@ -117,9 +151,35 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
             print(f"  {kind} {strength:g}: validation UA {ua:.3f}", flush=True)
         if best is None or ua > best[0]:
             best = (ua, (kind, strength), head)
-    val_ua, choice, head = best  # val speakers stay unseen by the weights: they fit the temperature
-    val_index = np.array([labels.index(v) for v in val_y])
-    head.temperature = fit_temperature(head.logits(val_x), val_index)
+    val_ua, choice, head = best
+    head.temperature = fit_temperature(head.logits(val_x), np.array([labels.index(v) for v in val_y]))
+    return val_ua, choice, head, candidates
+
+
+def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
+          backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True,
+          layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0,
+          head_kind: str = "any") -> dict:
+    listed = read_manifest(manifest, corpora)
+    clips = fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)  # calm, boredom: not ours
+    excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
+    if not clips:
+        raise ValueError(f"{manifest}: no clips from corpora {sorted(corpora)}")
+    labels = tuple(sorted({c.emotion for c in clips}))
+    split = speaker_split([c.speaker for c in clips])
+    encoder, encoder_ref = load_backbone(backbone, model_ref, settings, layers)
+    feats = corpus_features(clips, corpora, featurizers_for(encoder, prosody, settings.data_dir / "features"),
+                            progress)
+    y = np.array([c.emotion for c in clips])
+    part = np.array([split[c.speaker] for c in clips])
+    train_x = np.concatenate([feats["clean"][part == "train"], feats["phone"][part == "train"]])
+    train_y = np.concatenate([y[part == "train"]] * 2)
+    val_x = np.concatenate([feats["clean"][part == "val"], feats["phone"][part == "val"]])
+    val_y = np.concatenate([y[part == "val"]] * 2)
+    started = time.perf_counter()
+    # val speakers stay unseen by the weights: they choose the candidate and fit the temperature
+    grid = tuple(g for g in HEAD_GRID if head_kind in ("any", g[0]))
+    val_ua, choice, head, candidates = select_head(train_x, train_y, val_x, val_y, labels, progress, grid)
     corpus_of = np.array([c.corpus for c in clips])
     test: dict[str, dict] = {}
     for variant in VARIANTS:
@@ -140,32 +200,60 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     target_met = (test["clean"][target_scope]["unweighted_average_recall"] >= TARGET_UA
                   and len(test_speakers) >= MIN_TEST_SPEAKERS)
     ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent)
+    intensity = _train_intensity(head, feats, intensity_targets(clips), part, corpus_of) if with_intensity else None
     head.card = {
         "name": out.stem, "backbone": backbone, "encoder": encoder_ref, "prosody": "egemaps" if prosody else None,
-        "model": f"{encoder.name} encoder (frozen, unpadded) -> mean+std pooling"
+        "layers": list(layers) or None,  # Whisper encoder layers (PyTorch from model.bin); None: CTranslate2's last
+        "model": f"{encoder.name} encoder" + (f" layers {', '.join(map(str, layers))}" if layers else "")
+                 + " (frozen, unpadded) -> mean+std pooling" + (" per layer" if layers else "")
                  + (" + eGeMAPS prosody (88)" if prosody else "") + " -> "
                  + ("logistic regression" if choice[0] == "linear" else f"MLP ({MLP_HIDDEN} ReLU units)"),
         "provisional": not target_met,
         "target": f"UA >= {TARGET_UA} on at least {MIN_TEST_SPEAKERS} held-out {target_scope} speakers (clean)",
         "excluded_labels": excluded,
-        "labels": list(labels), "corpora": sorted(corpora), "manifest": manifest.name,
+        "labels": list(labels), "corpora": sorted(corpora), "manifest": manifest.name, "fraction": fraction,
         "augmentation": "telephone copy of every training clip (8 kHz, G.711 mu-law, noise -55..-35 dBFS, gain +-6 dB)",
         "splits": {p: sorted({s for s, q in split.items() if q == p}) for p in ("train", "val", "test")},
         "head": choice[0], "strength": choice[1], "candidates": candidates,
         "val_unweighted_average_recall": val_ua, "temperature": head.temperature,
         "test": test, "train_seconds": round(time.perf_counter() - started, 1),
         "ci_subset": ci_subset,
+        "intensity": intensity,
     }
     head.save(out)
     out.with_suffix(".md").write_text(render_card(head.card))
     return head.card
 
 
+def _train_intensity(head: EmotionHead, feats: dict, level: np.ndarray, part: np.ndarray, corpus_of: np.ndarray):
+    """Fit the intensity output (clean + telephone copies of the train speakers' rated clips) and
+    score it on the test speakers: Spearman per variant, overall and per corpus. None: no ratings."""
+    from scipy.stats import spearmanr
+
+    rated = ~np.isnan(level)
+    tr, va = rated & (part == "train"), rated & (part == "val")
+    if tr.sum() < 50 or va.sum() < 10:
+        return None
+    report = fit_intensity(head, np.concatenate([feats["clean"][tr], feats["phone"][tr]]),
+                           np.concatenate([level[tr]] * 2),
+                           np.concatenate([feats["clean"][va], feats["phone"][va]]), np.concatenate([level[va]] * 2))
+    report["test_spearman"] = {}
+    for variant in VARIANTS:
+        for scope in ("overall", *sorted(set(corpus_of[rated]))):
+            m = rated & (part == "test") & ((corpus_of == scope) | (scope == "overall"))
+            if m.sum() >= 10:
+                rho = spearmanr(head.intensity(feats[variant][m]), level[m]).statistic
+                report["test_spearman"][f"{variant}, {scope} ({int(m.sum())} clips)"] = round(float(rho), 4)
+    return report
+
+
 def render_card(card: dict) -> str:
     """The model card as Markdown: data, splits, metrics and limits."""
     lines = [f"# Emotion head `{card['name']}`", "",
              f"- Model: {card['model']}", f"- Labels: {', '.join(card['labels'])}",
-             f"- Training data: {', '.join(card['corpora'])} from `{card['manifest']}`; {card['augmentation']}",
+             f"- Training data: {', '.join(card['corpora'])} from `{card['manifest']}`"
+             + (f" ({card['fraction']:.0%} of its clips, picked by file-name hash: corpus.fraction_of)"
+                if card.get("fraction", 1.0) < 1.0 else "") + f"; {card['augmentation']}",
              f"- Splits by speaker (no speaker in two parts): train {len(card['splits']['train'])}, "
              f"validation {len(card['splits']['val'])}, test {len(card['splits']['test'])} speakers",
              f"- Test speakers: {', '.join(card['splits']['test'])}",
@@ -182,7 +270,14 @@ def render_card(card: dict) -> str:
               "Confusion (clean; rows true, columns predicted, order as labels):", "", "```"]
     lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row)
               for lab, row in zip(clean["labels"], clean["confusion"])]
-    lines += ["```", "", "## Limits", "",
+    lines += ["```", ""]
+    if card.get("intensity"):
+        it = card["intensity"]
+        lines += [f"Intensity output: ridge regression (alpha {it['alpha']:g}, chosen on the validation speakers) "
+                  "on the same features, trained on acted levels (CREMA-D low/medium/high, RAVDESS normal/strong "
+                  "as medium/high; neutral left out). Spearman with the acted level on the test speakers: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in it["test_spearman"].items()) + ".", ""]
+    lines += ["## Limits", "",
               "- Acted English speech; spontaneous call-center speech is harder.",
               *(["- No surprise class: CREMA-D has none, and the corpora that do are non-commercial."]
                 if "surprise" not in card["labels"] else []),
@@ -211,8 +306,11 @@ def train_from_args(args: argparse.Namespace, settings: Settings) -> int:
     manifest = Path(args.manifest) if args.manifest else settings.emotion_data_dir / "manifest.csv"
     default_out = DEFAULT_HEAD if args.backbone == "whisper" else settings.model_cache_dir / "emotion-hubert-head.npz"
     out = Path(args.out) if args.out else default_out
+    spec = getattr(args, "layers", "") if args.backbone == "whisper" else ""
+    layers = () if spec in ("", "last") else tuple(int(k) for k in spec.split(",") if k.strip())
     card = train(manifest, settings, set(args.corpora.split(",")), out, backbone=args.backbone,
-                 model_ref=args.model_dir, prosody=not args.no_prosody)
+                 model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers,
+                 fraction=getattr(args, "fraction", 1.0), head_kind=getattr(args, "head", "any"))
     print(json.dumps({k: card[k] for k in ("labels", "head", "strength", "temperature")}, indent=1))
     for variant, scopes in card["test"].items():
         for scope, report in scopes.items():

@@ -60,6 +60,12 @@ class EmotionStage:
         """The deployment's correction for the call's profile applied to each clip's probabilities."""
         return self.recalibrator.apply(probabilities, self.profile(result, team, language))
 
+    def intensity_of(self, clip: np.ndarray) -> float | None:
+        """The head's intensity for a clip it just predicted (None: a model without one, or a clip
+        another process predicted, as Ray's emotion worker: then the bands follow probabilities)."""
+        lookup = getattr(self.model, "intensity_of", None)
+        return lookup(clip) if lookup is not None else None
+
     def for_item(self, item, probs: dict[str, float]) -> Utterance:
         """The utterance of a live item (analysis/live/call.py's LiveUtterance), its words to come."""
         return self.utterance(item.call_id, item.leg.index, item.leg.speaker.label, item.start, item.end, item.clip,
@@ -75,5 +81,5 @@ class EmotionStage:
         prosody = measure_prosody(clip, loudness, len(words or [])) if probs or words is not None else None
         return Utterance(call_id=call_id, leg=leg, speaker=speaker, start=start, end=end, loudness_dbfs=loudness,
                          emotions=probs, granular=granular(probs, ec.high_intensity, ec.low_intensity,
-                                                           ec.granular_floor),
+                                                           ec.granular_floor, self.intensity_of(clip)),
                          complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody, partial=partial)
