@@ -26,7 +26,9 @@ def test_energy_rule_splits_on_pauses_over_500ms_only():
     audio = bursts([(0.5, 0), (1.0, 1), (0.3, 0), (1.0, 1), (0.8, 0), (1.5, 1), (0.5, 0)])
     regions = energy_regions(audio, CFG)
     assert len(regions) == 2  # the 0.3 s pause is bridged, the 0.8 s one splits
-    assert regions[0].start == pytest.approx(0.4, abs=0.05) and regions[0].end == pytest.approx(2.9, abs=0.05)
+    # speech from 0.5 to 2.8 s, kept with the lead before it and the pad after it
+    assert regions[0].start == pytest.approx(0.5 - CFG.speech_lead_s, abs=0.05)
+    assert regions[0].end == pytest.approx(2.8 + CFG.speech_pad_s, abs=0.05)
 
 
 def test_energy_rule_ignores_quiet_noise():
