@@ -254,7 +254,9 @@ def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: in
         if call_id:
             cmd += ["-cid_str", call_id.replace("%", "%%")]
         started = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s or duration_s + 60)
+        # errors="replace": under load sipp wrote a byte that is not UTF-8, and the decode killed the placer
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                              timeout=timeout_s or duration_s + 60)
         messages = message_log.read_text(errors="replace") if message_log.exists() else ""
         return PlaceResult(proc.returncode, _invite_finals(messages), time.monotonic() - started,
                            (proc.stdout[-3000:] + proc.stderr[-3000:]), messages)
@@ -337,7 +339,7 @@ def flood_invites(host: str, port: int, invites: int, rate_per_s: float, local_i
                "-mp", str(_free_udp_port()), "-t", transport, "-nostdin", "-trace_msg", "-message_file",
                str(message_log), "-recv_timeout", str(int((hold_s + 10) * 1000)), "-timeout", f"{int(budget_s)}s"]
         started = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget_s + 30)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=budget_s + 30)
         messages = message_log.read_text(errors="replace") if message_log.exists() else ""
         return PlaceResult(proc.returncode, _invite_finals(messages), time.monotonic() - started,
                            (proc.stdout[-3000:] + proc.stderr[-3000:]), messages)
