@@ -37,6 +37,23 @@ def manifest(emotion_data):
     return read_manifest(emotion_data / "manifest.csv")
 
 
+def small_manifest(manifest, path: Path, actors: int) -> Path:
+    """A manifest of the first `actors` CREMA-D actors, one non-intensity clip per emotion each:
+    enough for `train emotion` to run end to end in a test."""
+    import csv
+
+    chosen = sorted({c.speaker for c in manifest if c.corpus == "cremad"})[:actors]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "corpus", "speaker", "emotion"])
+        for actor in chosen:
+            mine = [c for c in manifest if c.speaker == actor and "_IEO_" not in c.path.name]
+            for emotion in sorted({c.emotion for c in mine}):
+                clip = next(c for c in mine if c.emotion == emotion)
+                w.writerow([clip.path, clip.corpus, clip.speaker, clip.emotion])
+    return path
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real `emotivoice` command in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "emotivoice.app", *args], capture_output=True, text=True,

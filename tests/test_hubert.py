@@ -56,21 +56,11 @@ def test_missing_model_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_train_a_head_on_hubert_features_and_serve_it(tiny_hubert, tmp_path, manifest, settings):
     """`train emotion --backbone hubert --model-dir DIR` end to end, on 10 CREMA-D actors."""
-    import csv
     from dataclasses import replace
 
-    from conftest import run_cli
+    from conftest import run_cli, small_manifest
 
-    actors = sorted({c.speaker for c in manifest if c.corpus == "cremad"})[:10]
-    small = tmp_path / "small.csv"
-    with small.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "corpus", "speaker", "emotion"])
-        for actor in actors:
-            mine = [c for c in manifest if c.speaker == actor and "_IEO_" not in c.path.name]
-            for emotion in sorted({c.emotion for c in mine}):
-                clip = next(c for c in mine if c.emotion == emotion)
-                w.writerow([clip.path, clip.corpus, clip.speaker, clip.emotion])
+    small = small_manifest(manifest, tmp_path / "small.csv", 10)
     out = tmp_path / "hubert-head.npz"
     proc = run_cli("train", "emotion", "--manifest", str(small), "--corpora", "cremad", "--backbone", "hubert",
                    "--model-dir", str(tiny_hubert), "--out", str(out), env={"EMOTIVOICE_DATA_DIR": str(tmp_path)})

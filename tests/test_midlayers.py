@@ -84,24 +84,14 @@ def test_heads_of_both_kinds_load_through_load_emotion_model(settings, clip):
 def test_train_emotion_on_middle_layers_records_them_and_serves_the_same_features(manifest, settings, tmp_path):
     """`train emotion --layers 2,3` end to end on 8 CREMA-D actors: the card names the layers and
     load_emotion_model rebuilds that encoder, so serving sees the features training saw."""
-    import csv
     from dataclasses import replace
 
-    from conftest import run_cli
+    from conftest import run_cli, small_manifest
 
     from emotivoice.analysis.emotion.head import EmotionHead
     from emotivoice.analysis.emotion.model import load_emotion_model
 
-    actors = sorted({c.speaker for c in manifest if c.corpus == "cremad"})[:8]
-    small = tmp_path / "small.csv"
-    with small.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "corpus", "speaker", "emotion"])
-        for actor in actors:
-            mine = [c for c in manifest if c.speaker == actor and "_IEO_" not in c.path.name]
-            for emotion in sorted({c.emotion for c in mine}):
-                clip = next(c for c in mine if c.emotion == emotion)
-                w.writerow([clip.path, clip.corpus, clip.speaker, clip.emotion])
+    small = small_manifest(manifest, tmp_path / "small.csv", 8)
     out = tmp_path / "mid-head.npz"
     proc = run_cli("train", "emotion", "--manifest", str(small), "--corpora", "cremad", "--layers", "2,3",
                    "--out", str(out), env={"EMOTIVOICE_DATA_DIR": str(tmp_path),
