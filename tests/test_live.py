@@ -21,7 +21,7 @@ from emotivoice.analysis.live.engine import LiveEngine
 from emotivoice.analysis.live.recorder import CallRecorder, apply_retention
 from emotivoice.analysis.live.replay import replay
 from emotivoice.analysis.vad import CHUNK, windowed_probabilities
-from emotivoice.config import SegmentationConfig
+from emotivoice.config import LiveConfig, SegmentationConfig
 from emotivoice.app.serve import batch_finalizer
 from emotivoice.storage.db import StorageError
 from emotivoice.storage.files import UnsafePath
@@ -62,6 +62,14 @@ def speech_core(clip: np.ndarray) -> np.ndarray:
     return clip[first * chunk:last * chunk]
 
 
+def cut_turns(leg: np.ndarray) -> list:
+    """The leg's finished utterances as an endpointer with a 0.2 s pre-roll cuts them: the clips
+    speech_core's fresh-window VAD was fitted to (with the live default's 0.3 s it finds a
+    pause inside one of the demo's cores, and the joined "long turn" is no longer one)."""
+    endpointer = Endpointer(RATE, pre_roll_s=0.2)
+    return [s for s in endpointer.feed(leg) + endpointer.flush() if s.final]
+
+
 def long_turn(clips: list[np.ndarray]) -> np.ndarray:
     """Several turns' speech said as one: their cores with 0.15 s pauses between them."""
     gap = np.zeros(int(0.15 * RATE), np.int16)
@@ -84,10 +92,10 @@ def test_endpointer_cuts_each_turn_and_sends_rolling_updates(demo_legs):
     found += endpointer.flush()
     finals = [s for s in found if s.final]
     assert len(finals) == len(turns)
-    for speech, turn in zip(finals, turns):  # inside the turn (CREMA-D clips carry some silence)
-        assert turn["start"] - 0.2 <= speech.start < speech.end <= turn["end"] + 0.3
+    for speech, turn in zip(finals, turns):  # inside the turn (CREMA-D clips carry some silence), with the pre-roll
+        assert turn["start"] - LiveConfig.pre_roll_s <= speech.start < speech.end <= turn["end"] + 0.3
     # a long stretch of speech (four turns' speech with short pauses) gets rolling updates before its end
-    long_speech = long_turn([s.clip for s in finals[:4]])
+    long_speech = long_turn([s.clip for s in cut_turns(customer)[:4]])
     endpointer = Endpointer(RATE, rolling_update_s=2.5)
     events = []
     for i in range(0, len(long_speech), 160):
@@ -289,8 +297,7 @@ def test_retention_deletes_kept_audio_and_stale_partials_older_than_its_days(tmp
 def test_long_speech_is_stored_as_rolling_updates_then_replaced_by_the_finished_utterance(settings, tmp_path,
                                                                                         demo_legs):
     customer = demo_legs["customer"]
-    endpointer = Endpointer(RATE)
-    speech = [s.clip for s in endpointer.feed(customer) + endpointer.flush()][:5]
+    speech = [s.clip for s in cut_turns(customer)][:5]
     legs = {"customer": np.concatenate([np.zeros(RATE, np.int16), long_turn(speech), np.zeros(2 * RATE, np.int16)])}
     s = live_settings(settings, tmp_path, finalize="none", keep_audio=False)
     store = StoreServer(s.db_path).start()

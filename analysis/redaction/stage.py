@@ -228,8 +228,13 @@ class Redactor:
         margin = self.cfg.audio_margin_s
         report.counts.update(e.entity_type for e in entities)
         if u.words:
+            first, last = u.words[0].start, u.words[-1].end
             new_words, spans = _redact_words(u.words, entities, self.placeholder)
             u.words = new_words
+            # an entity at an edge of the utterance is cut to that edge: Whisper times the last word
+            # of an utterance worst (a read-out card's last group was timed to end before its audio did)
+            spans = [(min(a, u.start) if a <= first else a, max(b, u.end) if b >= last else b, e)
+                     for a, b, e in spans]
             report.spans += [RedactedSpan(u.leg, max(0.0, a - margin), b + margin, e) for a, b, e in spans]
             redacted = _redact_text(source, entities, self.placeholder).strip()
             u.text = redacted if source.strip() == u.text.strip() else self._redact_text_alone(u.text)
