@@ -81,16 +81,20 @@ def plain(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]+", "", text.lower().replace("-", " ")).split())
 
 
+def _tokens(words: list[Word]) -> list[str]:
+    return plain("".join(w.word for w in words)).split()
+
+
 def repeats_phrase(words: list[Word], n: int = REPEAT_WORDS) -> bool:
     """Whether some run of `n` words occurs twice in these words (as plain text)."""
-    tokens = plain("".join(w.word for w in words)).split()
+    tokens = _tokens(words)
     grams = [tuple(tokens[k:k + n]) for k in range(len(tokens) - n + 1)]
     return len(set(grams)) < len(grams)
 
 
 def _within(words: list[Word], text: str) -> bool:
     """Whether these words, as plain text, are a run of the words of `text`."""
-    mine, theirs = plain("".join(w.word for w in words)).split(), plain(text).split()
+    mine, theirs = _tokens(words), plain(text).split()
     return any(theirs[k:k + len(mine)] == mine for k in range(len(theirs) - len(mine) + 1))
 
 
@@ -224,9 +228,8 @@ def transcribe_utterances(whisper, clips: list[np.ndarray], starts: list[float],
     language = language or info.language
     for i in [i for i, w in enumerate(words) if repeats_phrase(w)]:
         events[i]["retried_repeat"] += 1  # alone and unprompted: the loop may be copying its context
-        alone, _ = _decode(whisper, _Track.join([levelled[i]]), [starts[i]], [speech[i]], tc, language,
-                           beam_size, [events[i]])
-        words[i] = alone[0] or words[i]
+        words[i] = _decode_alone(whisper, levelled[i], starts[i], speech[i], tc, language, beam_size,
+                                 events[i]) or words[i]
     empty = [i for i, w in enumerate(words) if not w]
     if tc.retry_empty:
         for i in empty:
@@ -237,6 +240,13 @@ def transcribe_utterances(whisper, clips: list[np.ndarray], starts: list[float],
     for i, note in enumerate(notes):
         events[i]["no_words"] += note == NO_WORDS
     return LegTranscript(language, float(info.language_probability), words, notes, events)
+
+
+def _decode_alone(whisper, clip: np.ndarray, start: float, speech: tuple[tuple[float, float], ...],
+                  tc: TranscriptionConfig, language: str | None, beam_size: int, events: Counter,
+                  prompt: str | None = None) -> list[Word]:
+    """One utterance decoded on its own (optionally prompted): its guarded words in call time."""
+    return _decode(whisper, _Track.join([clip]), [start], [speech], tc, language, beam_size, [events], prompt)[0][0]
 
 
 def _retry(whisper, clip: np.ndarray, start: float, speech: tuple[tuple[float, float], ...],
@@ -250,11 +260,10 @@ def _retry(whisper, clip: np.ndarray, start: float, speech: tuple[tuple[float, f
     copied words are dropped (over a noise burst before a call's first turn Whisper wrote the next
     turn's "I'm" or "Don't") and three or more kept: a customer may say a sentence again.
     """
-    track = _Track.join([clip])
-    heard = _decode(whisper, track, [start], [speech], tc, language, beam_size, [events], prompt)[0][0]
+    heard = _decode_alone(whisper, clip, start, speech, tc, language, beam_size, events, prompt)
     if heard and prompt and _within(heard, prompt):
         events["retried_unprompted"] += 1
-        plain_pass = _decode(whisper, track, [start], [speech], tc, language, beam_size, [events])[0][0]
+        plain_pass = _decode_alone(whisper, clip, start, speech, tc, language, beam_size, events)
         if plain_pass:
             heard = plain_pass
         elif len(heard) < REPEAT_WORDS:

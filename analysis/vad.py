@@ -133,7 +133,7 @@ class VadParams:
     min_silence_s: float
     min_speech_s: float  # shorter islands are clicks, dropped
     pad_s: float  # kept after each region
-    lead_s: float | None = None  # kept before each region (default pad_s): silero is late on a quiet onset
+    lead_s: float  # kept before each region: silero is late on a quiet onset
 
 
 def regions_from_probabilities(probs: np.ndarray, rate: int, params: VadParams,
@@ -161,8 +161,7 @@ def regions_from_probabilities(probs: np.ndarray, rate: int, params: VadParams,
     for a, b in regions:
         if b - a < params.min_speech_s:
             continue
-        lead = params.pad_s if params.lead_s is None else params.lead_s
-        a, b = max(0.0, a - lead), min(total, b + params.pad_s)
+        a, b = max(0.0, a - params.lead_s), min(total, b + params.pad_s)
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], b)
         else:
