@@ -84,6 +84,7 @@ def measure(call: Path, model: str) -> dict:
             "analysis_s": round(wall, 2), "real_time_factor": round(wall / duration, 3),
             "stages_s": {k: round(v, 2) for k, v in analyzer.timings.seconds.items()},
             "utterances": len(result.utterances),
+            "asr": result.metrics.get("asr", {}),  # the retries and dropped words behind the transcription time
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 

@@ -61,6 +61,9 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
 
 
+MIDLAYER_THREADS = 1  # the PyTorch middle-layer encoder's threads when none are configured
+
+
 def head_encoder(card: dict, model_cache_dir: Path, compute_type: str = "int8", cpu_threads: int = 0):
     """The Whisper encoder a head's card names: with `layers`, those layers from the PyTorch encoder
     over the model's model.bin; without, CTranslate2's last layer (load_whisper's shared copy)."""
@@ -69,7 +72,11 @@ def head_encoder(card: dict, model_cache_dir: Path, compute_type: str = "int8", 
         from emotivoice.analysis.assets import whisper_model_dir
         from emotivoice.analysis.emotion.midlayers import load_midlayer_encoder
 
-        return load_midlayer_encoder(whisper_model_dir(name, model_cache_dir), tuple(card["layers"]), cpu_threads)
+        # 0 ("let the runtime decide") means one torch thread here: a 3 s clip through layers 1-4
+        # took 43 ms on one thread and 105 ms on two (Intel Xeon, 2 cores, idle machine): its
+        # matrices are too small to pay for waking a second thread
+        threads = cpu_threads or MIDLAYER_THREADS
+        return load_midlayer_encoder(whisper_model_dir(name, model_cache_dir), tuple(card["layers"]), threads)
     from emotivoice.analysis.whisper import load_whisper
 
     return load_whisper(name, model_cache_dir, compute_type, cpu_threads)
