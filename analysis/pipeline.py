@@ -18,6 +18,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,9 @@ class CallAnalyzer:
         self.emotions = EmotionStage(settings, emotion_model)
         self.insight = InsightStage(settings)
         self.timings = Timings()
+        # a leg's emotions run beside its transcription: Whisper's decoder leaves a core idle part of
+        # the time, and both models release the GIL (benchmarks/analyze_rtf.py measures the gain)
+        self._emotion_worker = ThreadPoolExecutor(1, thread_name_prefix="emotion")
         self.diarizer = None  # loaded on the first mono call
         # Presidio and spaCy load on the first call redacted, then serve every call of the process
         self.redactor = Redactor.from_settings(settings)
@@ -223,6 +227,7 @@ class CallAnalyzer:
     def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
                      clips: list[np.ndarray], asr: Counter, team: str | None = None) -> list[Utterance]:
         leg = speaker.leg
+        emotions = self._emotion_worker.submit(self._timed_predict, clips)
         t0 = time.perf_counter()
         transcript = self.transcripts.transcribe(clips, [r.start for r in regions], [r.speech for r in regions],
                                                  [leg] * len(clips))
@@ -230,9 +235,11 @@ class CallAnalyzer:
         self.timings.add("transcription", t0)
         result.languages.setdefault(speaker.label, transcript.language)
         t0 = time.perf_counter()
+        raw, spent = emotions.result()  # a dead model raises here, as it did when it ran inline
+        self.timings.add("emotion_wait", t0)  # what the overlap did not hide
+        self.timings.seconds["emotion"] = self.timings.seconds.get("emotion", 0.0) + spent
         # one calibration profile for the whole call, from its team or its first leg's language
-        probabilities = self.emotions.recalibrate(self.emotions.predict(clips), result, team, transcript.language)
-        self.timings.add("emotion", t0)
+        probabilities = self.emotions.recalibrate(raw, result, team, transcript.language)
         out = []
         t0 = time.perf_counter()
         for i, (region, probs) in enumerate(zip(regions, probabilities)):
@@ -243,6 +250,11 @@ class CallAnalyzer:
             out.append(u)
         self.timings.add("prosody", t0)
         return out
+
+    def _timed_predict(self, clips: list[np.ndarray]) -> tuple[list[dict[str, float]], float]:
+        """The emotion model's probabilities for a leg's clips and the seconds they took (on the worker)."""
+        t0 = time.perf_counter()
+        return self.emotions.predict(clips), time.perf_counter() - t0
 
 
 def _load_vad() -> None:
