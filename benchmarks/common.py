@@ -34,6 +34,20 @@ def time_reads(store, workload: Iterable[tuple[str, Callable[[], tuple[str, dict
     return out
 
 
+def speed_reference_ms() -> float:
+    """Median ms of a fixed single-thread loop. The same VM ran the same analyze_rtf commit at RTF
+    0.109 and, two hours later, 0.138 (its host is shared), so results carry this to tell a slower
+    afternoon from a slower commit."""
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i % 7
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(sorted(times)[2], 1)
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -43,6 +57,7 @@ def machine() -> dict:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "python": platform.python_version(),
+            "speed_reference_ms": speed_reference_ms(),
             "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                      cwd=RESULTS.parent).stdout.strip()}
 
