@@ -66,3 +66,27 @@ def test_targets_leave_neutral_and_unrated_clips_out():
     clips = [Clip(Path(f"/x/{i}.wav"), "cremad", "s", e, lvl) for i, (e, lvl) in enumerate(rows)]
     t = intensity_targets(clips)
     assert t[0] == 0.0 and t[1] == 1.0 and t[4] == 0.5 and np.isnan(t[2]) and np.isnan(t[3])
+
+
+def test_ray_emotion_worker_sends_the_intensity_back_with_the_probabilities(tmp_path):
+    """The pool's process alone saw the head's intensity: it travels with the answer, and the call
+    actor's stage (whose model is only a name) bands the utterance by it, as the embedded engine."""
+    import asyncio
+
+    from emotivoice.analysis.live.cluster.models import EmotionWorker
+
+    head = _head()
+    head.intensity_weight, head.intensity_bias = np.array([0.5, 0, 0, 0]), -0.5  # a pure tone: about 0.2
+    quiet = (0.1 * np.sin(np.arange(16000) * 2 * np.pi * 180 / 16000)).astype(np.float32)
+    settings = load_settings(env={"EMOTIVOICE_DATA_DIR": str(tmp_path)})
+    worker = EmotionWorker(settings, HeadModel(head, FrameEncoder()))
+
+    async def ask():
+        return await worker.predict(quiet)
+    probs, timing, intensity = asyncio.run(ask())
+    assert intensity is not None and intensity < 0.3 and "batch_done_at" in timing
+    remote_side = EmotionStage(settings, type("Named", (), {"name": "pool", "provisional": False})())
+    by_probability = remote_side.utterance("c", 0, "customer", 0.0, 1.0, quiet, probs).granular[0]
+    assert by_probability.emotion == "anger" and by_probability.band != "low"  # what Ray showed before
+    u = remote_side.utterance("c", 0, "customer", 0.0, 1.0, quiet, probs, intensity=intensity)
+    assert u.granular[0].emotion == "anger" and u.granular[0].band == "low", u.granular

@@ -46,6 +46,7 @@ class LiveUtterance:
     transcript_stored_at: float | None = None
     scored: bool = False  # the insight stage has seen it
     latency: dict | None = None  # this utterance's entry in LiveEngine.latencies
+    intensity: float | None = None  # the head's intensity, when another process (Ray's pool) predicted it
 
 
 @dataclass

@@ -62,24 +62,27 @@ class EmotionStage:
 
     def intensity_of(self, clip: np.ndarray) -> float | None:
         """The head's intensity for a clip it just predicted (None: a model without one, or a clip
-        another process predicted, as Ray's emotion worker: then the bands follow probabilities)."""
+        another process predicted: Ray's emotion worker sends its own, LiveUtterance.intensity)."""
         lookup = getattr(self.model, "intensity_of", None)
         return lookup(clip) if lookup is not None else None
 
     def for_item(self, item, probs: dict[str, float]) -> Utterance:
         """The utterance of a live item (analysis/live/call.py's LiveUtterance), its words to come."""
         return self.utterance(item.call_id, item.leg.index, item.leg.speaker.label, item.start, item.end, item.clip,
-                              probs, partial=not item.final)
+                              probs, partial=not item.final, intensity=item.intensity)
 
     def utterance(self, call_id: str, leg: int, speaker: str, start: float, end: float, clip: np.ndarray,
-                  probs: dict[str, float], words: list[Word] | None = None, partial: bool = False) -> Utterance:
+                  probs: dict[str, float], words: list[Word] | None = None, partial: bool = False,
+                  intensity: float | None = None) -> Utterance:
         """The utterance with its tiers, loudness and prosody. With `words` (batch: the transcript
         came first) the speaking rate is known now; live sets it when the words come
-        (transcript.attach_words). An utterance without emotions (a failed model) gets no prosody."""
+        (transcript.attach_words). An utterance without emotions (a failed model) gets no prosody.
+        `intensity` is the head's, when another process predicted the clip; else it is looked up."""
         ec = self.config
         loudness = rms_dbfs(clip)
         prosody = measure_prosody(clip, loudness, len(words or [])) if probs or words is not None else None
         return Utterance(call_id=call_id, leg=leg, speaker=speaker, start=start, end=end, loudness_dbfs=loudness,
                          emotions=probs, granular=granular(probs, ec.high_intensity, ec.low_intensity,
-                                                           ec.granular_floor, self.intensity_of(clip)),
+                                                           ec.granular_floor,
+                                                           self.intensity_of(clip) if intensity is None else intensity),
                          complex=complex_emotion(probs, ec.complex_min_second), prosody=prosody, partial=partial)

@@ -212,7 +212,7 @@ class CallActor:
     async def _emotions(self, item: LiveUtterance, timed: bool = False):
         """The clip's emotions; with `timed`, (emotions, the pool's queue/compute timestamps)."""
         try:
-            probs, timing = await self.emotion.pick().predict.remote(item.clip, not item.final)
+            probs, timing, item.intensity = await self.emotion.pick().predict.remote(item.clip, not item.final)
         except Exception as exc:  # a dead model: report it, keep the call (the final pass retries)
             self.counters["emotion_failures"] += 1
             log.error("emotion stage failed", extra={"call_id": self.call.call_id, "error": str(exc)})

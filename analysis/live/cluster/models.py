@@ -132,14 +132,16 @@ class EmotionWorker(_Worker):
     def info(self) -> tuple[str, bool]:
         return self.name, self.provisional
 
-    async def predict(self, clip: np.ndarray, interim: bool = False) -> tuple[dict[str, float], dict]:
-        """({emotion: probability}, stage timestamps) for one 16 kHz clip, computed in a batch with
-        other calls' clips; rolling updates (`interim`) wait while any finished utterance does (as
-        the embedded engine)."""
+    async def predict(self, clip: np.ndarray, interim: bool = False) -> tuple[dict[str, float], dict, float | None]:
+        """({emotion: probability}, stage timestamps, the head's intensity or None) for one 16 kHz
+        clip, computed in a batch with other calls' clips; rolling updates (`interim`) wait while
+        any finished utterance does (as the embedded engine). The intensity travels back because
+        only this process saw the head's intensity output (HeadModel.intensity_of)."""
         return await self._submit(clip, interim=interim)
 
     def _answer(self, request: _Request, result, timing: dict):
-        return result, {"queued_at": request.queued_at, **timing}
+        probs, intensity = result
+        return probs, {"queued_at": request.queued_at, **timing}, intensity
 
     def _take(self) -> list[_Request]:
         finals = [r for r in self._queue if not r.interim]
@@ -148,8 +150,10 @@ class EmotionWorker(_Worker):
         self._queue = [r for r in self._queue if id(r) not in taken]
         return batch
 
-    def _compute(self, batch: list[_Request]) -> list[dict[str, float]]:
-        return self.model.predict([r.clip for r in batch])
+    def _compute(self, batch: list[_Request]) -> list[tuple[dict[str, float], float | None]]:
+        probs = self.model.predict([r.clip for r in batch])
+        lookup = getattr(self.model, "intensity_of", None)
+        return [(p, lookup(r.clip) if lookup is not None else None) for p, r in zip(probs, batch)]
 
 
 class TranscriptWorker(_Worker):
