@@ -4,11 +4,12 @@
 Standard library only and started by sipp's <exec> once a call is answered, with the RTP ports
 sipp read from our 200 OK, so every stream of every call (SIPREC has two) gets its own paced RTP:
 
-    rtpsend.py HOST PORT1:FILE1.ulaw [PORT2:FILE2.ulaw ...]
+    rtpsend.py [--exec-at EPOCH_S] HOST PORT1:FILE1.ulaw [PORT2:FILE2.ulaw ...]
 
 With $EMOTIVOICE_RTPSEND_LOG set (benchmarks/live.py sets it), a JSON line per sender is appended
-there at the end: how far behind its schedule it fell at worst and when, so a kept leg that misses
-its head can be told from a sender that stalled and then burst (a jitter buffer drops the burst).
+there at the end: how long after sipp's exec it began, how far behind its schedule it fell at worst
+and when, so a kept leg that misses its head or tail can be told from a sender that started late or
+stalled and then burst (a jitter buffer drops the burst).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ PTIME_S = 0.020
 SAMPLES = 160  # 20 ms at 8 kHz, one byte per sample in u-law
 
 
-def send(host: str, streams: list[tuple[int, bytes]]) -> None:
+def send(host: str, streams: list[tuple[int, bytes]], exec_at: float | None = None) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in streams]
     ssrcs = [random.getrandbits(32) for _ in streams]
@@ -52,17 +53,28 @@ def send(host: str, streams: list[tuple[int, bytes]]) -> None:
     log = os.environ.get("EMOTIVOICE_RTPSEND_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(json.dumps({"ports": [p for p, _ in streams], "started": time.time() - (time.monotonic() - start),
+            started = time.time() - (time.monotonic() - start)
+            # how long after sipp's <exec> the first packet left: sipp's BYE timer runs from the exec, so a
+            # sender that starts late has its last audio cut by the BYE (the harness's loss, not the service's)
+            delay = None if exec_at is None else round(started - exec_at, 3)
+            f.write(json.dumps({"ports": [p for p, _ in streams], "started": started, "start_delay_s": delay,
                                 "max_late_s": round(late, 3), "late_at_s": round(late_at * PTIME_S, 2)}) + "\n")
 
 
 def main(argv: list[str]) -> None:
+    exec_at = None
+    if argv and argv[0] == "--exec-at":  # the shell's clock when sipp ran us (connector/sipp.py)
+        try:
+            exec_at = float(argv[1])
+        except ValueError:  # a shell that did not expand $(date ...): no delay to report
+            pass
+        argv = argv[2:]
     host, specs = argv[0], argv[1:]
     streams = []
     for spec in specs:
         port, _, path = spec.partition(":")
         streams.append((int(port), Path(path).read_bytes()))
-    send(host, streams)
+    send(host, streams, exec_at)
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ Max-Forwards: 70
 Content-Length: 0
 
 ]]>
-<action><exec command="{sys.executable} {RTPSEND} [$rtp_host] {targets}"/></action>
+<action><exec command="{sys.executable} {RTPSEND} --exec-at $(date +%s.%N) [$rtp_host] {targets}"/></action>
 </send>
 <pause milliseconds="{int((duration_s + tail_s) * 1000)}"/>
 <send retrans="500"><![CDATA[

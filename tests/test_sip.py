@@ -277,15 +277,19 @@ def invite_headers(call_id: str | None = None, cseq: str = "1 INVITE", extra: tu
 
 @needs_stack
 @pytest.mark.slow
-def test_plain_call_is_answered_as_one_inbound_leg():
+def test_plain_call_is_answered_as_one_inbound_leg(tmp_path, monkeypatch):
     sink = CollectingSink()
     conn = connector(sink)
+    sender_log = tmp_path / "rtpsend.jsonl"
+    monkeypatch.setenv("EMOTIVOICE_RTPSEND_LOG", str(sender_log))
     try:
         result = place_calls("127.0.0.1", conn.port, [tone(2)], siprec=False)
         assert result.invite_responses == [200], result.output
         assert wait_for(lambda: len(sink.ended) == 1)
     finally:
         conn.stop()
+    (sent,) = [json.loads(line) for line in sender_log.read_text().splitlines()]
+    assert 0 <= sent["start_delay_s"] < 5, sent  # sipp's shell expanded the exec time it passed
     call = sink.started[0]
     assert call.source == "sip" and [(leg.leg, leg.role) for leg in call.legs] == [("inbound", None)]
     got = sink.pcm(call.call_id, "inbound")
