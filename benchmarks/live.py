@@ -195,7 +195,7 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     missing_before = engine.counters["missing_frames"]
     front_before = engine.inbox.stats()
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
-    threads0 = thread_cpu()
+    threads0, counters0 = thread_cpu(), engine.counters
     peak = [rss_mb()]
     fd, sender_log = tempfile.mkstemp(prefix="rtpsend-", suffix=".jsonl")
     os.close(fd)
@@ -246,7 +246,8 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
         "clock_skipped_frames": connector_stats()["clock_skipped_frames"] if connector_stats else None,
         **senders,
         "cores_by_thread": cpu_by_thread(threads0, threads1, wall1 - wall0),
-        "stage_counters": {k: v for k, v in engine.counters.items() if k.endswith(("_batches", "_ms"))},
+        "stage_counters": {k: v - counters0.get(k, 0) for k, v in engine.counters.items()
+                           if k.endswith(("_batches", "_ms"))},
         "transcript_breakdown": transcript_breakdown(lat, list(engine.transcript_step.passes)),
         "recordings": recordings,
         "latencies": lat, "passes": list(engine.transcript_step.passes),
