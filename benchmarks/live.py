@@ -76,6 +76,32 @@ def machine_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds per thread of this process, by Python thread name (else the OS name), with
+    what exited threads used (the store service's per-request threads) as "exited"."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        name = names.get(int(task.name), comm)
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["exited"] = usage.ru_utime + usage.ru_stime - sum(out.values())
+    return out
+
+
+def cpu_by_thread(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """Cores each thread (group) used over the level, largest first (over 0.01)."""
+    used = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / wall_s for k in after}
+    return {k: round(v, 3) for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
 def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
@@ -163,11 +189,13 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
               connector_stats=None) -> dict:
     stored_before = stored_utterances(engine.store)
     engine.latencies.clear()
+    engine.transcript_step.passes.clear()
     shed_before = engine.counters["transcripts_shed"]
     drops_before = engine.inbox.total_dropped
     missing_before = engine.counters["missing_frames"]
     front_before = engine.inbox.stats()
     cpu0, wall0, busy0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
+    threads0, counters0 = thread_cpu(), engine.counters
     peak = [rss_mb()]
     fd, sender_log = tempfile.mkstemp(prefix="rtpsend-", suffix=".jsonl")
     os.close(fd)
@@ -189,6 +217,7 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
             break
         time.sleep(0.2)
     cpu1, wall1, busy1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), machine_busy()
+    threads1 = thread_cpu()
     service_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     front = engine.inbox.stats()
     recordings = check_recordings(engine.cfg.audio_dir, sink, sent)
@@ -216,8 +245,38 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
         "clock_skipped_frames": connector_stats()["clock_skipped_frames"] if connector_stats else None,
         **senders,
+        "cores_by_thread": cpu_by_thread(threads0, threads1, wall1 - wall0),
+        "stage_counters": {k: v - counters0.get(k, 0) for k, v in engine.counters.items()
+                           if k.endswith(("_batches", "_ms"))},
+        "transcript_breakdown": transcript_breakdown(lat, list(engine.transcript_step.passes)),
         "recordings": recordings,
+        "latencies": lat, "passes": list(engine.transcript_step.passes),
     }
+
+
+BREAKDOWN = ("transcript_queue_s", "transcript_pass_s", "transcript_insight_s", "transcript_writer_s")
+
+
+def transcript_breakdown(lat: list[dict], passes: list[dict]) -> dict:
+    """Where stored transcripts' latency went: per part (queue, pass, insight, writer) p50/p95
+    over every transcribed utterance, the mean of each part over the slowest 5 %, and the
+    Whisper passes' sizes and times."""
+    done = [x for x in lat if x["transcript_s"] is not None and x.get("transcript_pass_s") is not None]
+    out: dict = {"utterances": len(done)}
+    for key in BREAKDOWN:
+        values = [x[key] for x in done if x[key] is not None]
+        out[key] = {"p50": pct(values, 50), "p95": pct(values, 95), "max": pct(values, 100)}
+    if done:
+        cut = np.percentile([x["transcript_s"] for x in done], 95)
+        tail = [x for x in done if x["transcript_s"] >= cut]
+        out["tail"] = {"n": len(tail), "transcript_s": round(float(np.mean([x["transcript_s"] for x in tail])), 3),
+                       **{key: round(float(np.mean([x[key] or 0.0 for x in tail])), 3) for key in BREAKDOWN}}
+    out["passes"] = {"n": len(passes), **{key: {"p50": pct([p[key] for p in passes], 50),
+                                               "p95": pct([p[key] for p in passes], 95),
+                                               "max": pct([p[key] for p in passes], 100)}
+                                         for key in ("utterances", "audio_s", "start_s", "whisper_s", "redact_s",
+                                                     "lock_wait_s")}}
+    return out
 
 
 def sender_lateness(path: str) -> dict:
@@ -330,7 +389,8 @@ def main() -> None:
                 print(f"{n} simultaneous calls, GIL switch interval {switch_ms} ms...", flush=True)
                 level = {"gil_switch_ms": switch_ms, **run_level(engine, sink, connector.port, n, legs, args.stagger,
                                                                         connector.stats)}
-                print({k: v for k, v in level.items() if k != "recordings"}, flush=True)
+                print({k: v for k, v in level.items() if k not in ("recordings", "latencies", "passes")},
+                      flush=True)
                 levels.append(level)
                 if level["emotion_p95_s"] is not None and level["emotion_p95_s"] > 3.0:
                     break  # far past capacity: larger N only takes longer to say the same

@@ -253,6 +253,27 @@ def test_the_chain_stores_emotions_and_transcripts_of_a_call(tmp_path, demo_legs
     assert kept_wav(tmp_path, "ok-1")
 
 
+def test_a_stored_transcripts_latency_is_broken_down_by_stage_and_each_pass_is_noted(tmp_path, demo_legs):
+    """benchmarks/live.py explains the transcript tail from these: queue, pass, insight, writer."""
+    legs = {k: v[:14 * RATE] for k, v in demo_legs.items()}
+    with Running(tmp_path, whisper=StubWhisper(delay_s=0.3)) as run:
+        replay(run.engine.inbox, "parts", legs, RATE, roles=ROLES, speed=0)
+        run.stop()
+        stats = run.engine.stats()
+        passes = list(run.engine.transcript_step.passes)
+    done = [lat for lat in run.engine.latencies if lat["transcript"] == "done"]
+    assert done and len(passes) == stats["transcript_batches"]
+    assert sum(p["utterances"] for p in passes) == len(done)
+    assert all(p["whisper_s"] >= 0.3 and p["audio_s"] > 0 and p["lock_wait_s"] >= 0 for p in passes)
+    for lat in done:
+        parts = [lat[k] for k in ("transcript_queue_s", "transcript_pass_s", "transcript_insight_s",
+                                  "transcript_writer_s")]
+        assert all(x is not None and x >= 0 for x in parts), lat
+        assert lat["transcript_pass_s"] >= 0.3  # the stub's time per pass is in it
+        assert lat["transcript_queue_s"] + lat["transcript_pass_s"] <= lat["transcript_s"]
+    assert stats["writer_batches"] >= 1 and stats["writer_save_ms"] >= 0
+
+
 def test_transcripts_are_shed_first_under_a_slow_transcriber_and_emotions_never(tmp_path, demo_legs):
     legs = {k: v[:26 * RATE] for k, v in demo_legs.items()}
     with Running(tmp_path, whisper=StubWhisper(delay_s=0.4), transcript_backlog_s=2.0,

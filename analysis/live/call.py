@@ -43,8 +43,14 @@ class LiveUtterance:
     emotion_at: float | None = None  # wall times: emotions computed, stored...
     emotion_stored_at: float | None = None
     transcript: str = "pending"  # pending | done | shed | off
+    # wall times through the transcript stage (the latency breakdown in LiveEngine.latencies):
+    # queued for Whisper, taken into a pass, words attached
+    transcript_queued_at: float | None = None
+    transcript_taken_at: float | None = None
+    transcript_at: float | None = None
     transcript_stored_at: float | None = None
     scored: bool = False  # the insight stage has seen it
+    scored_at: float | None = None  # wall time the live insight stage scored it
     latency: dict | None = None  # this utterance's entry in LiveEngine.latencies
     intensity: float | None = None  # the head's intensity, when another process (Ray's pool) predicted it
 

@@ -15,6 +15,7 @@ per-utterance stages of analysis/stages/:
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import replace
@@ -116,6 +117,7 @@ class EmotionStep(Stage):
         if leg.interim is not None and leg.interim.start < item.end:
             leg.interim = None  # the finished utterance replaces its rolling updates
         if engine.cfg.transcribe and engine.transcript_step.error is None:
+            item.transcript_queued_at = time.time()
             engine.transcript_step.put(item)
         else:
             item.transcript = "off"
@@ -131,6 +133,10 @@ class TranscriptStep(Stage):
         super().__init__()
         self.engine, self.stage, self.redactor = engine, stage, redactor
         self._left_s = 0.0  # the backlog a shed left, for its log line
+        self._queued_s, self._taken = 0.0, 0.0  # the backlog the latest take left, and when
+        # the latest passes' sizes and times (benchmarks/live.py reports them): appended by this
+        # stage's thread only
+        self.passes: collections.deque[dict] = collections.deque(maxlen=2000)
 
     def setup(self) -> None:
         self.stage.load()
@@ -165,7 +171,13 @@ class TranscriptStep(Stage):
                                 extra={"shed": shed, "backlog_s": round(self._left_s, 1)})
 
     def take(self) -> list[LiveUtterance]:
-        return take_pass(self.queue, _clip_s, self.engine.cfg.transcribe_batch_s)
+        batch = take_pass(self.queue, _clip_s, self.engine.cfg.transcribe_batch_s)
+        now = time.time()
+        for item in batch:
+            item.transcript_taken_at = now
+        self._queued_s = sum(map(_spoken_s, self.queue))  # what waits behind this pass, for `passes`
+        self._taken = time.monotonic()
+        return batch
 
     def on_dead(self, batch: list[LiveUtterance]) -> None:
         """Whisper never loaded: what reached it before anyone knew goes on without words."""
@@ -176,6 +188,7 @@ class TranscriptStep(Stage):
 
     def process(self, batch: list[LiveUtterance]) -> None:
         engine = self.engine
+        t0, started = time.monotonic(), time.time()
         try:
             # raw clips: the stage levels each one as the final pass does; groups keep a retried
             # utterance's prompt to its own call and leg (a batch mixes calls)
@@ -187,15 +200,23 @@ class TranscriptStep(Stage):
             self.counters["transcript_failures"] += len(batch)
             log.error("live transcription failed", extra={"error": str(exc), "utterances": len(batch)})
             words, notes, language = [[] for _ in batch], ["" for _ in batch], ""
+        t1 = time.monotonic()
         texts, context = self._redact(batch, words)  # before any stage can store, score or send them
+        t2 = time.monotonic()
         with engine._lock:
+            t3, now = time.monotonic(), time.time()
             for item, (text, w), note in zip(batch, texts, notes):
                 attach_words(item.utterance, w, language, note, text)
-                item.transcript = "done"
+                item.transcript, item.transcript_at = "done", now
             for u, (text, w) in context:  # an entity that began in an earlier utterance
                 u.text, u.words = text, w
             for call_id in dict.fromkeys(i.call_id for i in batch):
                 engine.insight_step.put(call_id)
+        self.passes.append({"at": round(started, 3), "queued_s": round(self._queued_s, 1),
+                            "start_s": round(t0 - self._taken, 3), "utterances": len(batch),
+                            "audio_s": round(sum(map(_clip_s, batch)), 2),
+                            "whisper_s": round(t1 - t0, 3), "redact_s": round(t2 - t1, 3),
+                            "lock_wait_s": round(t3 - t2, 3)})
 
     def _redact(self, batch: list[LiveUtterance], words: list[list[Word]]
                 ) -> tuple[list[tuple[str, list[Word]]], list[tuple[Utterance, tuple[str, list[Word]]]]]:
@@ -269,7 +290,12 @@ class InsightStep(Stage):
         """Score what of `call` is ready, store it, then publish its new alerts, lock released."""
         engine = self.engine
         with engine._lock:
+            waiting = [u for u in call.utterances if not u.scored]
             alerts = self.stage.score(call)
+            now = time.time()
+            for u in waiting:
+                if u.scored:
+                    u.scored_at = now
             engine.mark_dirty(call.call_id)
             engine.settled.notify_all()
         for _, message in alerts:

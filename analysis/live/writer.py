@@ -90,10 +90,12 @@ class WriterStep(Stage):
 
     def process(self, batch: list[str]) -> None:
         engine, health = self.engine, self.engine.store_health
+        t0 = time.monotonic()
         prepared = self._prepare(batch[0])
         if prepared is None:
             return
         call, record, shown = prepared
+        t1 = time.monotonic()
         try:
             engine.store.save_call(record)
         except Exception as exc:  # any class: a full disk, a read-only file, DuckDB's own
@@ -105,6 +107,9 @@ class WriterStep(Stage):
                 engine.settled.notify_all()
             return
         health.ok()
+        t2 = time.monotonic()  # what a save costs, for stats(): preparing it (under the lock), storing it
+        self.counters["writer_prepare_ms"] += round((t1 - t0) * 1000)
+        self.counters["writer_save_ms"] += round((t2 - t1) * 1000)
         try:
             note_stored(engine, call, shown, time.time())
         except Exception:
@@ -170,6 +175,21 @@ def note_stored(engine: LiveEngine, call: LiveCall, shown: list[tuple[LiveUttera
                 item.latency["transcript"] = item.transcript
                 if item.transcript == "done":
                     item.latency["transcript_s"] = round(now - item.end_wall, 3)
+                    item.latency.update(transcript_breakdown(item, now))
+
+
+def transcript_breakdown(item: LiveUtterance, stored: float) -> dict:
+    """Where a stored transcript's latency went (seconds; None where a stamp is missing):
+    emotion -> queued for Whisper, waiting in that queue, its pass (Whisper, redaction),
+    words -> scored by insight, scored -> stored by the writer."""
+    def span(a: float | None, b: float | None) -> float | None:
+        return round(b - a, 3) if a is not None and b is not None else None
+
+    return {"transcript_queue_s": span(item.transcript_queued_at, item.transcript_taken_at),
+            "transcript_pass_s": span(item.transcript_taken_at, item.transcript_at),
+            "transcript_insight_s": span(item.transcript_at, item.scored_at),
+            "transcript_writer_s": span(scored if (scored := item.scored_at) is not None and scored <= stored
+                                        else item.transcript_at, stored)}
 
 
 # ---- finaliser ------------------------------------------------------------------------------------
