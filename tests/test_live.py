@@ -188,10 +188,17 @@ class FlakyStore(StoreServer):
         self.failures = failures
 
     def save_call(self, record):
+        self._maybe_fail()
+        super().save_call(record)
+
+    def save_deltas(self, deltas):  # the live writer's saves
+        self._maybe_fail()
+        super().save_deltas(deltas)
+
+    def _maybe_fail(self):
         if self.failures > 0:
             self.failures -= 1
             raise StorageError("could not store call: No space left on device")
-        super().save_call(record)
 
 
 @pytest.mark.slow

@@ -211,6 +211,10 @@ class RecordingStore:
         self.records.append(json.dumps(record.__dict__, default=str))
         self.store.save_call(record)
 
+    def save_deltas(self, deltas):  # the live writer's saves: only what changed
+        self.records += [json.dumps(d.__dict__, default=str) for d in deltas]
+        self.store.save_deltas(deltas)
+
     def __getattr__(self, name):
         return getattr(self.store, name)
 

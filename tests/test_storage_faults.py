@@ -92,6 +92,11 @@ class InjectedServer(StoreServer):
             raise self.raw.pop(0)
         super().save_call(record)
 
+    def save_deltas(self, deltas):  # the live writer's saves
+        if self.raw:
+            raise self.raw.pop(0)
+        super().save_deltas(deltas)
+
 
 class TmpfsDisk:
     """A 32 MB tmpfs for the database; fill() writes a junk file until ENOSPC, free() deletes it."""
