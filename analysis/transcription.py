@@ -40,7 +40,6 @@ from emotivoice.analysis.audio import SAMPLE_RATE, level_speech
 from emotivoice.config import TranscriptionConfig
 
 REPEAT_WORDS = 3  # a phrase this long written twice in one utterance is a loop or a copy
-WINDOW_S = 30.0  # Whisper's window: what one joined pass can copy from
 JOIN_GAP_S = 1.0  # silence between joined utterances, so Whisper sees a clear pause
 NO_WORDS = "no words recognised"
 LOW_LOGPROB = -1.0  # with a high no-speech probability, this marks a segment as silence (Whisper's rule)
@@ -231,10 +230,6 @@ def transcribe_utterances(whisper, clips: list[np.ndarray], starts: list[float],
         events[i]["retried_repeat"] += 1  # alone and unprompted: the loop may be copying its context
         words[i] = _decode_alone(whisper, levelled[i], starts[i], speech[i], tc, language, beam_size,
                                  events[i]) or words[i]
-    for i in _copied_turns(words, starts, groups):
-        events[i]["retried_copy"] += 1  # said again, or Whisper writing an earlier turn over this one
-        words[i] = _decode_alone(whisper, levelled[i], starts[i], speech[i], tc, language, beam_size,
-                                 events[i]) or words[i]
     empty = [i for i, w in enumerate(words) if not w]
     if tc.retry_empty:
         for i in empty:
@@ -278,23 +273,6 @@ def _retry(whisper, clip: np.ndarray, start: float, speech: tuple[tuple[float, f
     return heard
 
 
-def _copied_turns(words: list[list[Word]], starts: list[float], groups: list | None) -> list[int]:
-    """Utterances whose words (three or more) are a run of an earlier utterance's of the same group
-    up to one Whisper window (30 s) before. In a joined pass Whisper sometimes writes an earlier
-    turn again over a quiet one (two agent turns of the telephone_asr test split at 16 kHz and
-    band-limited); decoded alone the audio gets its own words, and a phrase really said again
-    comes back the same, so the check costs a pass only where a turn repeats another."""
-    out = []
-    for i, mine in enumerate(words):
-        if len(_tokens(mine)) < REPEAT_WORDS:
-            continue
-        earlier = [j for j in range(i) if words[j] and starts[i] - starts[j] < WINDOW_S
-                   and (groups is None or groups[j] == groups[i])]
-        if any(_within(mine, "".join(w.word for w in words[j])) for j in earlier):
-            out.append(i)
-    return out
-
-
 def _neighbours_text(words: list[list[Word]], i: int, groups: list | None) -> str | None:
     """The text of the nearest worded utterances before and after `i` in its own group (leg)."""
     if groups is None:
@@ -308,7 +286,7 @@ def _neighbours_text(words: list[list[Word]], i: int, groups: list | None) -> st
 
 ASR_COUNTS = ("dropped_no_speech", "dropped_repetition", "dropped_boilerplate", "dropped_outside_speech",
               "dropped_lone_word", "dropped_prompt_copy", "retried", "recovered", "retried_unprompted",
-              "retried_repeat", "retried_copy", "no_words")
+              "retried_repeat", "no_words")
 
 
 def asr_metrics(counts: Counter) -> dict[str, int]:
