@@ -226,13 +226,14 @@ def _local_args(host: str, local_ip: str) -> list[str]:
 def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: int = 1,
                 participants: tuple[tuple[str, str], ...] = DEFAULT_PARTICIPANTS, auth_user: str = "",
                 auth_password: str = "", transport: str = "u1", timeout_s: float | None = None,
-                local_ip: str = "", call_id: str = "") -> PlaceResult:
+                local_ip: str = "", call_id: str = "", tail_s: float = 0.5) -> PlaceResult:
     """Place `calls` simultaneous calls sending `legs` (8 kHz int16 arrays or audio files) and wait for them.
 
     `local_ip` sends from another address (e.g. 127.0.0.2); `call_id` sets the SIP Call-ID
-    verbatim (sipp's -cid_str; a test's hostile value), one for every call.
+    verbatim (sipp's -cid_str; a test's hostile value), one for every call. `tail_s`: how long
+    after the audio's scheduled end the BYE goes (the schedule starts at sipp's exec of the sender).
     """
-    plan = CallPlan(legs, siprec, calls, participants, auth_user, auth_password, transport)
+    plan = CallPlan(legs, siprec, calls, participants, auth_user, auth_password, transport, tail_s)
     pcm = [_leg_pcm(leg) for leg in legs]
     duration_s = max(len(p) for p in pcm) / 8000
     with tempfile.TemporaryDirectory(prefix="emotivoice-sipp-") as tmp:
