@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def _digest(samples: np.ndarray) -> bytes:
 
 
 def latency(model, clips, n: int) -> dict:
-    """The whole step on n clips, then its parts on n other clips (none timed twice: see above)."""
+    """The whole step on n clips, then its parts on n other clips (none timed twice: see above),
+    wall and CPU time."""
     import torch
 
     from emotivoice.analysis.audio import load_audio, normalize
@@ -73,33 +75,41 @@ def latency(model, clips, n: int) -> dict:
         raise SystemExit(f"need {2 * n} distinct held-out clips, got {len({_digest(a) for a in three})}")
     whole_clips, split_clips = three[:n], three[n:]
     model.predict([np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1])  # warm, untimed
-    whole = []
+    load_before = os.getloadavg()[0]
+    whole, whole_cpu = [], []
     for clip in whole_clips:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.predict([clip])
         whole.append(time.perf_counter() - t0)
+        whole_cpu.append(time.process_time() - c0)
     head, prosody = model.head, model.head.card.get("prosody") == "egemaps"
     parts: dict[str, list[float]] = {"encoder": [], "egemaps": [], "head": []}
+    cpu: dict[str, list[float]] = {"encoder": [], "egemaps": [], "head": []}
     for clip in split_clips:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         clip = normalize(clip)
         frames = model.encoder.encode(clip)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         prosodic = egemaps(clip) if prosody else np.zeros(0, np.float32)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         vector = np.concatenate([pool(frames), prosodic])
         head.probabilities(vector)
         head.intensity(vector)
-        t3 = time.perf_counter()
-        parts["encoder"].append(t1 - t0)
-        parts["egemaps"].append(t2 - t1)
-        parts["head"].append(t3 - t2)
+        t3, c3 = time.perf_counter(), time.process_time()
+        for name, wall, used in (("encoder", t1 - t0, c1 - c0), ("egemaps", t2 - t1, c2 - c1),
+                                 ("head", t3 - t2, c3 - c2)):
+            parts[name].append(wall)
+            cpu[name].append(used)
     split = {name: percentiles(xs) for name, xs in parts.items()}
     split["sum"] = percentiles([sum(xs) for xs in zip(*parts.values())])
     split["without_encoder"] = percentiles([e + h for e, h in zip(parts["egemaps"], parts["head"])])
+    split["cpu_time"] = {name: percentiles(xs) for name, xs in cpu.items()}
     return {"utterance_s": 3.0, "clips_whole": len(whole_clips), "clips_split": len(split_clips),
             "encoder": model.encoder.name, "encoder_threads": getattr(model.encoder, "threads", None),
-            "torch_threads": torch.get_num_threads(), "whole_step": percentiles(whole), "split": split,
+            "torch_threads": torch.get_num_threads(), "whole_step": percentiles(whole),
+            # CPU time of this process beside wall time: on a shared 2-core VM the gap is waiting for a core
+            "whole_step_cpu_time": percentiles(whole_cpu), "split": split,
+            "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
             "note": ("split.without_encoder is what is left when the encoder output is shared with "
                      "transcription: possible only for a last-layer (CTranslate2) head; the middle-layer "
                      "encoder is its own PyTorch copy and always runs")}
