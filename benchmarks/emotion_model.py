@@ -1,10 +1,12 @@
 """The configured default emotion head: latency per utterance, its encoder's precision, and intensity.
 
-- latency: exactly-3 s utterances of held-out actors, one thread: the whole step (HeadModel.predict:
-  encoder + eGeMAPS + head), and on other clips the same step split into encoder (normalise, mel,
-  encoder, the head's layers), eGeMAPS and head (pooling, probabilities, intensity), p50/p95. Every
-  timed clip is a different recording: eGeMAPS results are cached by clip content (prosody.py), so
-  a clip timed twice would time a dictionary lookup the second time;
+- latency: exactly-3 s utterances of held-out actors: the whole step (HeadModel.predict: encoder +
+  eGeMAPS + head), and on other clips the same step split into encoder (normalise, mel, encoder,
+  the head's layers), eGeMAPS and head (pooling, probabilities, intensity), p50/p95 of wall and
+  process CPU time; once as served (torch on one thread, numpy's BLAS pool as it is) and once with
+  every BLAS/OpenMP pool held to one thread. Every timed clip is a different recording: eGeMAPS
+  results are cached by clip content (prosody.py), so a clip timed twice would time a dictionary
+  lookup the second time;
 - precision: for a head on CTranslate2's last layer, the Whisper encoder under int8 and float32 side
   by side on the same held-out clips (speed of the whole step, UA with the head; the prosody cache
   is emptied before each pass). A head whose card lists `layers` reads them from the PyTorch encoder
@@ -60,22 +62,12 @@ def _digest(samples: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(samples, dtype=np.float32).tobytes(), digest_size=16).digest()
 
 
-def latency(model, clips, n: int) -> dict:
-    """The whole step on n clips, then its parts on n other clips (none timed twice: see above),
-    wall and CPU time."""
-    import torch
-
-    from emotivoice.analysis.audio import load_audio, normalize
+def _passes(model, whole_clips, split_clips) -> dict:
+    """The whole step timed on one set of clips, its parts on another: wall and process CPU time."""
+    from emotivoice.analysis.audio import normalize
     from emotivoice.analysis.emotion.features import pool
     from emotivoice.analysis.emotion.prosody import egemaps
 
-    step = max(1, len(clips) // (2 * n))
-    three = [np.resize(load_audio(c.path, channels=1)[0], 48000) for c in clips[::step][:2 * n]]  # exactly 3 s
-    if len({_digest(a) for a in three}) != len(three) or len(three) < 2 * n:
-        raise SystemExit(f"need {2 * n} distinct held-out clips, got {len({_digest(a) for a in three})}")
-    whole_clips, split_clips = three[:n], three[n:]
-    model.predict([np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1])  # warm, untimed
-    load_before = os.getloadavg()[0]
     whole, whole_cpu = [], []
     for clip in whole_clips:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -104,15 +96,37 @@ def latency(model, clips, n: int) -> dict:
     split["sum"] = percentiles([sum(xs) for xs in zip(*parts.values())])
     split["without_encoder"] = percentiles([e + h for e, h in zip(parts["egemaps"], parts["head"])])
     split["cpu_time"] = {name: percentiles(xs) for name, xs in cpu.items()}
-    return {"utterance_s": 3.0, "clips_whole": len(whole_clips), "clips_split": len(split_clips),
-            "encoder": model.encoder.name, "encoder_threads": getattr(model.encoder, "threads", None),
-            "torch_threads": torch.get_num_threads(), "whole_step": percentiles(whole),
-            # CPU time of this process beside wall time: on a shared 2-core VM the gap is waiting for a core
-            "whole_step_cpu_time": percentiles(whole_cpu), "split": split,
-            "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-            "note": ("split.without_encoder is what is left when the encoder output is shared with "
-                     "transcription: possible only for a last-layer (CTranslate2) head; the middle-layer "
-                     "encoder is its own PyTorch copy and always runs")}
+    # process CPU time above wall time means more than one thread ran: torch is held to one, but
+    # numpy's OpenBLAS (the mel filterbank's matrix product) and native libraries keep their own pools
+    return {"whole_step": percentiles(whole), "whole_step_cpu_time": percentiles(whole_cpu), "split": split}
+
+
+def latency(model, clips, n: int) -> dict:
+    """Exactly-3 s held-out clips, none timed twice (see above): as served (torch on one thread,
+    other thread pools as they are), then with every BLAS/OpenMP pool held to one thread."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from emotivoice.analysis.audio import load_audio
+
+    step = max(1, len(clips) // (4 * n))
+    three = [np.resize(load_audio(c.path, channels=1)[0], 48000) for c in clips[::step][:4 * n]]  # exactly 3 s
+    if len({_digest(a) for a in three}) != len(three) or len(three) < 4 * n:
+        raise SystemExit(f"need {4 * n} distinct held-out clips, got {len({_digest(a) for a in three})}")
+    model.predict([np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1])  # warm, untimed
+    load_before = os.getloadavg()[0]
+    pools = {f"{p['internal_api']} ({Path(p['filepath']).name})": p["num_threads"] for p in threadpool_info()}
+    out = {"utterance_s": 3.0, "clips_per_pass": n, "encoder": model.encoder.name,
+           "encoder_threads": getattr(model.encoder, "threads", None), "torch_threads": torch.get_num_threads(),
+           "as_served": {"thread_pools": pools, **_passes(model, three[:n], three[n:2 * n])}}
+    with threadpool_limits(limits=1):
+        out["one_thread"] = {"thread_pools": "every BLAS and OpenMP pool limited to 1 (threadpoolctl)",
+                             **_passes(model, three[2 * n:3 * n], three[3 * n:])}
+    out["load_average_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    out["note"] = ("split.without_encoder is what is left when the encoder output is shared with transcription: "
+                   "possible only for a last-layer (CTranslate2) head; the middle-layer encoder is its own "
+                   "PyTorch copy and always runs")
+    return out
 
 
 def _ua(head, clips, probs) -> float:
@@ -215,7 +229,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=120, help="held-out clips for the precision check")
-    parser.add_argument("--latency-clips", type=int, default=60, help="clips per latency pass (two passes)")
+    parser.add_argument("--latency-clips", type=int, default=60, help="clips per latency pass (four passes)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread throughout: the target is per utterance on one thread
     settings = load_settings()
