@@ -170,9 +170,24 @@ def test_planted_sources_are_never_served_and_a_kept_recording_plays_only_for_it
     choose(driver, "Call", "good-1")
     src = audio_src(driver).split("#")[0]
     assert src.startswith(dashboard.url + "/api/audio/")
-    player = driver.find_element(By.TAG_NAME, "audio")
-    duration = wait_until(lambda: driver.execute_script(
-        "return arguments[0].readyState >= 1 && arguments[0].duration", player), 30, "the recording to load")
+    seen = []
+
+    def loaded():
+        """The player's duration once it has the recording's metadata. The element is looked up
+        afresh each time: Streamlit may render it again after the choice (a stale element never
+        loads: the timeout a whole-suite run met), and a player left idle is asked to load."""
+        players = driver.find_elements(By.TAG_NAME, "audio")
+        if not players:
+            return None
+        seen[:] = [driver.execute_script(
+            "const a = arguments[0]; if (a.readyState === 0 && a.networkState === 1) a.load();"
+            "return [a.readyState, a.networkState, a.error && a.error.code, a.duration];", players[0])]
+        return seen[0][0] >= 1 and seen[0][3]
+
+    try:
+        duration = wait_until(loaded, 60, "the recording to load")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: readyState, networkState, error, duration = {seen}") from exc
     assert duration == pytest.approx(2.0, abs=0.05)  # the browser fetched it with its own cookie
     assert fetch(src, token) == (200, planted.wav)
     status, part = fetch(src, token, Range="bytes=0-99")
