@@ -118,7 +118,12 @@ class HeadModel:
     def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
         if not clips:
             return []
-        features = np.stack([self.embed(c) for c in clips])
+        from emotivoice.analysis.emotion.midlayers import blas_threads
+
+        # the whole step (eGeMAPS and the head too) on the encoder's BLAS threads: numpy's OpenBLAS
+        # left spinning beside a one-thread encoder doubled the step's CPU time (emotion_model.json)
+        with blas_threads(getattr(self.encoder, "threads", 0)):
+            features = np.stack([self.embed(c) for c in clips])
         levels = self.head.intensity(features)
         if levels is not None:  # kept for intensity_of: the stage asks after predict, with the same clip
             with self._lock:

@@ -22,6 +22,7 @@ import re
 import struct
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -179,8 +180,8 @@ class MidLayerEncoder:
         wanted = tuple(layers) if layers is not None else self.layers
         if max(wanted) > self._net.n_layers:
             raise ValueError(f"layer {max(wanted)} is past the {self._net.n_layers} blocks this encoder runs")
-        mel = torch.from_numpy(self.mel(samples))
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), blas_threads(self.threads):
+            mel = torch.from_numpy(self.mel(samples))  # its filterbank product is BLAS too
             previous = torch.get_num_threads()
             if self.threads > 0 and self.threads != previous:
                 torch.set_num_threads(self.threads)
@@ -195,6 +196,25 @@ class MidLayerEncoder:
         """The chosen layers' states side by side: (frames, d * len(layers))."""
         states = self.hidden_states(samples)
         return np.concatenate([states[k] for k in self.layers], axis=1)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries (scikit-learn's dependency), or None."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+def blas_threads(threads: int):
+    """The BLAS pools held to `threads` for one forward pass. torch's linear layers here run on
+    OpenBLAS, whose two threads ignore torch.set_num_threads: a 3 s clip took 127 ms of CPU for
+    64 ms of wall time (the second thread spinning) and 61 ms of CPU held to one (Intel Xeon,
+    2 cores; benchmarks/emotion_model.py's one_thread figures)."""
+    controller = _blas_controller() if threads > 0 else None
+    return controller.limit(limits=threads, user_api="blas") if controller is not None else nullcontext()
 
 
 @lru_cache(maxsize=4)
