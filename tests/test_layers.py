@@ -12,6 +12,7 @@ emotivoice.* names, so a bare `import analysis` would be a second copy of the sa
 """
 
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,8 @@ FOLDERS = {"connector", "analysis", "storage", "dashboard"}
 PROJECT = FOLDERS | {"emotivoice"}
 
 
-def imports_of(path: Path) -> set[str]:
+@functools.lru_cache(maxsize=None)  # several tests read the same files: parse each once (fast tier)
+def imports_of(path: Path) -> frozenset[str]:
     """Every absolute module name the file imports, at top level or inside a function."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -36,7 +38,7 @@ def imports_of(path: Path) -> set[str]:
             names.add(node.module)
             if node.module == "emotivoice":  # `from emotivoice import app` imports emotivoice.app
                 names |= {f"emotivoice.{a.name}" for a in node.names}
-    return names
+    return frozenset(names)
 
 
 def project_imports(path: Path) -> set[str]:
