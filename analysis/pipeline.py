@@ -52,7 +52,11 @@ class Timings:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, stage: str, since: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - since
+        self.record(stage, time.perf_counter() - since)
+
+    def record(self, stage: str, seconds: float) -> None:
+        """Add time measured elsewhere (another thread's work)."""
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 def make_call_id(path: Path) -> str:
@@ -237,7 +241,7 @@ class CallAnalyzer:
         t0 = time.perf_counter()
         raw, spent = emotions.result()  # a dead model raises here, as it did when it ran inline
         self.timings.add("emotion_wait", t0)  # what the overlap did not hide
-        self.timings.seconds["emotion"] = self.timings.seconds.get("emotion", 0.0) + spent
+        self.timings.record("emotion", spent)
         # one calibration profile for the whole call, from its team or its first leg's language
         probabilities = self.emotions.recalibrate(raw, result, team, transcript.language)
         out = []

@@ -209,7 +209,8 @@ def _blas_controller():
 
 
 def blas_threads(threads: int):
-    """The BLAS pools held to `threads` for one forward pass. torch's linear layers here run on
+    """The BLAS pools held to `threads` while the block runs (a forward pass, or HeadModel's whole
+    step; 0: left as they are). torch's linear layers here run on
     OpenBLAS, whose two threads ignore torch.set_num_threads: a 3 s clip took 127 ms of CPU for
     64 ms of wall time (the second thread spinning) and 61 ms of CPU held to one (Intel Xeon,
     2 cores; benchmarks/emotion_model.py's one_thread figures)."""

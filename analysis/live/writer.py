@@ -33,6 +33,7 @@ from emotivoice.analysis.live.call import LiveCall, LiveUtterance
 from emotivoice.analysis.live.chain import Stage
 from emotivoice.analysis.live.finalize import begin_final, store_final
 from emotivoice.analysis.sink import to_record
+from emotivoice.storage.db import BadRequest
 from emotivoice.storage.incremental import diff_record
 
 if TYPE_CHECKING:
@@ -105,10 +106,10 @@ class WriterStep(Stage):
         if not prepared:
             return
         t1 = time.monotonic()
-        stored = self._save(prepared)
-        if len(stored) < len(prepared) and len(prepared) > 1:  # one call's bad data must not hold up the rest
-            for one in [p for p in prepared if p[0].call_id not in stored]:
-                stored |= self._save([one])
+        stored, refused = self._save(prepared)
+        if refused and len(prepared) > 1:  # one call's bad data must not hold up the rest; a full disk
+            for one in prepared:           # would fail each alone too, and every failure doubles the backoff
+                stored |= self._save([one])[0]
         t2 = time.monotonic()  # what saves cost, for stats(): preparing them (under the lock), storing them
         self.counters["writer_prepare_ms"] += round((t1 - t0) * 1000)
         self.counters["writer_save_ms"] += round((t2 - t1) * 1000)
@@ -124,23 +125,25 @@ class WriterStep(Stage):
                 engine._saving.discard(call.call_id)
                 if call.call_id not in stored:
                     engine.mark_dirty(call.call_id)  # its newest state goes at the next attempt
-            for gone in [c for c in self._stored if c not in engine.calls]:  # finalised since
+            # a call in its final save (which rewrites it whole) or gone: no base for a delta to keep
+            for gone in [c for c in self._stored if c not in engine.calls or engine.calls[c].finalizing]:
                 del self._stored[gone]
             engine.settled.notify_all()
 
-    def _save(self, prepared: list) -> set[str]:
-        """Store what changed in these calls in one transaction; the ids stored (all or none)."""
+    def _save(self, prepared: list) -> tuple[set[str], bool]:
+        """Store what changed in these calls in one transaction: (the ids stored, all or none;
+        whether the store refused the data itself, a BadRequest)."""
         deltas = [diff_record(self._stored.get(call.call_id), record) for call, record, _ in prepared]
         try:
             self.engine.store.save_deltas(deltas)
         except Exception as exc:  # any class: a full disk, a read-only file, DuckDB's own
             self.counters["store_failures"] += 1
             self.engine.store_health.failed("live save", exc, ", ".join(d.call_id for d in deltas[:3]))
-            return set()
+            return set(), isinstance(exc, BadRequest)
         self.engine.store_health.ok()
         for call, record, _ in prepared:
             self._stored[call.call_id] = record
-        return {call.call_id for call, _, _ in prepared}
+        return {call.call_id for call, _, _ in prepared}, False
 
     def _prepare(self, call_id: str):
         """(call, record, what it shows) for a dirty call, under the call lock; None to skip it."""
@@ -148,8 +151,6 @@ class WriterStep(Stage):
         with engine._lock:
             call = engine.calls.get(call_id)
             if call is None or not call.has_media or call.finalizing:
-                if call is None or call.finalizing:  # the final save rewrites it whole: no base to keep
-                    self._stored.pop(call_id, None)
                 engine.settled.notify_all()  # the finaliser may be waiting for this call to leave the queue
                 return None
             try:
@@ -211,11 +212,12 @@ def transcript_breakdown(item: LiveUtterance, stored: float) -> dict:
     def span(a: float | None, b: float | None) -> float | None:
         return round(b - a, 3) if a is not None and b is not None else None
 
+    scored = item.scored_at
+    handed_to_writer = scored if scored is not None and scored <= stored else item.transcript_at
     return {"transcript_queue_s": span(item.transcript_queued_at, item.transcript_taken_at),
             "transcript_pass_s": span(item.transcript_taken_at, item.transcript_at),
-            "transcript_insight_s": span(item.transcript_at, item.scored_at),
-            "transcript_writer_s": span(scored if (scored := item.scored_at) is not None and scored <= stored
-                                        else item.transcript_at, stored)}
+            "transcript_insight_s": span(item.transcript_at, scored),
+            "transcript_writer_s": span(handed_to_writer, stored)}
 
 
 # ---- finaliser ------------------------------------------------------------------------------------
