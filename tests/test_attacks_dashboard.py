@@ -40,7 +40,10 @@ from emotivoice.dashboard.sessions import COOKIE, make_link
 from emotivoice.storage.db import CallRecord, connect, save_call
 
 USER, PASSWORD = "sam", "correct horse battery"
-LINK_TTL_S = 8  # playback links in these tests live this long (EMOTIVOICE_DASHBOARD_MEDIA_LINK_TTL_S)
+# playback links in these tests live this long (EMOTIVOICE_DASHBOARD_MEDIA_LINK_TTL_S): long enough for a
+# loaded machine's Chromium to fetch the player's metadata with it (8 s was not, in whole-suite runs),
+# short enough to wait out for the expiry check
+LINK_TTL_S = 30
 BACKOFF_S = 25  # first sign-in back-off for the throttle test: long enough for three quick tries inside it
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
