@@ -182,13 +182,23 @@ def start_calls(port: int, n: int, legs: list[np.ndarray], stagger_s: float, pre
         time.sleep(i * stagger_s)
         sip_call_id = f"{prefix}-{n}-{i}@emotivoice"
         sent[sip_call_id] = rotated(legs, 7.3 * i)
-        results.append(place_calls("127.0.0.1", port, sent[sip_call_id], siprec=True, calls=1, call_id=sip_call_id,
-                                   tail_s=SENDER_TAIL_S))
+        result = place_calls("127.0.0.1", port, sent[sip_call_id], siprec=True, calls=1, call_id=sip_call_id,
+                             tail_s=SENDER_TAIL_S)
+        result.call_id = sip_call_id  # for the report of calls not answered
+        results.append(result)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     return threads, sent, results
+
+
+def unanswered(results: list) -> list[dict]:
+    """What sipp saw of each call not answered (its exit status, the INVITE's final codes, the end
+    of its output): a 24-call run lost one call the service never saw, with nothing to say why."""
+    return [{"sip_call_id": r.call_id, "returncode": r.returncode, "invite_responses": r.invite_responses,
+             "elapsed_s": round(r.elapsed_s, 1), "output_tail": r.output[-800:]}
+            for r in results if not r.answered]
 
 
 def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray], stagger_s: float,
@@ -233,7 +243,8 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     emotion = [x["emotion_s"] for x in lat]
     transcript = [x["transcript_s"] for x in lat if x["transcript_s"] is not None]
     return {
-        "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results), "utterances": len(lat),
+        "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results), "unanswered": unanswered(results),
+        "utterances": len(lat),
         "utterances_stored": stored_utterances(engine.store) - stored_before,
         "emotion_p50_s": pct(emotion, 50), "emotion_p95_s": pct(emotion, 95), "emotion_max_s": pct(emotion, 100),
         "transcript_p50_s": pct(transcript, 50), "transcript_p95_s": pct(transcript, 95),
@@ -337,6 +348,7 @@ def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) 
     front.close()
     checks = [leg for r in recordings for leg in r.get("legs", [])]
     return {"record_only": True, "calls": n, "legs": 2 * n, "answered": sum(r.answered for r in results),
+            "unanswered": unanswered(results),
             "recorded_legs_matching": f"{sum(leg['match'] for leg in checks)}/{2 * len(recordings)}",
             "recorded_max_drift_s": max((abs(leg["drift_s"]) for leg in checks), default=None),
             "clock_skipped_frames": stats.get("clock_skipped_frames"),
