@@ -47,6 +47,7 @@ def test_sampled_histories_are_the_speakers_own_other_clips_of_the_kind_asked():
                 assert set(emo[h]) <= {"neutral"}
             if kind == "one_emotion":
                 assert len(set(emo[h])) <= 1
+    assert all(len(h) == 0 for h in sample_histories(spk, emo, idx, ("none",), 5, rng))  # a first utterance
 
 
 def test_serving_history_keeps_finished_utterances_only_within_its_window_and_forgets_the_call():

@@ -64,15 +64,18 @@ class NormStats:
 def sample_histories(speakers: np.ndarray, labels: np.ndarray, idx: np.ndarray, kinds: tuple[str, ...], k: int,
                      rng: np.random.Generator) -> list[np.ndarray]:
     """Per clip in idx, up to k other clips of its speaker as its earlier speech in a call, of a
-    kind drawn per clip: random clips, neutral ones only, or clips of one randomly drawn emotion
-    (maybe the clip's own). Fewer than k where the speaker has fewer; never the clip itself."""
+    kind drawn per clip: random clips, neutral ones only, clips of one randomly drawn emotion
+    (maybe the clip's own), or none (the first utterance). Fewer than k where the speaker has
+    fewer; never the clip itself."""
     by_speaker = {s: np.flatnonzero(speakers == s) for s in np.unique(speakers[idx])}
     out = []
     for i in idx:
         pool = by_speaker[speakers[i]]
         pool = pool[pool != i]
         kind = kinds[rng.integers(len(kinds))]
-        if kind == "neutral":
+        if kind == "none":  # a speaker's first utterance
+            pool = pool[:0]
+        elif kind == "neutral":
             pool = pool[labels[pool] == "neutral"]
         elif kind == "one_emotion" and len(pool):
             emotions = np.unique(labels[pool])

@@ -225,7 +225,7 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         "ci_subset": ci_subset,
         "intensity": intensity,
         "speaker_norm": None if norm is None else {
-            "k": speaker_norm_k, "stats": "mean+std", "histories": "kind per clip: " + ", ".join(HISTORY_KINDS),
+            "k": speaker_norm_k, "stats": "mean+std", "histories": "kind per clip: " + ", ".join(TRAIN_HISTORIES),
             "note": "every clip normalised by up to k other clips of its speaker (train, validation and test "
                     "alike); serving: emotion.speaker_norm_window, the first utterance on the global statistics",
             "test_ua_by_history": _history_report(head, raw, y, np.array([c.speaker for c in clips]), part,
@@ -234,6 +234,11 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     head.save(out)
     out.with_suffix(".md").write_text(render_card(head.card))
     return head.card
+
+
+# a speaker's first utterance has no history: without that kind in training the head scored the
+# first utterances of held-out CREMA-D actors at UA 0.648 clean (the default head: 0.678)
+TRAIN_HISTORIES = ("none", *HISTORY_KINDS)
 
 
 def _speaker_normalised(feats: dict, y: np.ndarray, speakers: np.ndarray, part: np.ndarray,
@@ -246,7 +251,7 @@ def _speaker_normalised(feats: dict, y: np.ndarray, speakers: np.ndarray, part: 
     idx = np.arange(len(y))
     out = {}
     for n, variant in enumerate(VARIANTS):
-        hist = sample_histories(speakers, y, idx, HISTORY_KINDS, k, np.random.default_rng(n))
+        hist = sample_histories(speakers, y, idx, TRAIN_HISTORIES, k, np.random.default_rng(n))
         out[variant] = norm.normalise_rows(feats[variant].astype(np.float64), hist, feats[variant]).astype(np.float32)
     return out, norm
 
