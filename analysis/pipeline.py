@@ -135,8 +135,11 @@ class CallAnalyzer:
             count = self.settings.diarization.num_speakers if num_speakers is None else num_speakers
             stream = self._diarized_stream(path, result, on_progress, count or None)  # 0: estimate
         asr: Counter = Counter()
-        for speaker, regions, clips in stream:
-            result.utterances += self._analyze_leg(result, speaker, regions, clips, asr, team)
+        try:
+            for speaker, regions, clips in stream:
+                result.utterances += self._analyze_leg(result, speaker, regions, clips, asr, team)
+        finally:  # per-speaker feature histories span a leg's blocks, not the call
+            self.emotions.forget(result.call_id)
         result.vad = "+".join(sorted(vad_used))
         result.utterances.sort(key=lambda u: (u.start, u.leg))
         per_speaker, result.metrics = conversation_metrics(
@@ -231,7 +234,8 @@ class CallAnalyzer:
     def _analyze_leg(self, result: CallResult, speaker: Speaker, regions: list[Region],
                      clips: list[np.ndarray], asr: Counter, team: str | None = None) -> list[Utterance]:
         leg = speaker.leg
-        emotions = self._emotion_worker.submit(self._timed_predict, clips)
+        # each clip against its speaker's earlier ones (in time order; kept across the leg's blocks)
+        emotions = self._emotion_worker.submit(self._timed_predict, clips, (result.call_id, "batch", speaker.label))
         t0 = time.perf_counter()
         transcript = self.transcripts.transcribe(clips, [r.start for r in regions], [r.speech for r in regions],
                                                  [leg] * len(clips))
@@ -255,10 +259,10 @@ class CallAnalyzer:
         self.timings.add("prosody", t0)
         return out
 
-    def _timed_predict(self, clips: list[np.ndarray]) -> tuple[list[dict[str, float]], float]:
+    def _timed_predict(self, clips: list[np.ndarray], speaker: tuple) -> tuple[list[dict[str, float]], float]:
         """The emotion model's probabilities for a leg's clips and the seconds they took (on the worker)."""
         t0 = time.perf_counter()
-        return self.emotions.predict(clips), time.perf_counter() - t0
+        return self.emotions.predict(clips, [speaker] * len(clips)), time.perf_counter() - t0
 
 
 def _load_vad() -> None:

@@ -21,6 +21,7 @@ from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.analysis.audio import normalize
 from emotivoice.analysis.emotion.features import pool
 from emotivoice.analysis.emotion.prosody import egemaps
+from emotivoice.analysis.emotion.speaker_norm import NormStats, SpeakerHistory
 
 
 @dataclass
@@ -38,6 +39,9 @@ class EmotionHead:
     # the same standardised features, present when the head was trained with intensity labels
     intensity_weight: np.ndarray | None = None  # (dim,)
     intensity_bias: float = 0.0
+    # present for a head trained on features normalised per speaker (speaker_norm.py): the global
+    # statistics and shrinkage its training used, which serving must apply the same way
+    norm: NormStats | None = None
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         x = (features - self.mean) / self.scale
@@ -65,6 +69,9 @@ class EmotionHead:
         if self.intensity_weight is not None:
             hidden["intensity_weight"] = self.intensity_weight.astype(np.float32)
             hidden["intensity_bias"] = np.float32(self.intensity_bias)
+        if self.norm is not None:
+            hidden.update(norm_mean=self.norm.mean, norm_var=self.norm.var, norm_k0=self.norm.k0,
+                          norm_with_std=np.bool_(self.norm.with_std))
         np.savez(path, labels=np.array(self.labels), mean=self.mean.astype(np.float32),
                  scale=self.scale.astype(np.float32), weight=self.weight.astype(np.float32),
                  bias=self.bias.astype(np.float32), temperature=np.float32(self.temperature),
@@ -81,7 +88,9 @@ class EmotionHead:
                            d["hidden_weight"] if "hidden_weight" in d else None,
                            d["hidden_bias"] if "hidden_bias" in d else None,
                            d["intensity_weight"] if "intensity_weight" in d else None,
-                           float(d["intensity_bias"]) if "intensity_bias" in d else 0.0)
+                           float(d["intensity_bias"]) if "intensity_bias" in d else 0.0,
+                           NormStats(d["norm_mean"], d["norm_var"], d["norm_k0"], bool(d["norm_with_std"]))
+                           if "norm_mean" in d else None)
         except (KeyError, ValueError, OSError) as exc:
             raise ModelUnavailable(f"emotion head {path} is unreadable: {exc}") from exc
 
@@ -92,10 +101,12 @@ class HeadModel:
 
     With CTranslate2's last layer the weights are the ones transcription already loaded; the
     middle-layer encoder (midlayers.py) is a PyTorch copy of the first blocks of the same model.bin.
-    A head with an intensity output leaves each clip's intensity for `intensity_of`.
+    A head with an intensity output leaves each clip's intensity for `intensity_of`. A head trained
+    with per-speaker normalisation scores each clip against its speaker's last `norm_window`
+    finished utterances (predict's `speakers`); 0, or no speaker given, scores on the global statistics.
     """
 
-    def __init__(self, head: EmotionHead, encoder):
+    def __init__(self, head: EmotionHead, encoder, norm_window: int = 0):
         self.head = head
         self._intensity: OrderedDict[bytes, float] = OrderedDict()  # recent clips' intensity, by content
         self._lock = threading.Lock()
@@ -103,6 +114,7 @@ class HeadModel:
         self.labels = head.labels
         self.name = f"{encoder.name}+{head.card.get('name', 'head')}"
         self.provisional = bool(head.card.get("provisional", True))
+        self.history = SpeakerHistory(head.norm, norm_window) if head.norm is not None and norm_window > 0 else None
         got = self.embed(np.zeros(16_000, np.float32)).shape[0]
         if got != head.mean.shape[0]:
             raise ModelUnavailable(f"emotion head expects {head.mean.shape[0]}-d features but "
@@ -115,7 +127,11 @@ class HeadModel:
             pooled = np.concatenate([pooled, egemaps(clip)])
         return pooled
 
-    def predict(self, clips: Sequence[np.ndarray]) -> list[dict[str, float]]:
+    def predict(self, clips: Sequence[np.ndarray], speakers: Sequence | None = None,
+                remember: Sequence[bool] | None = None) -> list[dict[str, float]]:
+        """Probabilities per clip. speakers: per clip a key of its speaker ((call id, leg)), in
+        time order, for a per-speaker head; remember: per clip whether it joins that speaker's
+        history (a finished utterance; not a rolling update). Default: all of them."""
         if not clips:
             return []
         from emotivoice.analysis.emotion.midlayers import blas_threads
@@ -124,6 +140,11 @@ class HeadModel:
         # left spinning beside a one-thread encoder doubled the step's CPU time (emotion_model.json)
         with blas_threads(getattr(self.encoder, "threads", 0)):
             features = np.stack([self.embed(c) for c in clips])
+        if self.head.norm is not None:  # no history (window 0, unknown speaker): the global statistics
+            keys = speakers if speakers is not None and self.history is not None else [None] * len(clips)
+            keep = remember if remember is not None else [True] * len(clips)
+            features = np.stack([self.history.apply(k, f, r) if k is not None else f
+                                 for k, f, r in zip(keys, features, keep, strict=True)])
         levels = self.head.intensity(features)
         if levels is not None:  # kept for intensity_of: the stage asks after predict, with the same clip
             with self._lock:
@@ -133,6 +154,11 @@ class HeadModel:
                     self._intensity.popitem(last=False)
         probs = self.head.probabilities(features)
         return [dict(zip(self.labels, map(float, row))) for row in probs]
+
+    def forget(self, call_id: str) -> None:
+        """The call ended: its speakers' histories go."""
+        if self.history is not None:
+            self.history.forget(call_id)
 
     def intensity_of(self, clip: np.ndarray) -> float | None:
         """The intensity (0..1) predict found for this clip, or None: the head has none, or this

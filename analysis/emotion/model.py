@@ -51,13 +51,15 @@ def load_emotion_model(config: EmotionConfig, model_cache_dir: Path, compute_typ
         if config.head_path:  # our head, trained with `train emotion --backbone hubert`
             from emotivoice.analysis.emotion.head import HeadModel, EmotionHead
 
-            return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model))
+            return HeadModel(EmotionHead.load(head_path), HubertEncoder(config.hubert_model),
+                             config.speaker_norm_window)
         return HubertEmotionModel(config.hubert_model)  # a fine-tuned classifier checkpoint
     if config.backend == "whisper-head":
         from emotivoice.analysis.emotion.head import EmotionHead, HeadModel
 
         head = EmotionHead.load(head_path)
-        return HeadModel(head, head_encoder(head.card, model_cache_dir, compute_type, cpu_threads))
+        return HeadModel(head, head_encoder(head.card, model_cache_dir, compute_type, cpu_threads),
+                         config.speaker_norm_window)
     raise ModelUnavailable(f"unknown emotion backend {config.backend!r}: use 'whisper-head' or 'hubert'")
 
 

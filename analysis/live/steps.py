@@ -77,7 +77,10 @@ class EmotionStep(Stage):
     def process(self, batch: list[LiveUtterance]) -> None:
         engine = self.engine
         try:
-            raw = self.stage.predict([item.clip for item in batch])
+            # a finished utterance joins its leg's history; a rolling update is scored against it only
+            raw = self.stage.predict([item.clip for item in batch],
+                                     [(item.call_id, item.leg.info.leg) for item in batch],
+                                     [item.final for item in batch])
             probabilities = [self._recalibrated(item, probs) for item, probs in zip(batch, raw, strict=True)]
         except Exception as exc:  # a dead model: report it, keep the calls (the final pass retries)
             self.failure = f"{type(exc).__name__}: {exc}"

@@ -327,4 +327,5 @@ class FinalizerStep(Stage):
             engine.writer.discard(call.call_id)
             engine.settled.notify_all()
         engine.emotion_step.drop_interims(call.call_id)
+        engine.emotion_step.stage.forget(call.call_id)  # its speakers' feature histories
         engine.inbox.forget(call.call_id)

@@ -43,10 +43,22 @@ class EmotionStage:
     def provisional(self) -> bool:
         return self.model.provisional
 
-    def predict(self, clips: list[np.ndarray]) -> list[dict[str, float]]:
+    def predict(self, clips: list[np.ndarray], speakers: list | None = None,
+                remember: list[bool] | None = None) -> list[dict[str, float]]:
         """The model's raw probabilities per 16 kHz clip; raises what the model raises (the caller
-        decides what a dead model means for its calls)."""
+        decides what a dead model means for its calls). speakers: per clip its speaker's key
+        (call id first), in time order, for a head that normalises against the speaker's earlier
+        speech (emotion.speaker_norm_window); remember: per clip whether it is a finished utterance
+        (it joins the history) rather than a rolling update. A model without histories ignores both."""
+        if speakers is not None and hasattr(self.model, "forget"):
+            return self.model.predict(clips, speakers, remember)
         return self.model.predict(clips)
+
+    def forget(self, call_id: str) -> None:
+        """The call is done: its speakers' feature histories go."""
+        forget = getattr(self.model, "forget", None)
+        if forget is not None:
+            forget(call_id)
 
     def profile(self, result: CallResult, team: str | None = None, language: str | None = None) -> str:
         """The call's calibration profile, picked once per call (from its team, else the language

@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="head family the validation speakers choose among (default linear)")
     p.add_argument("--fraction", type=float, default=1.0,
                    help="train and test on this fixed share of the clips (picked by file-name hash), e.g. 0.4")
+    p.add_argument("--speaker-norm", type=int, default=0, metavar="K",
+                   help="normalise each clip by up to K other clips of its speaker (earlier speech in a call), "
+                        "for emotion.speaker_norm_window (benchmarks/speaker_norm.py); 0: off")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")

@@ -72,6 +72,13 @@ class EmotionConfig:
     low_intensity: float = 0.3  # below: the mild granular label (anger -> resentment)
     granular_floor: float = 0.1  # emotions below this probability get no granular label
     complex_min_second: float = 0.2  # the runner-up must reach this to fuse a complex emotion
+    # a head trained with per-speaker normalisation (train emotion --speaker-norm, e.g. head_path =
+    # the committed whisper-base-l234-spknorm-emotion7.npz) scores each utterance against its speaker's
+    # last this-many finished ones in the call (its first one on the global statistics); 0: never.
+    # Heads without it ignore this. benchmarks/speaker_norm.py (5 earlier utterances, random / all neutral /
+    # all one emotion): trained on RAVDESS + TESS, CREMA-D UA 0.334 -> 0.419 / 0.393 / 0.405 clean; on
+    # CREMA-D + TESS, RAVDESS 0.337 -> 0.508 / 0.389 / 0.440; held-out CREMA-D 0.678 -> 0.719 / 0.708 / 0.663
+    speaker_norm_window: int = 5
     # the deployment's corrections fitted by `emotivoice recalibrate` (analysis/emotion/recalibration.py):
     # named profiles in one owner-only JSON file (empty: DATA_DIR/calibration.json), chosen per call by
     # team, then language, as "team=profile, team2=profile2"; a call matching neither uses "default"
