@@ -78,6 +78,8 @@ class EmotionConfig:
     # Heads without it ignore this. benchmarks/speaker_norm.py (5 earlier utterances, random / all neutral /
     # all one emotion): trained on RAVDESS + TESS, CREMA-D UA 0.334 -> 0.419 / 0.393 / 0.405 clean; on
     # CREMA-D + TESS, RAVDESS 0.337 -> 0.508 / 0.389 / 0.440; held-out CREMA-D 0.678 -> 0.719 / 0.708 / 0.663
+    # but a speaker angry all call (history of the same emotion) falls to UA 0.444 clean, anger recall
+    # 0.84 -> 0.56 (benchmarks/speaker_norm_same_emotion.py): hence opt-in, not the default head
     speaker_norm_window: int = 5
     # the deployment's corrections fitted by `emotivoice recalibrate` (analysis/emotion/recalibration.py):
     # named profiles in one owner-only JSON file (empty: DATA_DIR/calibration.json), chosen per call by
