@@ -115,11 +115,22 @@ def migrate(con: duckdb.DuckDBPyConnection) -> int:
     return current
 
 
+def _held_elsewhere(exc: duckdb.Error) -> bool:
+    """True when the file is only busy: held by another process (a lock) or by a connection of
+    this process opened the other way (read-only against read-write)."""
+    text = str(exc).lower()
+    return "lock" in text or "different configuration" in text
+
+
 def connect(path: Path | str, read_only: bool = False, wait_s: float = 0.0) -> duckdb.DuckDBPyConnection:
     """Open the store (creating and migrating it when writable).
 
     DuckDB lets one process hold a file for writing; `wait_s` retries while another holds it,
-    which is how short-lived readers and writers take turns.
+    which is how short-lived readers and writers take turns. Threads of one process take turns the
+    same way: while one holds the file read-write, another cannot open it read-only (nor the other
+    way round), which DuckDB reports as a ConnectionException rather than a lock. The dashboard met
+    it: a call's view being audited read-write while the browser fetched its recording (a read)
+    answered that request with a 500.
     """
     path = Path(path)
     if read_only and not path.is_file():
@@ -131,8 +142,8 @@ def connect(path: Path | str, read_only: bool = False, wait_s: float = 0.0) -> d
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not _held_elsewhere(exc) or time.monotonic() >= deadline:
                 raise StorageError(f"{path}: {str(exc).splitlines()[0]}") from exc
             time.sleep(0.05)
     if not read_only:

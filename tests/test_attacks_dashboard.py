@@ -190,7 +190,9 @@ def test_planted_sources_are_never_served_and_a_kept_recording_plays_only_for_it
     try:
         duration = wait_until(loaded, 60, "the recording to load")
     except TimeoutError as exc:
-        raise AssertionError(f"{exc}: readyState, networkState, error, duration = {seen}") from exc
+        said = [line for line in dashboard.proc.output_lines[-40:] if "audio" in line or "Error" in line]
+        raise AssertionError(f"{exc}: readyState, networkState, error, duration = {seen}; a fetch of it now: "
+                             f"{fetch(src, token)[0]}; the dashboard said: {said}") from exc
     assert duration == pytest.approx(2.0, abs=0.05)  # the browser fetched it with its own cookie
     assert fetch(src, token) == (200, planted.wav)
     status, part = fetch(src, token, Range="bytes=0-99")

@@ -89,6 +89,26 @@ def test_locked_file_is_a_clear_error_after_waiting(tmp_path):
         holder.kill()
 
 
+def test_threads_of_one_process_take_turns_reading_and_writing(tmp_path):
+    """A read while another thread of the process holds the file read-write (the dashboard auditing
+    a view while the browser fetches the call's recording) waits for it instead of failing with
+    DuckDB's ConnectionException; without waiting it is a StorageError, and the reverse holds too."""
+    import threading
+
+    db = tmp_path / "a.duckdb"
+    con = connect(db)
+    save_call(con, record())
+    with pytest.raises(StorageError, match="different configuration"):
+        connect(db, read_only=True)
+    threading.Timer(0.3, con.close).start()
+    reader = connect(db, read_only=True, wait_s=5.0)
+    assert reader.execute("SELECT count(*) FROM calls").fetchone()[0] == 1
+    with pytest.raises(StorageError, match="different configuration"):
+        connect(db)
+    threading.Timer(0.3, reader.close).start()
+    connect(db, wait_s=5.0).close()
+
+
 def test_store_service_refuses_bad_requests_and_keeps_serving(tmp_path):
     import json
     import urllib.error
