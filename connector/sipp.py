@@ -11,12 +11,14 @@ the N-simultaneous-calls benchmark (calls=N starts them all at once).
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,36 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# sipp binds four media ports from -mp (audio RTP and RTCP, video RTP and RTCP; a SIPREC call's
+# second leg is offered on the third). A free ephemeral port said nothing of the three above it,
+# which the RTP senders' sockets, other sipp processes and the service's RTP ports (from 40000)
+# also take: at 40 calls one sipp died with "Unable to bind video RTP socket". Blocks of four are
+# handed out in turn from below the ephemeral range, each checked whole.
+MEDIA_PORTS = range(20000, 32000, 4)
+_media_lock = threading.Lock()
+_media_next = [random.randrange(len(MEDIA_PORTS))]
+
+
+def _free_media_ports() -> int:
+    """The first of four consecutive UDP ports free now, not handed to another sipp of this process lately."""
+    with _media_lock:
+        for _ in range(len(MEDIA_PORTS)):
+            base = MEDIA_PORTS[_media_next[0] % len(MEDIA_PORTS)]
+            _media_next[0] += 1
+            if all(_udp_free(base + k) for k in range(4)):
+                return base
+    return _free_udp_port()
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _sdp(n_legs: int, siprec: bool) -> str:
@@ -247,7 +279,7 @@ def place_calls(host: str, port: int, legs: list, siprec: bool = True, calls: in
         message_log = work / "messages.log"
         cmd = ["sipp", f"{host}:{port}", "-sf", str(scenario), "-m", str(calls), "-l", str(calls),
                "-r", str(calls), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()),
-               "-mp", str(_free_udp_port()), "-t", transport, "-nostdin",
+               "-mp", str(_free_media_ports()), "-t", transport, "-nostdin",
                "-trace_msg", "-message_file", str(message_log), "-recv_timeout", "15000",
                "-timeout", f"{int(duration_s + 30)}s", "-timeout_error"]
         if auth_user:
@@ -337,7 +369,7 @@ def flood_invites(host: str, port: int, invites: int, rate_per_s: float, local_i
         budget_s = invites / rate_per_s + hold_s + 20
         cmd = ["sipp", f"{host}:{port}", "-sf", str(scenario), "-m", str(invites), "-l", str(invites),
                "-r", str(rate_per_s), "-rp", "1000", *_local_args(host, local_ip), "-p", str(_free_udp_port()),
-               "-mp", str(_free_udp_port()), "-t", transport, "-nostdin", "-trace_msg", "-message_file",
+               "-mp", str(_free_media_ports()), "-t", transport, "-nostdin", "-trace_msg", "-message_file",
                str(message_log), "-recv_timeout", str(int((hold_s + 10) * 1000)), "-timeout", f"{int(budget_s)}s"]
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=budget_s + 30)

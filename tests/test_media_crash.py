@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from emotivoice.connector.mulaw import pcm16_to_mulaw
-from emotivoice.connector.sipp import CallPlan, _free_udp_port, _invite, flood_invites, place_calls, scenario_xml
+from emotivoice.connector.sipp import (CallPlan, _free_media_ports, _free_udp_port, _invite, flood_invites, place_calls,
+                                       scenario_xml)
 from tests.test_sip import needs_stack, tone
 
 pytestmark = [pytest.mark.slow, needs_stack]
@@ -188,7 +189,7 @@ def run_sipp(port: int, scenario: str, calls: int, rate: float, work: Path, name
     path.write_text(scenario)
     budget_s = int(calls / rate + 40)
     cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(path), "-m", str(calls), "-l", "40", "-r", str(rate),
-           "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_udp_port()), "-t", "u1", "-nostdin",
+           "-i", "127.0.0.1", "-p", str(_free_udp_port()), "-mp", str(_free_media_ports()), "-t", "u1", "-nostdin",
            "-recv_timeout", "10000", "-timeout", f"{budget_s}s", "-trace_stat", "-stf", f"{name}.csv", "-fd", "1"]
     if auth:
         cmd += ["-au", USER, "-ap", PASSWORD]
