@@ -240,10 +240,19 @@ def scenario_xml(plan: CallPlan, ulaw: list[Path], duration_s: float) -> str:
 
 
 def _invite_finals(messages: str) -> list[int]:
-    codes = []
+    """One final status per INVITE transaction (Call-ID and CSeq), in order. The UAS retransmits
+    its 200 until our ACK arrives (RFC 3261 13.3.1.4), which a loaded service may take more than
+    T1 (500 ms) to see: CI counted a call answered twice."""
+    codes, seen = [], set()
     for block in re.split(r"\n-{20,}.*\n", messages):
         match = re.search(r"^SIP/2\.0 (\d{3})", block.lstrip(), re.MULTILINE)
-        if match and int(match.group(1)) >= 200 and re.search(r"^CSeq:\s*\d+\s+INVITE", block, re.MULTILINE | re.I):
+        cseq = re.search(r"^CSeq:\s*(\d+)\s+INVITE", block, re.MULTILINE | re.I)
+        if not (match and cseq and int(match.group(1)) >= 200):
+            continue
+        call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", block, re.MULTILINE | re.I)
+        transaction = (call_id.group(1) if call_id else "", cseq.group(1))
+        if transaction not in seen:
+            seen.add(transaction)
             codes.append(int(match.group(1)))
     return codes
 
