@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from emotivoice.connector.mulaw import pcm16_to_mulaw
+from emotivoice.connector.siprec import parse_sip
 
 RTPSEND = Path(__file__).resolve().parent / "rtpsend.py"
 DEFAULT_PARTICIPANTS = (("Agent Alice", "sip:agent-1001@contact.example"),
@@ -245,15 +246,17 @@ def _invite_finals(messages: str) -> list[int]:
     T1 (500 ms) to see: CI counted a call answered twice."""
     codes, seen = [], set()
     for block in re.split(r"\n-{20,}.*\n", messages):
-        match = re.search(r"^SIP/2\.0 (\d{3})", block.lstrip(), re.MULTILINE)
-        cseq = re.search(r"^CSeq:\s*(\d+)\s+INVITE", block, re.MULTILINE | re.I)
-        if not (match and cseq and int(match.group(1)) >= 200):
+        status = re.search(r"^SIP/2\.0 (\d{3})", block, re.MULTILINE)
+        if not status or int(status.group(1)) < 200:
             continue
-        call_id = re.search(r"^(?:Call-ID|i):\s*(\S+)", block, re.MULTILINE | re.I)
-        transaction = (call_id.group(1) if call_id else "", cseq.group(1))
+        message = parse_sip(block[status.start():])
+        cseq = message.header("cseq").split()
+        if len(cseq) != 2 or cseq[1].upper() != "INVITE":
+            continue
+        transaction = (message.header("call-id"), cseq[0])
         if transaction not in seen:
             seen.add(transaction)
-            codes.append(int(match.group(1)))
+            codes.append(int(status.group(1)))
     return codes
 
 
