@@ -55,6 +55,7 @@ class PortYard:
     library_path: str
     retired: int = 0
     released: int = 0
+    kept: int = 0  # never freed: no removal function, or still in the bridge at shutdown
     _waiting: dict[int, deque] = field(default_factory=dict)  # slot -> retired ports, oldest first
     _settling: list[_Retired] = field(default_factory=list)
     _removed: deque = field(default_factory=deque)  # (slot, seq) from the clock thread
@@ -81,16 +82,27 @@ class PortYard:
         if self._unregister is None:
             port.__disown__()
             _NEVER_FREED.append((port, keep))
+            self.kept += 1
             return
         entry = _Retired(port, keep, next(self._seq))
         self._waiting.setdefault(slot, deque()).append(entry)
         self._unregister(int(port.this))  # may report the removal at once, for a port still being added
 
-    def retire_slot(self, slot: int, release: Callable[[], None]) -> None:
-        """A port the caller has already asked the bridge to remove (connector/nativeleg.py):
-        `release` runs on the event thread once the bridge has let go of it and SETTLE_S passed."""
+    def retire_slot(self, slot: int, remove: Callable[[int], int], release: Callable[[], None]) -> None:
+        """A port the caller made itself (connector/nativeleg.py): `remove(slot)` asks the bridge to
+        take it out, and `release` runs on the event thread once the bridge has let go of it and
+        SETTLE_S passed.
+
+        The port is queued before `remove` runs, as retire() does: pjmedia removes a port that is
+        still being added at once, inside the call, and reports it there (and the clock may carry
+        out a queued removal before the call returns). A report noted before the port was queued is
+        taken for another port's, so the port waited until shutdown and was never released (CI:
+        retired 102, released 101, after calls hung up right after their answer)."""
         self.retired += 1
         self._waiting.setdefault(slot, deque()).append(_Retired(None, (), next(self._seq), release=release))
+        status = remove(slot)
+        if status:  # not in the bridge (pjsua refused): it stays queued, and at shutdown is kept
+            log.warning("bridge refused to remove a leg port", extra={"slot": slot, "status": status})
 
     def _release(self, entries: list[_Retired]) -> None:
         for entry in entries:
@@ -140,9 +152,10 @@ class PortYard:
                 if entry.port is not None:  # a native leg's port is simply never destroyed
                     entry.port.__disown__()
                     _NEVER_FREED.append((entry.port, entry.keep))
-        if self._waiting:
-            log.warning("leg ports still in the bridge at shutdown: kept, not freed",
-                        extra={"ports": sum(len(q) for q in self._waiting.values())})
+        still = sum(len(q) for q in self._waiting.values())
+        if still:
+            self.kept += still
+            log.warning("leg ports still in the bridge at shutdown: kept, not freed", extra={"ports": still})
         self._waiting.clear()
         time.sleep(SETTLE_S)
         self.released += len(self._settling)
@@ -150,7 +163,7 @@ class PortYard:
         self._settling.clear()
 
     def stats(self) -> dict:
-        return {"retired": self.retired, "released": self.released, "waiting": self.waiting}
+        return {"retired": self.retired, "released": self.released, "kept": self.kept, "waiting": self.waiting}
 
 
 class BridgeEndpoint(pj.Endpoint):

@@ -91,8 +91,7 @@ class CallMedia:
 
     def _retire_native(self, native: NativeLeg) -> None:
         """Out of the bridge now; destroyed (its file completed) once the bridge has let go of it."""
-        self._ports.remove(native.slot)
-        self._yard.retire_slot(native.slot, lambda: release_leg(self._ports, native))
+        self._yard.retire_slot(native.slot, self._ports.remove, lambda: release_leg(self._ports, native))
 
     def announce(self, state: CallState) -> None:
         """CallStarted, on the media thread under the call's lock, at the first audio of any leg."""
