@@ -189,7 +189,7 @@ def test_a_call_actor_serves_the_next_call_after_its_call_is_stored(tmp_path, de
     actors = []
     try:
         for n in (1, 2):
-            actors.append(engine._standby[0]._actor_id.hex())
+            actors.append(engine._standby.peek()._actor_id.hex())
             assert place_calls("127.0.0.1", conn.port, short, siprec=True).invite_responses == [200]
             assert wait_for(lambda: len(tee.record.ended) == n)
             assert wait_for(lambda: not engine.calls, 120), "the call was not finished"

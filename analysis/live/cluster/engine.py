@@ -37,6 +37,7 @@ from emotivoice.analysis.live.cluster.collector import DeltaCollector
 from emotivoice.analysis.live.cluster.config import RayConfig
 from emotivoice.analysis.live.cluster.models import EmotionWorker, Pool, TranscriptWorker
 from emotivoice.analysis.live.cluster.sink import RaySink
+from emotivoice.analysis.live.cluster.standby import StandbyPool
 from emotivoice.analysis.live.finalize import Finalizer, begin_final, store_final
 from emotivoice.analysis.live.messages import CallEnded, CallStarted
 from emotivoice.analysis.live.recorder import apply_retention
@@ -147,12 +148,15 @@ class RayEngine(DeltaCollector):
         # no Ray restarts: a dead call actor's call goes to a warm standby (replace_actor)
         self._remote_call = ray.remote(CallActor).options(
             num_cpus=0, max_restarts=0, max_task_retries=0, max_concurrency=1000)
-        self._standby = collections.deque(self._new_actor() for _ in range(self.config.standby_calls))
-        ray.get([a.ping.remote() for a in self._standby], timeout=120)  # warm before the first call
+        self._pings: dict = {}  # actor id -> its first ping, while the keeper waits for it to start
+        self._standby = StandbyPool(self._new_actor, self.config.standby_calls, self.config.standby_floor,
+                                    self.config.standby_quiet_s, self._started)
+        ray.get([a.ping.remote() for a in self._standby.fill()], timeout=120)  # warm before the first call
         self._running = True
         self.inbox.begin()
         self.sink.start_thread()
-        for name, target in (("ray-collector", self._collect), ("ray-finalize", self._finalize)):
+        for name, target in (("ray-collector", self._collect), ("ray-finalize", self._finalize),
+                             ("ray-standby", self._keep_standby)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -179,8 +183,8 @@ class RayEngine(DeltaCollector):
             thread.join(max(0.1, deadline - time.monotonic()))
         for cc in list(self.calls.values()):
             _kill(cc.actor)
-        while self._standby:
-            _kill(self._standby.popleft())
+        for actor in self._standby.drain():
+            _kill(actor)
         for actor in self.emotion_actors + self.transcript_actors:
             _kill(actor)
         self.publisher.close()
@@ -222,18 +226,34 @@ class RayEngine(DeltaCollector):
         cc.actor = self._take_standby()
         cc.actor.begin.remote(cc.shadow.started, cc.recording)
         self._poll(cc)
-        self._refill()
 
     def _take_standby(self):
-        try:
-            return self._standby.popleft()
-        except IndexError:
+        actor = self._standby.take()
+        if actor is None:
             self.counters["cold_call_actors"] += 1
-            return self._new_actor()
+            actor = self._new_actor()
+        return actor
 
-    def _refill(self) -> None:
-        if self._running and len(self._standby) < self.config.standby_calls:
-            self._standby.append(self._new_actor())
+    def _started(self, actor) -> bool:
+        """Whether an actor the keeper made has its process up (its first ping answered)."""
+        import ray
+
+        key = actor._actor_id.hex()
+        ref = self._pings.setdefault(key, actor.ping.remote())
+        done, _ = ray.wait([ref], timeout=0)
+        if done:
+            self._pings.pop(key, None)
+        return bool(done)
+
+    def _keep_standby(self) -> None:
+        """Top the standby pool up, one actor at a time, when no call has started for a while
+        (standby.py: a new process beside live calls slowed their emotions down)."""
+        while self._running:
+            try:
+                self._standby.tick()
+            except Exception:  # a Ray hiccup must not end the keeper; the next turn tries again
+                log.exception("standby call actor not started")
+            time.sleep(0.25)
 
     def replace_actor(self, cc: ClusterCall, error: str) -> bool:
         """The call's actor died: a standby takes the call and rebuilds it from the recording
@@ -255,7 +275,6 @@ class RayEngine(DeltaCollector):
         log.warning("call actor died; a standby resumes its call from the recording", extra={
             "call_id": cc.call_id, "standby": warm, "replacement": cc.replacements,
             "ended": totals is not None, "error": error})
-        self._refill()
         return True
 
     def ended(self, cc: ClusterCall) -> None:
@@ -297,15 +316,14 @@ class RayEngine(DeltaCollector):
         process start and imports, which on 2 cores the live calls' models feel)."""
         import ray
 
-        keep = False
-        if self._running and cc.final is not None and not cc.lost_actor \
-                and len(self._standby) < 2 * self.config.standby_calls:
+        keep, limit = False, 2 * self.config.standby_calls
+        if self._running and cc.final is not None and not cc.lost_actor and len(self._standby) < limit:
             try:
                 keep = ray.get(cc.actor.release.remote(), timeout=5)
             except Exception:  # dead or stuck: a fresh one replaces it
                 keep = False
-        if keep:  # first in line: the next call takes it before a newer standby
-            self._standby.appendleft(cc.actor)
+        keep = keep and self._standby.give_back(cc.actor, limit)  # first in line, before a newer standby
+        if keep:
             self.counters["call_actors_reused"] += 1
         else:
             _kill(cc.actor)
