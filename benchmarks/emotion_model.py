@@ -65,6 +65,7 @@ def _digest(samples: np.ndarray) -> bytes:
 def _passes(model, whole_clips, split_clips) -> dict:
     """The whole step timed on one set of clips, its parts on another: wall and process CPU time."""
     from emotivoice.analysis.audio import normalize
+    from emotivoice.analysis.emotion.attentive import downsample
     from emotivoice.analysis.emotion.features import pool
     from emotivoice.analysis.emotion.prosody import egemaps
 
@@ -85,7 +86,8 @@ def _passes(model, whole_clips, split_clips) -> dict:
         prosodic = egemaps(clip) if prosody else np.zeros(0, np.float32)
         t2, c2 = time.perf_counter(), time.process_time()
         vector = np.concatenate([pool(frames), prosodic])
-        head.probabilities(vector)
+        branch = None if head.attentive is None else head.attentive.logits(downsample(frames), prosodic)[None]
+        head.probabilities(vector, attentive_logits=branch)  # a fused head's attentive branch counts as head
         head.intensity(vector)
         t3, c3 = time.perf_counter(), time.process_time()
         for name, wall, used in (("encoder", t1 - t0, c1 - c0), ("egemaps", t2 - t1, c2 - c1),

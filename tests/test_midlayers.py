@@ -107,5 +107,11 @@ def test_train_emotion_on_middle_layers_records_them_and_serves_the_same_feature
     key = str(cached["keys"][0])
     from emotivoice.analysis.emotion.features import prepare
 
-    served = pool(model.encoder.encode(prepare(load_audio(key, channels=1)[0], "clean", 0)))
-    np.testing.assert_allclose(served, cached["features"][0], rtol=1e-4, atol=1e-4)
+    states = model.encoder.encode(prepare(load_audio(key, channels=1)[0], "clean", 0))
+    np.testing.assert_allclose(pool(states), cached["features"][0], rtol=1e-4, atol=1e-4)
+    # the fused head's default branch was trained on the same layers' frames, as serving computes them
+    from emotivoice.analysis.emotion.attentive import downsample, load_frames
+
+    assert head.attentive is not None and head.card["attentive"]["epoch"] >= 1
+    frames = load_frames(tmp_path / "features" / "frames-whisper-base-l23" / "cremad-clean.npz")[key]
+    np.testing.assert_allclose(downsample(states), frames.astype(np.float32), rtol=1e-2, atol=2e-2)

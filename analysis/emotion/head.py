@@ -19,6 +19,7 @@ import numpy as np
 
 from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.analysis.audio import normalize
+from emotivoice.analysis.emotion.attentive import AttentiveBranch, downsample, log_softmax
 from emotivoice.analysis.emotion.features import pool
 from emotivoice.analysis.emotion.prosody import egemaps
 from emotivoice.analysis.emotion.speaker_norm import NormStats, SpeakerHistory
@@ -42,6 +43,9 @@ class EmotionHead:
     # present for a head trained on features normalised per speaker (speaker_norm.py): the global
     # statistics and shrinkage its training used, which serving must apply the same way
     norm: NormStats | None = None
+    # present for a fused head (attentive.py): an attentive-pooling branch over the encoder's frames
+    # whose log-probabilities are averaged with this linear head's before the temperature
+    attentive: AttentiveBranch | None = None
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         x = (features - self.mean) / self.scale
@@ -56,8 +60,17 @@ class EmotionHead:
         x = (np.atleast_2d(features) - self.mean) / self.scale
         return np.clip(x @ self.intensity_weight + self.intensity_bias, 0.0, 1.0)
 
-    def probabilities(self, features: np.ndarray, temperature: float | None = None) -> np.ndarray:
-        z = self.logits(np.atleast_2d(features)) / (temperature or self.temperature)
+    def fused_logits(self, features: np.ndarray, attentive_logits: np.ndarray | None = None) -> np.ndarray:
+        """The linear head's logits, or with the attentive branch's (rows alike) the mean of both
+        log-probabilities: what the temperature divides."""
+        z = self.logits(np.atleast_2d(features))
+        if attentive_logits is None:
+            return z
+        return (log_softmax(z) + log_softmax(np.atleast_2d(attentive_logits))) / 2
+
+    def probabilities(self, features: np.ndarray, temperature: float | None = None,
+                      attentive_logits: np.ndarray | None = None) -> np.ndarray:
+        z = self.fused_logits(features, attentive_logits) / (temperature or self.temperature)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
@@ -69,6 +82,8 @@ class EmotionHead:
         if self.intensity_weight is not None:
             hidden["intensity_weight"] = self.intensity_weight.astype(np.float32)
             hidden["intensity_bias"] = np.float32(self.intensity_bias)
+        if self.attentive is not None:
+            hidden.update(self.attentive.arrays())
         if self.norm is not None:
             hidden.update(norm_mean=self.norm.mean, norm_var=self.norm.var, norm_k0=self.norm.k0,
                           norm_with_std=np.bool_(self.norm.with_std))
@@ -90,7 +105,8 @@ class EmotionHead:
                            d["intensity_weight"] if "intensity_weight" in d else None,
                            float(d["intensity_bias"]) if "intensity_bias" in d else 0.0,
                            NormStats(d["norm_mean"], d["norm_var"], d["norm_k0"], bool(d["norm_with_std"]))
-                           if "norm_mean" in d else None)
+                           if "norm_mean" in d else None,
+                           AttentiveBranch.from_arrays(d))
         except (KeyError, ValueError, OSError) as exc:
             raise ModelUnavailable(f"emotion head {path} is unreadable: {exc}") from exc
 
@@ -121,11 +137,18 @@ class HeadModel:
                                    f"{encoder.name} gives {got}-d: retrain it or pick its encoder")
 
     def embed(self, clip: np.ndarray) -> np.ndarray:
+        return self._features(clip)[0]
+
+    def _features(self, clip: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The linear head's features and, for a fused head, the attentive branch's logits (the
+        encoder runs once for both)."""
         clip = normalize(clip)
-        pooled = pool(self.encoder.encode(clip))
-        if self.head.card.get("prosody") == "egemaps":
-            pooled = np.concatenate([pooled, egemaps(clip)])
-        return pooled
+        frames = self.encoder.encode(clip)
+        prosody = egemaps(clip) if self.head.card.get("prosody") == "egemaps" else None
+        pooled = pool(frames) if prosody is None else np.concatenate([pool(frames), prosody])
+        if self.head.attentive is None:
+            return pooled, None
+        return pooled, self.head.attentive.logits(downsample(frames), prosody)
 
     def predict(self, clips: Sequence[np.ndarray], speakers: Sequence | None = None,
                 remember: Sequence[bool] | None = None) -> list[dict[str, float]]:
@@ -139,7 +162,9 @@ class HeadModel:
         # the whole step (eGeMAPS and the head too) on the encoder's BLAS threads: numpy's OpenBLAS
         # left spinning beside a one-thread encoder doubled the step's CPU time (emotion_model.json)
         with blas_threads(getattr(self.encoder, "threads", 0)):
-            features = np.stack([self.embed(c) for c in clips])
+            parts = [self._features(c) for c in clips]
+        features = np.stack([f for f, _ in parts])
+        attentive = np.stack([a for _, a in parts]) if self.head.attentive is not None else None
         if self.head.norm is not None:  # no history (window 0, unknown speaker): the global statistics
             keys = speakers if speakers is not None and self.history is not None else [None] * len(clips)
             keep = remember if remember is not None else [True] * len(clips)
@@ -152,7 +177,7 @@ class HeadModel:
                     self._intensity[_digest(clip)] = float(level)
                 while len(self._intensity) > 256:
                     self._intensity.popitem(last=False)
-        probs = self.head.probabilities(features)
+        probs = self.head.probabilities(features, attentive_logits=attentive)
         return [dict(zip(self.labels, map(float, row))) for row in probs]
 
     def forget(self, call_id: str) -> None:

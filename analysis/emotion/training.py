@@ -136,6 +136,74 @@ def corpus_features(clips: list, corpora: set[str], featurizers: dict[str, tuple
     return feats
 
 
+def corpus_frames(clips: list, encoder, features_dir: Path, progress: bool) -> dict[str, list[np.ndarray]]:
+    """variant -> per clip its encoder frames at 25/s (float16) for the attentive branch, cached per
+    corpus and variant under features/frames-<encoder>/ (benchmarks/emotion_frames.py fills the same
+    files two processes wide; here a clip missing from them is encoded again, one at a time)."""
+    from tqdm import tqdm
+
+    from emotivoice.analysis.audio import load_audio
+    from emotivoice.analysis.emotion.attentive import downsample, load_frames, save_frames
+    from emotivoice.analysis.emotion.features import _stable_seed, prepare
+
+    folder = features_dir / ("frames-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name))
+    out: dict[str, list] = {}
+    for variant in VARIANTS:
+        rows: list = [None] * len(clips)
+        for corpus in sorted({c.corpus for c in clips}):
+            cache_file = folder / f"{corpus}-{variant}.npz"
+            cached = load_frames(cache_file)
+            idx = [i for i, c in enumerate(clips) if c.corpus == corpus]
+            missing = [i for i in idx if str(clips[i].path) not in cached]
+            for n, i in enumerate(tqdm(missing, desc=f"frames {corpus} {variant}", disable=not progress,
+                                       unit="clip", mininterval=30)):
+                key = str(clips[i].path)
+                clip = prepare(load_audio(key, channels=1)[0], variant, _stable_seed(key))
+                cached[key] = downsample(encoder.encode(clip)).astype(np.float16)
+                if (n + 1) % 1500 == 0 or n + 1 == len(missing):
+                    save_frames(cache_file, cached)
+            for i in idx:
+                rows[i] = cached[str(clips[i].path)]
+        out[variant] = rows
+    return out
+
+
+def _fit_attentive(head: EmotionHead, clips: list, feats: dict, y: np.ndarray, part: np.ndarray, encoder,
+                   features_dir: Path, progress: bool) -> tuple[dict, dict]:
+    """Train the attentive branch on the same rows as the linear head (clean and telephone copies
+    of the train speakers; the validation speakers pick its epoch), attach it, refit the fused
+    head's temperature: (variant -> the branch's logits for every clip, the card's entry)."""
+    from emotivoice.analysis.emotion.attentive import TrainOptions, train_branch
+    from emotivoice.analysis.emotion.prosody import EGEMAPS_DIM
+
+    frames = corpus_frames(clips, encoder, features_dir, progress)
+    stacked = frames["clean"] + frames["phone"]
+    prosody = np.concatenate([feats["clean"][:, -EGEMAPS_DIM:], feats["phone"][:, -EGEMAPS_DIM:]])
+    part2, y2 = np.concatenate([part, part]), np.concatenate([y, y])
+    train_rows, val_rows = np.flatnonzero(part2 == "train"), np.flatnonzero(part2 == "val")
+    opts = TrainOptions()
+    started = time.perf_counter()
+    branch, val_ua, epoch, trace = train_branch(stacked, prosody, y2, head.labels, train_rows, val_rows,
+                                                len(encoder.layers), opts,
+                                                (lambda line: print(" ", line, flush=True)) if progress else None)
+    head.attentive = branch
+    logits = {v: np.stack([branch.logits(f, p) for f, p in zip(frames[v], feats[v][:, -EGEMAPS_DIM:])])
+              for v in VARIANTS}
+    val = part == "val"
+    val_x = np.concatenate([feats["clean"][val], feats["phone"][val]])
+    val_att = np.concatenate([logits["clean"][val], logits["phone"][val]])
+    val_index = np.array([head.labels.index(v) for v in y2[val_rows]])
+    head.temperature = fit_temperature(head.fused_logits(val_x, val_att), val_index)
+    fused_pred = np.array(head.labels)[head.fused_logits(val_x, val_att).argmax(axis=1)]
+    card = {"options": {k: getattr(opts, k) for k in ("hidden", "dropout", "epochs", "lr", "weight_decay", "batch",
+                                                      "label_smoothing", "seed")} | {"crop": list(opts.crop)},
+            "frames_per_second": 25, "val_unweighted_average_recall": val_ua, "epoch": epoch, "val_trace": trace,
+            "fused_val_unweighted_average_recall": round(classification_report(
+                y2[val_rows], fused_pred, head.labels)["unweighted_average_recall"], 4),
+            "train_seconds": round(time.perf_counter() - started, 1)}
+    return logits, card
+
+
 def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                 labels: tuple[str, ...], progress: bool = False,
                 grid: tuple[tuple[str, float], ...] = HEAD_GRID) -> tuple[float, tuple[str, float], EmotionHead, list]:
@@ -160,7 +228,9 @@ def select_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, progress: bool = True,
           backbone: str = "whisper", model_ref: str | None = None, prosody: bool = True,
           layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0,
-          head_kind: str = "any", speaker_norm_k: int = 0) -> dict:
+          head_kind: str = "any", speaker_norm_k: int = 0, attentive: bool = False) -> dict:
+    if attentive and (not layers or not prosody or speaker_norm_k):
+        raise ValueError("--attentive needs the middle-layer encoder (--layers) and eGeMAPS, without --speaker-norm")
     listed = read_manifest(manifest, corpora)
     clips = fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)  # calm, boredom: not ours
     excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
@@ -185,6 +255,8 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
     grid = tuple(g for g in HEAD_GRID if head_kind in ("any", g[0]))
     val_ua, choice, head, candidates = select_head(train_x, train_y, val_x, val_y, labels, progress, grid)
     head.norm = norm
+    att_logits, att_card = (_fit_attentive(head, clips, feats, y, part, encoder, settings.data_dir / "features",
+                                           progress) if attentive else ({}, None))
     corpus_of = np.array([c.corpus for c in clips])
     test: dict[str, dict] = {}
     for variant in VARIANTS:
@@ -194,17 +266,22 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
             if not mask.any():
                 continue
             tx, ty = feats[variant][mask], y[mask]
-            probs = head.probabilities(tx)
+            ta = att_logits[variant][mask] if att_logits else None
+            probs = head.probabilities(tx, attentive_logits=ta)
             report = classification_report(ty, np.array(labels)[probs.argmax(axis=1)], labels)
             t_index = np.array([labels.index(v) for v in ty])
             report["ece"] = expected_calibration_error(probs, t_index)
-            report["ece_uncalibrated"] = expected_calibration_error(head.probabilities(tx, 1.0), t_index)
+            report["ece_uncalibrated"] = expected_calibration_error(head.probabilities(tx, 1.0, ta), t_index)
+            if ta is not None:  # what each half of the fused head scores alone, on the same clips
+                for half, z in (("linear_only", head.logits(tx)), ("attentive_only", ta)):
+                    report[f"{half}_unweighted_average_recall"] = classification_report(
+                        ty, np.array(labels)[z.argmax(axis=1)], labels)["unweighted_average_recall"]
             test[variant][scope] = report
     target_scope = "cremad" if "cremad" in test["clean"] else "overall"
     test_speakers = sorted({s for s, q in split.items() if q == "test"})
     target_met = (test["clean"][target_scope]["unweighted_average_recall"] >= TARGET_UA
                   and len(test_speakers) >= MIN_TEST_SPEAKERS)
-    ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent)
+    ci_subset = _ci_subset(clips, part, labels, head, feats["clean"], manifest.parent, att_logits.get("clean"))
     intensity = _train_intensity(head, feats, intensity_targets(clips), part, corpus_of) if with_intensity else None
     head.card = {
         "name": out.stem, "backbone": backbone, "encoder": encoder_ref, "prosody": "egemaps" if prosody else None,
@@ -212,7 +289,10 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         "model": f"{encoder.name} encoder" + (f" layers {', '.join(map(str, layers))}" if layers else "")
                  + " (frozen, unpadded) -> mean+std pooling" + (" per layer" if layers else "")
                  + (" + eGeMAPS prosody (88)" if prosody else "") + " -> "
-                 + ("logistic regression" if choice[0] == "linear" else f"MLP ({MLP_HIDDEN} ReLU units)"),
+                 + ("logistic regression" if choice[0] == "linear" else f"MLP ({MLP_HIDDEN} ReLU units)")
+                 + (", fused (mean log-probabilities) with an attentive-pooling branch over the same layers' frames "
+                    "(learned layer mix, 512->256 projection, attentive mean+std, + eGeMAPS -> softmax)"
+                    if attentive else ""),
         "provisional": not target_met,
         "target": f"UA >= {TARGET_UA} on at least {MIN_TEST_SPEAKERS} held-out {target_scope} speakers (clean)",
         "excluded_labels": excluded,
@@ -224,6 +304,7 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
         "test": test, "train_seconds": round(time.perf_counter() - started, 1),
         "ci_subset": ci_subset,
         "intensity": intensity,
+        "attentive": att_card,
         "speaker_norm": None if norm is None else {
             "k": speaker_norm_k, "stats": "mean+std", "histories": "kind per clip: " + ", ".join(TRAIN_HISTORIES),
             "note": "every clip normalised by up to k other clips of its speaker (train, validation and test "
@@ -322,6 +403,15 @@ def render_card(card: dict) -> str:
     lines += [f"{lab:>10s} " + " ".join(f"{n:4d}" for n in row)
               for lab, row in zip(clean["labels"], clean["confusion"])]
     lines += ["```", ""]
+    if card.get("attentive"):
+        at = card["attentive"]
+        o = at["options"]
+        lines += [f"Attentive branch (attentive.py): frames at {at['frames_per_second']}/s, hidden {o['hidden']}, "
+                  f"dropout {o['dropout']}, AdamW (one-cycle peak {o['lr']:g}, weight decay {o['weight_decay']:g}), "
+                  f"random {o['crop'][0]:.0%}-{o['crop'][1]:.0%} crops, label smoothing {o['label_smoothing']}, "
+                  f"class-weighted; epoch {at['epoch']} of {o['epochs']} kept (validation UA "
+                  f"{at['val_unweighted_average_recall']:.3f} alone, {at['fused_val_unweighted_average_recall']:.3f} "
+                  f"fused with the linear head; {at['train_seconds']:.0f} s of training).", ""]
     if card.get("speaker_norm"):
         sn = card["speaker_norm"]
         lines += [f"Per-speaker normalisation ({sn['stats']}, up to {sn['k']} other clips of the speaker; histories "
@@ -343,13 +433,14 @@ def render_card(card: dict) -> str:
     return "\n".join(lines)
 
 
-def _ci_subset(clips, part, labels, head: EmotionHead, clean: np.ndarray, root: Path, per_class: int = 8) -> dict:
+def _ci_subset(clips, part, labels, head: EmotionHead, clean: np.ndarray, root: Path,
+               attentive: np.ndarray | None = None, per_class: int = 8) -> dict:
     """A fixed handful of test clips with the head's predictions, for CI to reproduce."""
     chosen = []
     for label in labels:
         idx = [i for i, c in enumerate(clips) if part[i] == "test" and c.emotion == label]
         chosen += idx[:: max(1, len(idx) // per_class)][:per_class]
-    probs = head.probabilities(clean[chosen])
+    probs = head.probabilities(clean[chosen], attentive_logits=None if attentive is None else attentive[chosen])
     predicted = [labels[k] for k in probs.argmax(axis=1)]
     truth = [clips[i].emotion for i in chosen]
     paths = [clips[i].path.relative_to(root) if clips[i].path.is_relative_to(root) else clips[i].path for i in chosen]
@@ -364,10 +455,14 @@ def train_from_args(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out) if args.out else default_out
     spec = getattr(args, "layers", "") if args.backbone == "whisper" else ""
     layers = () if spec in ("", "last") else tuple(int(k) for k in spec.split(",") if k.strip())
+    speaker_norm_k = getattr(args, "speaker_norm", 0)
+    # the fused head is the default wherever its branch can run: middle layers, eGeMAPS, no per-speaker norm
+    attentive = (not getattr(args, "no_attentive", False) and bool(layers) and not args.no_prosody
+                 and not speaker_norm_k)
     card = train(manifest, settings, set(args.corpora.split(",")), out, backbone=args.backbone,
                  model_ref=args.model_dir, prosody=not args.no_prosody, layers=layers,
                  fraction=getattr(args, "fraction", 1.0), head_kind=getattr(args, "head", "any"),
-                 speaker_norm_k=getattr(args, "speaker_norm", 0))
+                 speaker_norm_k=speaker_norm_k, attentive=attentive)
     print(json.dumps({k: card[k] for k in ("labels", "head", "strength", "temperature")}, indent=1))
     for variant, scopes in card["test"].items():
         for scope, report in scopes.items():

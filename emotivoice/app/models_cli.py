@@ -33,6 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speaker-norm", type=int, default=0, metavar="K",
                    help="normalise each clip by up to K other clips of its speaker (earlier speech in a call), "
                         "for emotion.speaker_norm_window (benchmarks/speaker_norm.py); 0: off")
+    p.add_argument("--no-attentive", action="store_true",
+                   help="the linear head alone, without the attentive-pooling branch over the same layers' "
+                        "frames that the default head fuses with it (benchmarks/emotion_attentive.py); the branch "
+                        "needs the middle layers and eGeMAPS, and is left out with --speaker-norm")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a labelled manifest")
