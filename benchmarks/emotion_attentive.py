@@ -1,7 +1,7 @@
 """The fused emotion head (linear head + attentive-pooling branch) against the linear head alone and
 the previous default, on the same held-out speakers' clips.
 
-It trains the head exactly as `emotivoice train emotion --attentive` does (the same function, so
+It trains the head exactly as `emotivoice train emotion` does (fused by default) (the same function, so
 `--out` can write the shipped head), and scores the head it replaces on the same test clips from
 the same feature caches:
 - previous default: Whisper base layers 2+3+4 mean+std + eGeMAPS, logistic regression, trained on
@@ -51,12 +51,13 @@ def previous_head(settings, head_path: Path, split: dict) -> dict:
 
 
 def main() -> None:
-    from emotivoice.analysis.emotion.model import DEFAULT_HEAD
+    from emotivoice.analysis.emotion.model import MEAN_STD_HEAD
     from emotivoice.analysis.emotion.training import train
     from emotivoice.config import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--previous", type=Path, default=DEFAULT_HEAD, help="the head to compare against")
+    parser.add_argument("--previous", type=Path, default=MEAN_STD_HEAD,
+                        help="the head to compare against (default: the mean+std head the fused one replaced)")
     parser.add_argument("--out", type=Path, help="where to write the fused head (default: a temporary file)")
     args = parser.parse_args()
     settings = load_settings()

@@ -24,13 +24,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CORPORA = ("cremad", "ravdess", "tess")
-LAYERS = (2, 3, 4)
+from benchmarks.emotion_midlayers import CORPORA, LAYERS  # noqa: E402
+
 _worker = {}
 
 
 def frames_cache(settings) -> Path:
-    return settings.data_dir / "features" / "frames-whisper-base-l234"
+    """The frame caches `train emotion` reads for the default encoder (Whisper base, layers 2-4)."""
+    from emotivoice.analysis.emotion.attentive import frames_folder
+
+    return frames_folder(settings.data_dir / "features", "whisper-base-l" + "".join(map(str, LAYERS)))
 
 
 def _init() -> None:

@@ -2,7 +2,9 @@
 travels inside the head's .npz, and is fused with the linear head as its docstring says."""
 
 import numpy as np
+import pytest
 
+from emotivoice.analysis.assets import ModelUnavailable
 from emotivoice.analysis.emotion.attentive import TrainOptions, downsample, train_branch
 from emotivoice.analysis.emotion.head import EmotionHead, HeadModel
 
@@ -43,6 +45,11 @@ def test_branch_learns_the_frames_that_carry_the_label_and_serves_it_in_numpy(tm
     loaded = EmotionHead.load(path)
     np.testing.assert_allclose(loaded.attentive.logits(frames[0], prosody[0]), branch.logits(frames[0], prosody[0]),
                                rtol=1e-5, atol=1e-5)
+    with np.load(path) as saved:  # a head file with part of the branch is unreadable, said as such
+        kept = {k: saved[k] for k in saved.files if k != "attentive_proj_weight"}
+    np.savez(tmp_path / "partial.npz", **kept)
+    with pytest.raises(ModelUnavailable, match="unreadable"):
+        EmotionHead.load(tmp_path / "partial.npz")
     _linear_head().save(path)  # a head without the branch loads as one without it
     assert EmotionHead.load(path).attentive is None
 

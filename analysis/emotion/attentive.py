@@ -14,6 +14,7 @@ Training runs in PyTorch on cached frame states (averaged in pairs to 25 frames 
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,17 +78,21 @@ class AttentiveBranch:
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {PREFIX + "layers": np.int64(self.layers)}
-        for name in ("mix", "proj_weight", "proj_bias", "att_weight", "att_bias", "score_weight", "score_bias",
-                     "out_weight", "out_bias", "prosody_mean", "prosody_scale"):
+        for name in _ARRAYS:
             out[PREFIX + name] = getattr(self, name).astype(np.float32)
         return out
 
     @classmethod
     def from_arrays(cls, d) -> "AttentiveBranch | None":
+        """The branch saved in a head's arrays, None for a head without one; a missing array is a
+        KeyError (the head loader's 'unreadable')."""
         if PREFIX + "layers" not in d:
             return None
-        return cls(int(d[PREFIX + "layers"]), **{k[len(PREFIX):]: d[k] for k in d if k.startswith(PREFIX)
-                                                  and k != PREFIX + "layers"})
+        return cls(int(d[PREFIX + "layers"]), **{name: d[PREFIX + name] for name in _ARRAYS})
+
+
+_ARRAYS = ("mix", "proj_weight", "proj_bias", "att_weight", "att_bias", "score_weight", "score_bias",
+           "out_weight", "out_bias", "prosody_mean", "prosody_scale")
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -96,6 +101,11 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 # --- frame caches ---------------------------------------------------------------------------------
+
+def frames_folder(features_dir: Path, encoder_name: str) -> Path:
+    """Where an encoder's frame caches live: `train emotion` and benchmarks/emotion_frames.py agree on it."""
+    return features_dir / ("frames-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder_name))
+
 
 def load_frames(cache_file: Path) -> dict[str, np.ndarray]:
     """key -> (frames, d) float16, from one cache file (absent: empty)."""

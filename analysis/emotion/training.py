@@ -143,10 +143,10 @@ def corpus_frames(clips: list, encoder, features_dir: Path, progress: bool) -> d
     from tqdm import tqdm
 
     from emotivoice.analysis.audio import load_audio
-    from emotivoice.analysis.emotion.attentive import downsample, load_frames, save_frames
+    from emotivoice.analysis.emotion.attentive import downsample, frames_folder, load_frames, save_frames
     from emotivoice.analysis.emotion.features import _stable_seed, prepare
 
-    folder = features_dir / ("frames-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder.name))
+    folder = frames_folder(features_dir, encoder.name)
     out: dict[str, list] = {}
     for variant in VARIANTS:
         rows: list = [None] * len(clips)
@@ -193,8 +193,9 @@ def _fit_attentive(head: EmotionHead, clips: list, feats: dict, y: np.ndarray, p
     val_x = np.concatenate([feats["clean"][val], feats["phone"][val]])
     val_att = np.concatenate([logits["clean"][val], logits["phone"][val]])
     val_index = np.array([head.labels.index(v) for v in y2[val_rows]])
-    head.temperature = fit_temperature(head.fused_logits(val_x, val_att), val_index)
-    fused_pred = np.array(head.labels)[head.fused_logits(val_x, val_att).argmax(axis=1)]
+    val_fused = head.fused_logits(val_x, val_att)
+    head.temperature = fit_temperature(val_fused, val_index)
+    fused_pred = np.array(head.labels)[val_fused.argmax(axis=1)]
     card = {"options": {k: getattr(opts, k) for k in ("hidden", "dropout", "epochs", "lr", "weight_decay", "batch",
                                                       "label_smoothing", "seed")} | {"crop": list(opts.crop)},
             "frames_per_second": 25, "val_unweighted_average_recall": val_ua, "epoch": epoch, "val_trace": trace,
@@ -230,7 +231,8 @@ def train(manifest: Path, settings: Settings, corpora: set[str], out: Path, prog
           layers: tuple[int, ...] = (), with_intensity: bool = True, fraction: float = 1.0,
           head_kind: str = "any", speaker_norm_k: int = 0, attentive: bool = False) -> dict:
     if attentive and (not layers or not prosody or speaker_norm_k):
-        raise ValueError("--attentive needs the middle-layer encoder (--layers) and eGeMAPS, without --speaker-norm")
+        raise ValueError("the attentive branch needs the middle-layer encoder (--layers) and eGeMAPS, "
+                         "without --speaker-norm")
     listed = read_manifest(manifest, corpora)
     clips = fraction_of([c for c in listed if c.emotion in BASE_EMOTIONS], fraction)  # calm, boredom: not ours
     excluded = dict(Counter(c.emotion for c in listed if c.emotion not in BASE_EMOTIONS))
