@@ -262,16 +262,20 @@ class GilHog:
     go), as a CPU-bound analysis thread can: pjmedia's clock thread cannot run a leg's callback
     meanwhile and, over 500 ms behind, skips the ticks it missed."""
 
-    def __init__(self, stretch_s: float = 1.2):
+    def __init__(self, stretch_s: float = 1.2, max_s: float = 10.0):
         t = time.perf_counter()
         sum(range(5_000_000))  # a slow calibration (a busy machine) only makes the stretches longer
         self.n = int(5_000_000 * stretch_s / max(time.perf_counter() - t, 1e-6))
+        self.max_s = max_s
         self.stretches = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self.stretches < 6:  # bounded: ~7.5 s at most
+        # until stopped, bounded in time: a count of stretches (6 before) could run out on a busy CI
+        # machine before the second INVITE came, and that call was answered (CI, stop 26)
+        deadline = time.monotonic() + self.max_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
             sum(range(self.n))
             self.stretches += 1
             time.sleep(0.05)
@@ -314,7 +318,8 @@ def test_a_starved_media_clock_keeps_the_legs_timeline_and_refuses_new_calls(set
     hog = GilHog()
     try:
         caller.start()
-        # 8.5 s into the call: the stretches (until ~16 s) fall between the 3 s head and tail pieces
+        # 8.5 s into the call: the stretches (stopped once the second INVITE is answered, ~16 s, and
+        # by 20 s at most: GilHog.max_s) fall between the 3 s head and tail pieces
         # match_leg aligns (the customer's starts at 5 s, the agent's tail at 26.6 s), leaving the
         # jitter buffer time to shed the backlog a stall leaves it
         assert wait_for(lambda: engine.inbox.stats()["frames_recorded"] > 2 * 425), engine.stats()

@@ -529,13 +529,20 @@ def test_a_kept_leg_holds_what_sipp_sent_on_either_media_path(tmp_path, demo_leg
     front.close()
     with wave.open(str(wav)) as w:
         got = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).T
+    gaps = 0
     for i, sent in enumerate(demo_legs):  # channels in the INVITE's order: agent, customer
         result = match_leg(sent, got[i], 8000)
         assert result.matches(0.1), (media_path, i, result)
         assert envelope_correlation(demo_legs[1 - i], got[i], 8000) < 0.5
-        frames = sink.frames[(call.call_id, call.legs[i].leg)]
-        assert [f.seq for f in frames] == list(range(len(frames)))  # on loopback: no gaps either way
-        assert {len(f.pcm) for f in frames[:-1]} == {320}  # 20 ms at 8 kHz
+        seqs = [f.seq for f in sink.frames[(call.call_id, call.legs[i].leg)]]
+        assert seqs[0] == 0 and all(b > a for a, b in zip(seqs, seqs[1:])), seqs[:20]
+        gaps += seqs[-1] + 1 - len(seqs)
+        assert {len(f.pcm) for f in sink.frames[(call.call_id, call.legs[i].leg)][:-1]} == {320}  # 20 ms, 8 kHz
+    # numbered on the leg's timeline: the only gaps are ticks the media clock skipped (python ports;
+    # a loaded CI machine starved it once, stop 26), never frames lost on the way; native legs never skip
+    assert gaps == stats.get("clock_skipped_frames", 0), (gaps, stats)
+    if media_path == "native":
+        assert gaps == 0, stats
     assert not list((audio_dir / ".partial").iterdir())
     missing = sink.ended[0].missing_frames
     assert all(0 <= n < 0.05 * len(demo_legs[0]) / 160 for n in missing.values()), missing

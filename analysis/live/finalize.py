@@ -111,11 +111,11 @@ def store_final(call: LiveCall, audio: Path | None, store: Store, cfg: LiveConfi
     warnings = []
     if final_pass:
         try:
-            t0 = time.perf_counter()
+            t0, began = time.perf_counter(), time.monotonic()
             finalizer(FinishedCall(call.call_id, audio, channel_roles(call)))
             log.info("live call finalised by the batch pass",
                      extra={"call_id": call.call_id, "seconds": round(time.perf_counter() - t0, 1)})
-            health.ok()  # it stored its result through the same store
+            health.ok(began)  # it stored its result through the same store
         except Exception as exc:
             final_pass = False
             warnings.append(f"final batch pass failed: {str(exc).splitlines()[0] if str(exc) else exc}")
@@ -162,10 +162,11 @@ def _record(call: LiveCall, audio: Path | None, warnings: list[str], status: str
 
 def _save(store: Store, record: CallRecord, health: StoreHealth) -> bool:
     """Any exception out of the store is a fault to report and retry, whatever its class."""
+    began = time.monotonic()
     try:
         store.save_call(record)
     except Exception as exc:
-        health.failed("final save", exc, record.call["call_id"])
+        health.failed("final save", exc, record.call["call_id"], began)
         return False
-    health.ok()
+    health.ok(began)
     return True

@@ -6,6 +6,11 @@ line `serve` logs every minute) then carry `store_fault`: what failed, since whe
 attempts, until a write succeeds again. Retries back off from RETRY_FIRST_S, doubling, up to
 RETRY_MAX_S, so a store that is down costs a few attempts a minute and one that comes back is
 used within RETRY_MAX_S; any success (live or final save) resumes every waiting write at once.
+
+Outcomes count in the order their attempts began, not the order they are reported: the writer and
+the finaliser store concurrently, and a live save that failed before a final save went through
+could otherwise be noted after it, leaving a healthy store reported faulted until the next call
+wrote (CI met that once: the last injected fault, then the final save, noted the other way round).
 """
 
 from __future__ import annotations
@@ -36,16 +41,26 @@ class StoreHealth:
         self.recovered_at = 0.0  # monotonic time of the last recovery
         self._next_at = 0.0
         self._logged_at = 0.0
+        self._ok_began = 0.0  # monotonic start of the newest attempt that succeeded
+        self._fault_began = 0.0  # ... and of the newest that failed in the current fault
 
     @property
     def faulted(self) -> bool:
         return self.fault is not None
 
-    def failed(self, what: str, exc: BaseException, call_id: str = "") -> float:
-        """Note a failed write; returns how long to wait before trying again."""
+    def failed(self, what: str, exc: BaseException, call_id: str = "", began: float | None = None) -> float:
+        """Note a failed write begun at `began` (time.monotonic(); now if None); returns how long to
+        wait before trying again. A failure older than a write that has since gone through is stale:
+        the store took that later write, so no fault is raised (the caller still retries its data)."""
         now = time.monotonic()
+        began = now if began is None else began
         text = f"{what}: {type(exc).__name__}: {first_line(exc)}"
         with self._lock:
+            if began < self._ok_began:
+                log.info("store write failed before a later one went through; not a fault", extra={
+                    "call_id": call_id, "error": text})
+                return self.wait_s()
+            self._fault_began = max(self._fault_began, began)
             if self.fault is None:
                 self.since = datetime.now(timezone.utc)
                 self.faults += 1
@@ -63,10 +78,13 @@ class StoreHealth:
                 "retry_in_s": delay})
         return delay
 
-    def ok(self) -> None:
-        """A write went through: the fault (if any) is over."""
+    def ok(self, began: float | None = None) -> None:
+        """A write begun at `began` (time.monotonic(); now if None) went through: the fault (if any)
+        is over, unless a write begun after this one has failed since."""
+        began = time.monotonic() if began is None else began
         with self._lock:
-            if self.fault is None:
+            self._ok_began = max(self._ok_began, began)
+            if self.fault is None or began < self._fault_began:
                 return
             fault, failures, since = self.fault, self.failures, self.since
             self.fault, self.since, self.failures, self._next_at = None, None, 0, 0.0

@@ -134,13 +134,14 @@ class WriterStep(Stage):
         """Store what changed in these calls in one transaction: (the ids stored, all or none;
         whether the store refused the data itself, a BadRequest)."""
         deltas = [diff_record(self._stored.get(call.call_id), record) for call, record, _ in prepared]
+        began = time.monotonic()
         try:
             self.engine.store.save_deltas(deltas)
         except Exception as exc:  # any class: a full disk, a read-only file, DuckDB's own
             self.counters["store_failures"] += 1
-            self.engine.store_health.failed("live save", exc, ", ".join(d.call_id for d in deltas[:3]))
+            self.engine.store_health.failed("live save", exc, ", ".join(d.call_id for d in deltas[:3]), began)
             return set(), isinstance(exc, BadRequest)
-        self.engine.store_health.ok()
+        self.engine.store_health.ok(began)
         for call, record, _ in prepared:
             self._stored[call.call_id] = record
         return {call.call_id for call, _, _ in prepared}, False

@@ -118,13 +118,14 @@ class DeltaCollector:
             if not self._pending or health.wait_s() > 0:
                 return
             deltas = list(self._pending.values())
+        began = time.monotonic()
         try:
             self.store.save_deltas(deltas)
         except Exception as exc:  # any class: kept (merged with what follows) and retried
             self.counters["store_failures"] += 1
-            health.failed("live save", exc, deltas[0].call_id)
+            health.failed("live save", exc, deltas[0].call_id, began)
             return
-        health.ok()
+        health.ok(began)
         now = time.time()
         self.counters["delta_batches"] += 1
         self.counters["deltas"] += len(deltas)
