@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -64,13 +65,25 @@ def open_private(path: Path, mode: str = "wb"):
     return os.fdopen(fd, mode)
 
 
-def write_private(path: Path, data: bytes | str) -> None:
-    """Write a whole file atomically (temp file then rename) as 0600."""
+@contextmanager
+def replacing_private(path: Path):
+    """A 0600 file to write that appears at `path` whole, or not at all: written under a hidden
+    temporary name beside it and renamed over `path` once closed (removed if writing fails). A
+    reader never sees it half-written (a 45 s call's WAV was once read, and deleted, 2 s in)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open_private(tmp, "wb") as f:
+    try:
+        with open_private(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write a whole file atomically (temp file then rename) as 0600."""
+    with replacing_private(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def new_call_id(prefix: str = "call") -> str:

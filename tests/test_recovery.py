@@ -81,6 +81,32 @@ def test_a_recording_leaves_flushed_legs_and_a_private_manifest_a_later_process_
             Manifest.parse(bad)
 
 
+def test_a_kept_wav_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """finish() writes the WAV under a hidden temp name and renames it once whole: a reader never
+    meets a half-written file (benchmarks/live.py once read a 45 s call's WAV 2 s in), and a write
+    that fails leaves no WAV, no temp, and the legs to assemble it from later."""
+    audio_dir = tmp_path / "calls"
+    recorder = CallRecorder(audio_dir, "call-2", ["agent"], RATE)
+    recorder.write_manifest(["agent"], {"mode": "live"})
+    recorder.write("agent", tone(0.5))
+
+    def disk_full(self, data):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(wave.Wave_write, "writeframes", disk_full)
+        assert recorder.finish({}) is None
+    day = audio_dir / recorder.day
+    assert not list(day.iterdir()), list(day.iterdir())  # neither the WAV nor its temp
+    assert sorted(p.name for p in (audio_dir / ".partial").iterdir()) == ["call-2.0.raw", "call-2.json"]
+    manifest = Manifest.parse((audio_dir / ".partial" / "call-2.json").read_text())
+    wav = CallRecorder.left_by_crash(audio_dir, manifest).finish({})
+    with wave.open(str(wav)) as w:
+        assert w.getnframes() == RATE // 2
+    assert sorted(p.name for p in day.iterdir()) == ["call-2.json", "call-2.wav"]
+    assert wav.stat().st_mode & 0o777 == 0o600
+
+
 def test_only_a_dead_services_announcement_is_removed(tmp_path):
     db = tmp_path / "x.duckdb"
     note = announcement(db)
@@ -114,6 +140,10 @@ def test_survey_marks_what_a_dead_service_left_and_recovery_finishes_each_as_its
     (partial / f"{stray}.0.raw").write_bytes(tone(1.0))  # no manifest: cannot be put together
     (partial / f".{stray}.json.1a2b3c4d.tmp").write_bytes(b"{")  # a manifest write cut short
     (partial / "notes.txt").write_text("not ours")
+    day = audio_dir / recorder.day
+    day.mkdir(parents=True, exist_ok=True)
+    (day / f".{cut}.wav.0a1b2c3d.tmp").write_bytes(b"RIFF")  # its kept WAV, half-written at the kill
+    (day / f".{no_audio}.wav.0a1b2c3d.tmp").write_bytes(b"RIFF")  # no legs to say so: left alone
     target = tmp_path / "precious"
     target.write_text("keep")
     (partial / "link.0.raw").symlink_to(target)
@@ -127,6 +157,7 @@ def test_survey_marks_what_a_dead_service_left_and_recovery_finishes_each_as_its
         status = dict(server.con.execute("SELECT call_id, status FROM calls").fetchall())
         assert status == {cut: "interrupted", no_audio: "interrupted"}
         assert not (partial / f"{stray}.0.raw").exists() and not list(partial.glob(".*.tmp"))
+        assert [p.name for p in day.glob(".*.tmp")] == [f".{no_audio}.wav.0a1b2c3d.tmp"]
         recovery.start().join(60)
         rows = {r[0]: r[1:] for r in server.con.execute(
             "SELECT call_id, status, warnings, source, ended_at FROM calls").fetchall()}

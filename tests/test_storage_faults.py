@@ -23,6 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import wave
 from dataclasses import replace
 
 import duckdb
@@ -296,6 +297,44 @@ def test_duckdb_errors_of_any_class_leave_the_writer_and_finaliser_alive(setting
         push(engine, "odd-2", legs, 0, 6)
         engine.inbox.end(CallEnded("odd-2", "hang-up"))
         assert wait_for(lambda: status(store, "odd-2") == "complete"), engine.stats()
+    finally:
+        engine.stop(wait_s=30)
+        store.close()
+
+
+def test_a_disk_full_at_hang_up_keeps_the_recording_until_there_is_room(settings, tmp_path, disk, demo_legs):
+    """The legs were on disk, the kept WAV would not fit: the call waits (still 'live', its legs
+    kept) instead of being stored without its recording, and is stored with it once space returns."""
+    if not disk.real:
+        pytest.skip("needs a real filesystem that fills (tmpfs, as root)")
+    s = replace(settings, db_path=disk.dir / "live.duckdb",
+                live=replace(settings.live, audio_dir=disk.dir / "calls", finalize="none", keep_audio=True,
+                             transcribe=False))
+    store = disk.server(s.db_path).start()
+    engine = LiveEngine(s, store).start()
+    legs = {k: v[: 10 * RATE] for k, v in demo_legs.items()}
+    partial = s.live.audio_dir / ".partial"
+    try:
+        start_call(engine, "room-1", legs)
+        push(engine, "room-1", legs, 0, 10)
+        assert wait_for(lambda: engine.inbox.stats()["frames_recorded"] >= 2 * 500
+                        and engine.inbox.stats()["recording_queued_mb"] == 0), engine.inbox.stats()
+        assert wait_for(lambda: len(stored(store, "room-1")) >= 2)
+        raw = {p.name: p.stat().st_size for p in partial.glob("room-1.*.raw")}
+        assert sorted(raw.values()) == [10 * RATE * 2] * 2, raw  # every sample is on disk already
+        disk.fill()
+        engine.inbox.end(CallEnded("room-1", "hang-up"))
+        assert wait_for(lambda: engine.stats().get("recordings_waiting_for_disk") == 1), engine.stats()
+        assert status(store, "room-1") == "live" and all(threads_alive(engine).values())
+        assert {p.name: p.stat().st_size for p in partial.glob("room-1.*.raw")} == raw  # the legs wait
+        assert not list(s.live.audio_dir.glob("*/room-1.wav")) and not list(s.live.audio_dir.glob("*/.*.tmp"))
+        disk.free()
+        assert wait_for(lambda: status(store, "room-1") == "complete"), engine.stats()
+        assert engine.stats().get("recordings_waiting_for_disk") == 0
+        [wav] = list(s.live.audio_dir.glob("*/room-1.wav"))
+        with wave.open(str(wav)) as w:
+            assert (w.getnchannels(), w.getnframes()) == (2, 10 * RATE)
+        assert not list(partial.glob("room-1.*"))
     finally:
         engine.stop(wait_s=30)
         store.close()

@@ -17,6 +17,7 @@ are created 0600 without following a planted symlink, directories 0700.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from emotivoice.storage.files import (UnsafePath, check_call_id, inside, open_private, private_dir, remove_kept,
-                                      write_private)
+                                      replacing_private, write_private)
 
 log = logging.getLogger(__name__)
 
 PARTIAL = ".partial"  # legs of calls still running (or left by a crash), under the audio dir
 FLUSH_S = 0.25  # a leg's written audio reaches the OS at least this often (what a kill -9 can cost)
 DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # conditions an operator clears: worth waiting out
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class CallRecorder:
         self.audio_dir = Path(audio_dir)
         self.day = day or datetime.now(timezone.utc).strftime("%Y-%m-%d")
         self.error: str | None = None
+        self.assembly_error: str | None = None  # finish() met a full disk: the legs wait for room
         self._files = {}
         self._flushed = time.monotonic()
         if not open_legs:
@@ -217,9 +220,14 @@ class CallRecorder:
     def finish(self, metadata: dict) -> Path | None:
         """Close the legs and write `<day>/<call_id>.wav` (one channel per leg) and its sidecar.
         The legs are removed only once both are written, so a crash before then leaves them to
-        be assembled again (analysis/live/recovery.py)."""
+        be assembled again (analysis/live/recovery.py).
+
+        A disk that is full (or read-only) now costs nothing: the legs stay, `assembly_error`
+        says why, and finish() may be called again once there is room (the finaliser does,
+        analysis/live/writer.py). Any other failure ends the recording (`error`)."""
         if self.error:
             return None
+        self.assembly_error = None
         for f in self._files.values():
             f.close()
         try:
@@ -233,14 +241,22 @@ class CallRecorder:
                 frames[: len(x), i] = x
             private_dir(inside(self.audio_dir, self.day))
             path = inside(self.audio_dir, f"{self.day}/{self.call_id}.wav")
-            with open_private(path, "wb") as f, wave.open(f, "wb") as w:
+            with replacing_private(path) as f, wave.open(f, "wb") as w:  # whole or not at all
                 w.setnchannels(len(legs))
                 w.setsampwidth(2)
                 w.setframerate(self.rate)
                 w.writeframes(frames.tobytes())
             write_private(inside(self.audio_dir, f"{self.day}/{self.call_id}.json"),
                           json.dumps(metadata, default=str))
-        except (OSError, UnsafePath) as exc:
+        except OSError as exc:
+            if exc.errno in DISK_FULL:  # the legs are whole on disk: try again when there is room
+                self.assembly_error = f"kept WAV not written yet: {exc.strerror or exc}"
+                log.error("call recording not assembled; its legs are kept and it is tried again",
+                          extra={"call_id": self.call_id, "error": str(exc)})
+                return None
+            self._fail(exc)
+            return None
+        except UnsafePath as exc:
             self._fail(exc)
             return None
         self.discard()

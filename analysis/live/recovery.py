@@ -9,7 +9,8 @@ through the list in a niced background thread, so the service takes new calls at
 - legs under `<audio_dir>/.partial/` with their manifest (the service died mid-call; the
   recording front, analysis/live/recording.py, writes both for every call before analysis sees
   its audio, each leg at least every live.record_flush_s, and its disk probes are `.tmp` files
-  removed here like write_private's; a native SIP leg's pjmedia WAV beside its raw leg, its
+  removed here like write_private's, and like the kept WAV's half-written temp in its day
+  folder when the process died assembling it; a native SIP leg's pjmedia WAV beside its raw leg, its
   header never completed by the killed writer, is read by size and adds what the raw leg had not
   yet been handed, CallRecorder.take_native_tails): assembled
   by CallRecorder.finish, exactly as at a hang-up, into the kept WAV and sidecar; then the batch
@@ -221,6 +222,8 @@ class Recovery:
 
     def _locate(self, item: Leftover, row) -> None:
         """Find the finished WAV and when and how far in the call was cut."""
+        if item.manifest is not None:
+            self._remove_day_temps(item.call_id, item.manifest.day)
         if item.assemble:
             stats = [(p, p.stat()) for p in item.legs]
             item.cut_at = _utc(max(s.st_mtime for _, s in stats))
@@ -322,7 +325,8 @@ class Recovery:
             ended = item.cut_at or datetime.now(timezone.utc)
             audio = recorder.finish({**item.manifest.metadata, "ended_at": _naive(ended)})
             if audio is None:
-                why = recorder.error or "its legs held no audio"
+                why = recorder.error or recorder.assembly_error or "its legs held no audio"  # a full disk:
+                # the legs stay, and the next start tries again
                 if item.status is not None:
                     self.store.write("mark_interrupted", call_id=item.call_id, at=_naive(ended),
                                      warning=f"{item.warning.split(';')[0]}; {why}")
@@ -381,6 +385,18 @@ class Recovery:
         log.info("stale partial recording removed", extra={"call_id": item.call_id, "files": len(item.files),
                                                            "reason": why})
         item.files, item.legs, item.manifest = [], [], None
+
+    def _remove_day_temps(self, call_id: str, day: str) -> None:
+        """A kept WAV or sidecar the dead process was writing (storage/files.py replacing_private:
+        a hidden temp file beside it, renamed when whole). Its legs are still here to assemble it
+        again, so the half-written temp goes."""
+        folder = self.audio_dir / day
+        if folder.is_symlink() or not folder.is_dir():
+            return
+        for path in folder.glob(f".{call_id}.*.tmp"):  # call_id passed check_call_id: no glob characters
+            if path.is_file() and not path.is_symlink():
+                self._unlink(path)
+                log.info("half-written recording file removed", extra={"call_id": call_id, "file": path.name})
 
     def _unlink(self, path: Path) -> None:
         try:

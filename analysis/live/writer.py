@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from emotivoice.analysis.live.call import LiveCall, LiveUtterance
 from emotivoice.analysis.live.chain import Stage
-from emotivoice.analysis.live.finalize import begin_final, store_final
+from emotivoice.analysis.live.finalize import begin_final, kept_audio, store_final
 from emotivoice.analysis.sink import to_record
 from emotivoice.storage.db import BadRequest
 from emotivoice.storage.incremental import diff_record
@@ -42,17 +42,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("emotivoice.analysis.live.engine")
 
 WRITER_GROUP = 32  # dirty calls stored in one transaction (a group commit)
+DISK_RETRY_MAX_S = 30.0  # a kept WAV a full disk refused is assembled again at most this far apart
 
 
 @dataclass
 class _Parked:
-    """A finished call whose final save the store refused: tried again at `next_at`."""
+    """A finished call whose final save the store refused, or whose kept WAV a full disk would not
+    take (its legs wait in .partial): tried again at `next_at`."""
 
     call: LiveCall
     audio: Path | None
     failed_at: float
     next_at: float
     attempts: int = 1
+
+
+def _waits_for_room(entry: _Parked) -> bool:
+    """Its kept WAV was refused by a full disk (CallRecorder.assembly_error) and not made since."""
+    recorder = entry.call.recorder
+    return entry.audio is None and recorder is not None and bool(recorder.assembly_error)
 
 
 # ---- writer ---------------------------------------------------------------------------------------
@@ -255,14 +263,16 @@ class FinalizerStep(Stage):
             if entry is not None:
                 self._attempt(entry)
         self.counters["finals_waiting"] = len(self.parked)
+        self.counters["recordings_waiting_for_disk"] = sum(1 for p in self.parked if _waits_for_room(p))
 
     def on_stop(self) -> None:
         """Stopping with the store still refusing: say which calls were not stored (recovery finds
         those left 'live' at the next start, with their kept audio)."""
         if self.parked:
-            log.error("service stopping with finished calls not stored (store fault)",
-                      extra={"calls": [p.call.call_id for p in self.parked],
-                             "error": self.engine.store_health.fault})
+            log.error("service stopping with finished calls not stored (store fault, or a full disk that "
+                      "would not take their recordings)",
+                      extra={"calls": [p.call.call_id for p in self.parked], "error": self.engine.store_health.fault,
+                             "waiting_for_disk": [p.call.call_id for p in self.parked if _waits_for_room(p)]})
 
     def _begin_call(self, call_id: str) -> _Parked | None:
         with self.engine._lock:
@@ -298,6 +308,8 @@ class FinalizerStep(Stage):
 
     def _attempt(self, entry: _Parked) -> None:
         engine, health = self.engine, self.engine.store_health
+        if self._waits_for_disk(entry):
+            return
         try:
             stored = store_final(entry.call, entry.audio, engine.store, engine.cfg, engine.finalizer, health,
                                  engine.settings.redaction)
@@ -316,6 +328,25 @@ class FinalizerStep(Stage):
         entry.attempts += 1
         entry.failed_at, entry.next_at = now, now + max(health.wait_s(), 1.0 if not health.faulted else 0.0)
         self.parked.append(entry)
+
+    def _waits_for_disk(self, entry: _Parked) -> bool:
+        """Assemble the kept WAV again if a full disk refused it; True (parked again) while it
+        still does. The call is stored only with its recording: meanwhile it stays 'live', and a
+        restart's recovery assembles the same legs."""
+        if not _waits_for_room(entry):
+            return False
+        recorder = entry.call.recorder
+        if entry.attempts:  # a fresh entry's first try was begin_final's, just now
+            entry.audio = kept_audio(entry.call, self.engine.cfg)
+            if entry.audio is not None or not recorder.assembly_error:
+                log.info("call recording assembled once the disk had room", extra={
+                    "call_id": entry.call.call_id, "attempts": entry.attempts})
+                return False
+        now = time.monotonic()
+        entry.attempts += 1
+        entry.failed_at, entry.next_at = now, now + min(DISK_RETRY_MAX_S, 2.0 ** min(entry.attempts, 5))
+        self.parked.append(entry)
+        return True
 
     def _is_due(self, entry: _Parked) -> bool:
         """Its time has come, or the store recovered since it failed (resume at once)."""
