@@ -139,8 +139,9 @@ class NotingSink:
 
 
 def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.ndarray]],
-                     wait_s: float = 300.0) -> list[dict]:
-    """Per placed call and leg: does the kept WAV hold what sipp sent, within 0.1 s? (then removed)"""
+                     wait_s: float = 300.0, remove: bool = True) -> list[dict]:
+    """Per placed call and leg: does the kept WAV hold what sipp sent, within 0.1 s? (then removed,
+    unless the engine may still be finishing the call: its redaction reads the WAV after it appears)"""
     import wave
 
     from benchmarks.recording_match import match_leg
@@ -160,7 +161,7 @@ def check_recordings(audio_dir: Path, sink: NotingSink, sent: dict[str, list[np.
             got = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels()).T
         out.append({"sip_call_id": sip_call_id, "call_id": call_id, "recorded": True,
                     "legs": [match_leg(leg, got[i]).report(0.1) for i, leg in enumerate(legs)]})
-        for path in (wavs[0], wavs[0].with_suffix(".json")):
+        for path in (wavs[0], wavs[0].with_suffix(".json")) if remove else ():
             path.unlink(missing_ok=True)
     return out
 
@@ -236,7 +237,7 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
     threads1 = thread_cpu()
     service_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     front = engine.inbox.stats()
-    recordings = check_recordings(engine.cfg.audio_dir, sink, sent)
+    recordings = check_recordings(engine.cfg.audio_dir, sink, sent, remove=False)
     leg_checks = [leg for r in recordings for leg in r.get("legs", [])]
     senders = sender_lateness(sender_log)
     lat = list(engine.latencies)
@@ -261,6 +262,8 @@ def run_level(engine, sink: NotingSink, port: int, n: int, legs: list[np.ndarray
         "machine_cores": round((busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 2, 2),
         "peak_rss_mb": round(peak[0]), "wall_s": round(wall1 - wall0, 1),
         "clock_skipped_frames": connector_stats()["clock_skipped_frames"] if connector_stats else None,
+        # what the legs' jitter buffers played as silence or dropped, summed since the service started
+        "jitter_buffer_since_start": connector_stats().get("jitter_buffer") if connector_stats else None,
         **senders,
         "cores_by_thread": cpu_by_thread(threads0, threads1, wall1 - wall0),
         "stage_counters": {k: v - counters0.get(k, 0) for k, v in engine.counters.items()
@@ -352,6 +355,7 @@ def run_record_only(settings, n: int, legs: list[np.ndarray], stagger_s: float) 
             "recorded_legs_matching": f"{sum(leg['match'] for leg in checks)}/{2 * len(recordings)}",
             "recorded_max_drift_s": max((abs(leg["drift_s"]) for leg in checks), default=None),
             "clock_skipped_frames": stats.get("clock_skipped_frames"),
+            "jitter_buffer_since_start": stats.get("jitter_buffer"),
             "frames_filled_with_silence": stats.get("frames_filled"),
             "service_cores": round(((cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime))
                                    / (wall1 - wall0), 2),
@@ -370,8 +374,16 @@ def main() -> None:
                         help="the connector and recording front alone (no analysis): does recording keep up?")
     parser.add_argument("--media-path", choices=("native", "python"),
                         help="how SIP legs leave pjmedia (connector.media_path; default: the setting)")
+    parser.add_argument("--sender-stalls", default="", metavar="PERIOD_S:STALL_S",
+                        help="every RTP stream holds its packets STALL_S once every PERIOD_S of audio, then "
+                             "bursts them (network jitter; connector/rtpsend.py)")
+    parser.add_argument("--jitter-buffer-ms", type=int,
+                        help="native legs' fixed jitter buffer delay, 0: pjmedia's adaptive one "
+                             "(connector.jitter_buffer_ms; default: the setting)")
     parser.add_argument("--name", help="results file name (default: live, or live_<seconds>s for other lengths)")
     args = parser.parse_args()
+    if args.sender_stalls:  # read by every rtpsend.py sipp starts
+        os.environ["EMOTIVOICE_RTPSEND_STALLS"] = args.sender_stalls
 
     from emotivoice.analysis.live.engine import LiveEngine
     from emotivoice.connector.sip import SipConnector
@@ -385,7 +397,9 @@ def main() -> None:
     settings = replace(settings, db_path=tmp / "live.duckdb",
                        live=replace(settings.live, audio_dir=tmp / "calls", finalize="none", keep_audio=True),
                        connector=replace(settings.connector, sip_port=0, siprec_agent_match="agent", max_calls=128,
-                                         media_path=args.media_path or settings.connector.media_path))
+                                         media_path=args.media_path or settings.connector.media_path,
+                                         jitter_buffer_ms=settings.connector.jitter_buffer_ms
+                                         if args.jitter_buffer_ms is None else args.jitter_buffer_ms))
     if args.record_only:
         levels = []
         for n in [int(x) for x in args.levels.split(",")]:
@@ -428,6 +442,8 @@ def main() -> None:
     name = args.name or ("live" if args.seconds == 45.0 else f"live_{int(args.seconds)}s")  # longer: own file
     write_result(name, {
         "setup": {"call_s": args.seconds, "stagger_s": args.stagger, "media_path": settings.connector.media_path,
+                  "jitter_buffer_ms": settings.connector.jitter_buffer_ms,
+                  "sender_stalls": args.sender_stalls or None,
                   "audio": "demo call, both legs, G.711 u-law RTP, "
                   "rotated per call", "finalize": "none (measured separately); every leg recorded first",
                   "transcription": settings.transcription.model,

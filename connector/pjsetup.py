@@ -93,9 +93,19 @@ def free_port(host: str, v6: bool) -> int:
     return port
 
 
-def endpoint_config(max_calls: int, writer: LogWriter, debug: bool) -> pj.EpConfig:
+JITTER_BUFFER_MAX_MS = 2000  # a fixed buffer's capacity: a sender's backlog up to this is kept, not dropped
+
+
+def endpoint_config(max_calls: int, writer: LogWriter, debug: bool, jitter_buffer_ms: int = 0) -> pj.EpConfig:
     """The Endpoint's settings: SIP events polled by the connector's own thread, pjsip's log into
-    ours, a 16 kHz bridge with room for every call's streams and leg ports."""
+    ours, a 16 kHz bridge with room for every call's streams and leg ports.
+
+    `jitter_buffer_ms` > 0 fixes every stream's playout delay there and turns discarding off.
+    pjmedia's adaptive buffer starts with no delay, grows it whenever a packet comes late (each time
+    inserting silence) and shrinks it by dropping frames: a recorder's timeline moves both ways.
+    A fixed delay absorbs any lateness up to it, and with no discard a backlog is played out late
+    rather than dropped, so a leg's frames are its packets in sequence; silence is inserted only
+    when the buffer runs dry (a sender stalled longer than the delay, or one that stopped)."""
     ep_cfg = pj.EpConfig()
     ep_cfg.uaConfig.threadCnt = 0  # SIP events are polled by the connector's thread
     ep_cfg.uaConfig.mainThreadOnly = False
@@ -110,6 +120,10 @@ def endpoint_config(max_calls: int, writer: LogWriter, debug: bool) -> pj.EpConf
     ep_cfg.medConfig.noVad = True
     ep_cfg.medConfig.ecTailLen = 0
     ep_cfg.medConfig.maxMediaPorts = 4 * max_calls + 16
+    if jitter_buffer_ms > 0:
+        ep_cfg.medConfig.jbInit = ep_cfg.medConfig.jbMinPre = ep_cfg.medConfig.jbMaxPre = jitter_buffer_ms
+        ep_cfg.medConfig.jbMax = max(JITTER_BUFFER_MAX_MS, 2 * jitter_buffer_ms)
+        ep_cfg.medConfig.jbDiscardAlgo = pj.PJMEDIA_JB_DISCARD_NONE
     return ep_cfg
 
 

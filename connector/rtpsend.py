@@ -10,6 +10,11 @@ With $EMOTIVOICE_RTPSEND_LOG set (benchmarks/live.py sets it), a JSON line per s
 there at the end: how long after sipp's exec it began, how far behind its schedule it fell at worst
 and when, so a kept leg that misses its head or tail can be told from a sender that started late or
 stalled and then burst (a jitter buffer drops the burst).
+
+With $EMOTIVOICE_RTPSEND_STALLS set to "PERIOD_S:STALL_S" every stream holds its packets for
+STALL_S once every PERIOD_S of audio and then sends what it owes at once, as a congested network
+delivers them: the jitter a recorder must absorb without moving its timeline (benchmarks/live.py
+--sender-stalls).
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ def send(host: str, streams: list[tuple[int, bytes]], exec_at: float | None = No
     packets = max(len(data) for _, data in streams) // SAMPLES
     start = time.monotonic()
     late, late_at = 0.0, 0
+    every, stall_s = _stalls(os.environ.get("EMOTIVOICE_RTPSEND_STALLS", ""))
     for n in range(packets):
+        if every and n and n % every == 0:
+            time.sleep(stall_s)  # the packets due meanwhile go out in one burst after it
         behind = time.monotonic() - (start + n * PTIME_S)
         if behind > late:
             late, late_at = behind, n
@@ -59,6 +67,16 @@ def send(host: str, streams: list[tuple[int, bytes]], exec_at: float | None = No
             delay = None if exec_at is None else round(started - exec_at, 3)
             f.write(json.dumps({"ports": [p for p, _ in streams], "started": started, "start_delay_s": delay,
                                 "max_late_s": round(late, 3), "late_at_s": round(late_at * PTIME_S, 2)}) + "\n")
+
+
+def _stalls(spec: str) -> tuple[int, float]:
+    """"PERIOD_S:STALL_S" as (packets between stalls, stall seconds); (0, 0.0) when unset or unreadable."""
+    period, _, stall = spec.partition(":")
+    try:
+        every, stall_s = round(float(period) / PTIME_S), float(stall)
+    except ValueError:
+        return 0, 0.0
+    return (every, stall_s) if every > 0 and 0 < stall_s < 10 else (0, 0.0)
 
 
 def main(argv: list[str]) -> None:

@@ -64,6 +64,9 @@ class SipConnector(CallAdmission, CallMedia):
         check_security(cfg)
         if cfg.media_path not in MEDIA_PATHS:
             raise ValueError(f"connector.media_path must be one of {', '.join(MEDIA_PATHS)}, not {cfg.media_path!r}")
+        if cfg.jitter_buffer_ms and not 20 <= cfg.jitter_buffer_ms <= 1000:
+            raise ValueError(f"connector.jitter_buffer_ms must be 0 (adaptive) or 20 to 1000, "
+                             f"not {cfg.jitter_buffer_ms}")
         self.cfg = cfg
         self.native = cfg.media_path == "native"  # may turn False at start when pjmedia's C API is missing
         self._ports: WavPorts | None = None
@@ -86,6 +89,8 @@ class SipConnector(CallAdmission, CallMedia):
         self._policy = RequestPolicy(self._allow, self._limiter, self.refusal_log)
         self._guard: SipGuard | None = None
         self._calls_without_media = 0
+        self.jitter = {"legs": 0, "fixed_legs": 0, "empty_frames": 0, "discarded_frames": 0,  # on_stream_destroyed
+                       "max_delay_ms": 0}
         self._next_sweep = 0.0
         self._yard: PortYard | None = None  # retired leg ports, until the bridge lets go of them
         self._kept_calls: list[SipCall] = []  # whose pjsua slot a new call took: never destroyed
@@ -123,6 +128,8 @@ class SipConnector(CallAdmission, CallMedia):
                 "ports": self._yard.stats() if self._yard else {},
                 "clock_skipped_frames": self.clock.total_skipped, "clock_skipped_share": round(self.clock.share(), 3),
                 "media_path": "native" if self.native else "python",
+                "jitter_buffer": {"fixed_ms": self.cfg.jitter_buffer_ms if self.cfg.media_path == "native" else 0,
+                                  **self.jitter},
                 **(self._tailer.stats() if self._tailer else {})}
 
     def _run(self) -> None:
@@ -159,7 +166,8 @@ class SipConnector(CallAdmission, CallMedia):
             self._ep.libCreate()
         self._log_writer = LogWriter()
         ep_cfg = endpoint_config(min(self._max_calls + 1, _MAX_CALLS_BUILT), self._log_writer,  # +1: we say 486
-                                 log.isEnabledFor(logging.DEBUG))
+                                 log.isEnabledFor(logging.DEBUG),
+                                 self.cfg.jitter_buffer_ms if self.cfg.media_path == "native" else 0)
         self._ep.libInit(ep_cfg)
         self._install_guard()  # before any transport exists, so no request arrives unchecked
         self._ep.audDevManager().setNullDev()

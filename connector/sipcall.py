@@ -244,6 +244,9 @@ class SipCall(pj.Call):
     def onCallMediaState(self, prm) -> None:
         self.owner.on_media_ready(self)
 
+    def onStreamDestroyed(self, prm) -> None:
+        self.owner.on_stream_destroyed(self, prm.streamIdx)
+
     def onCallTransferRequest(self, prm) -> None:
         prm.statusCode = 603  # never place a call because a peer asked (REFER); the guard refuses it first
 

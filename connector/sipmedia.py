@@ -141,6 +141,29 @@ class CallMedia:
             except pj.Error as exc:
                 log.warning("SIP hang-up failed", extra={"call_id": state.call_id, "error": exc.info()})
 
+    def on_stream_destroyed(self, call: SipCall, index: int) -> None:
+        """What a leg's jitter buffer did to its timeline, read as its stream goes: frames it played
+        as silence because it had none (its prefetch, and each time it ran dry) and frames it
+        dropped. Logged per leg and summed in stats(); with connector.jitter_buffer_ms nothing is
+        dropped and silence past the prefetch means a sender stalled longer than the buffer."""
+        state = call.state
+        leg = state.legs.get(index) if state else None
+        if leg is None:
+            return
+        try:
+            jb = call.getStreamStat(index).jbuf
+        except pj.Error:
+            return
+        self.jitter["legs"] += 1
+        self.jitter["fixed_legs"] += int(0 < jb.minPrefetch == jb.maxPrefetch == jb.prefetch)  # the setting took
+        self.jitter["empty_frames"] += jb.empty
+        self.jitter["discarded_frames"] += jb.discard
+        self.jitter["max_delay_ms"] = max(self.jitter["max_delay_ms"], jb.maxDelayMsec)
+        log.info("SIP leg jitter buffer", extra={
+            "call_id": state.call_id, "leg": leg.info.leg, "empty_frames": jb.empty, "discarded_frames": jb.discard,
+            "lost_frames": jb.lost, "prefetch_frames": jb.prefetch, "avg_delay_ms": jb.avgDelayMsec,
+            "max_delay_ms": jb.maxDelayMsec})
+
     def on_call_ended(self, call: SipCall, reason: str) -> None:
         self._finish(call, reason)
         self._done.append(call)

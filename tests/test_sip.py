@@ -541,8 +541,13 @@ def test_a_kept_leg_holds_what_sipp_sent_on_either_media_path(tmp_path, demo_leg
     # numbered on the leg's timeline: the only gaps are ticks the media clock skipped (python ports;
     # a loaded CI machine starved it once, stop 26), never frames lost on the way; native legs never skip
     assert gaps == stats.get("clock_skipped_frames", 0), (gaps, stats)
-    if media_path == "native":
+    jitter = stats["jitter_buffer"]  # read from each leg's stream as it went
+    assert jitter["legs"] == 2, jitter
+    if media_path == "native":  # a fixed playout delay (connector.jitter_buffer_ms) that drops nothing
         assert gaps == 0, stats
+        assert jitter["fixed_ms"] == 200 and jitter["fixed_legs"] == 2 and jitter["discarded_frames"] == 0, jitter
+    else:  # pjmedia's adaptive buffer, which sheds what a starved clock leaves behind
+        assert jitter["fixed_ms"] == 0 and jitter["fixed_legs"] == 0, jitter
     assert not list((audio_dir / ".partial").iterdir())
     missing = sink.ended[0].missing_frames
     assert all(0 <= n < 0.05 * len(demo_legs[0]) / 160 for n in missing.values()), missing

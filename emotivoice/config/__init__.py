@@ -126,6 +126,12 @@ class ConnectorConfig:
     # native legs: disk space reserved ahead of each leg's WAV (fallocate, size unchanged), so a disk
     # that fills mid-call still takes this many seconds of every running leg
     media_reserve_s: float = 30.0
+    # native legs: each leg's jitter buffer plays out at this fixed delay (ms) and never discards, so
+    # the kept WAV holds every packet in sequence and a sender up to this late shifts nothing
+    # (pjmedia's adaptive buffer, 0 here, moved 11 of 80 legs' timelines by 0.1-0.7 s at 40 calls);
+    # a call's last this-many ms are still in the buffer at its BYE. The python path keeps the
+    # adaptive buffer, which sheds the backlog a starved clock leaves (connector/pjsetup.py)
+    jitter_buffer_ms: int = 200
 
 
 @dataclass(frozen=True)
