@@ -90,7 +90,7 @@ class SipConnector(CallAdmission, CallMedia):
         self._guard: SipGuard | None = None
         self._calls_without_media = 0
         self.jitter = {"legs": 0, "fixed_legs": 0, "empty_frames": 0, "discarded_frames": 0,  # on_stream_destroyed
-                       "max_delay_ms": 0}
+                       "lost_frames": 0, "rtp_lost_packets": 0, "max_delay_ms": 0}
         self._next_sweep = 0.0
         self._yard: PortYard | None = None  # retired leg ports, until the bridge lets go of them
         self._kept_calls: list[SipCall] = []  # whose pjsua slot a new call took: never destroyed

@@ -151,18 +151,21 @@ class CallMedia:
         if leg is None:
             return
         try:
-            jb = call.getStreamStat(index).jbuf
+            stat = call.getStreamStat(index)
         except pj.Error:
             return
+        jb, rx = stat.jbuf, stat.rtcp.rxStat  # rx.loss: packets never received, by RTP sequence number
         self.jitter["legs"] += 1
         self.jitter["fixed_legs"] += int(0 < jb.minPrefetch == jb.maxPrefetch == jb.prefetch)  # the setting took
         self.jitter["empty_frames"] += jb.empty
         self.jitter["discarded_frames"] += jb.discard
+        self.jitter["lost_frames"] += jb.lost
+        self.jitter["rtp_lost_packets"] += rx.loss
         self.jitter["max_delay_ms"] = max(self.jitter["max_delay_ms"], jb.maxDelayMsec)
         log.info("SIP leg jitter buffer", extra={
             "call_id": state.call_id, "leg": leg.info.leg, "empty_frames": jb.empty, "discarded_frames": jb.discard,
-            "lost_frames": jb.lost, "prefetch_frames": jb.prefetch, "avg_delay_ms": jb.avgDelayMsec,
-            "max_delay_ms": jb.maxDelayMsec})
+            "lost_frames": jb.lost, "rtp_packets": rx.pkt, "rtp_lost_packets": rx.loss,
+            "prefetch_frames": jb.prefetch, "avg_delay_ms": jb.avgDelayMsec, "max_delay_ms": jb.maxDelayMsec})
 
     def on_call_ended(self, call: SipCall, reason: str) -> None:
         self._finish(call, reason)
